@@ -1,0 +1,165 @@
+"""Deployable bundles: the inference layout, and scoring audio files with one.
+
+A bundle is one device's folder in the layout the inference side reads (DESIGN.md):
+  {device}/ae_model.pth                       state_dict of the autoencoder
+  {device}/global_scale.npy                   [min, max] of the device's log-Mel scale
+  {device}/thresholds/threshold_{device}.npy  the decision threshold
+  {device}/bundle.json                        feature settings, architecture, sha256 of each file
+`load_bundle` checks every sha256 before it loads anything, and loads the weights with
+`weights_only=True`. The deploy stage scores the device's labelled test clips from the raw
+audio through the bundle and refuses it unless it reproduces the evaluation's scores.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipelines import fleet
+from pipelines.acoustic import data, features, model
+from pipelines.acoustic.training import load_model
+from pipelines.errors import ClipError, DeviceError, IntegrityError
+from pipelines.params import FeatureParams, Params, as_dict
+from registry.naming import check_device_code
+
+WEIGHTS = "ae_model.pth"
+SCALE = "global_scale.npy"
+MANIFEST = "bundle.json"
+
+
+def threshold_file(device: str) -> str:
+    return f"thresholds/threshold_{check_device_code(device)}.npy"
+
+
+@dataclass(frozen=True)
+class DeployInput:
+    model: Path
+    evaluation: Path
+    root: Path
+    params: Params
+
+
+def plan(models_dir: Path, eval_dir: Path, root: Path, params: Params) -> list[fleet.Job]:
+    code = fleet.code_digest(data, features, model, sys.modules[__name__])
+    trained = fleet.complete_devices(models_dir)
+    return [
+        fleet.Job(
+            device,
+            fleet.fingerprint(code, trained[device], stamp),
+            DeployInput(models_dir / device, eval_dir / device, root, params),
+        )
+        for device, stamp in fleet.complete_devices(eval_dir).items()
+        if device in trained
+    ]
+
+
+def build(job: fleet.Job, work: Path) -> dict[str, Any]:
+    inp: DeployInput = job.inputs
+    write_bundle(job.device, inp.model, fleet.read_json(inp.evaluation / "summary.json"), inp, work)
+    return {"threshold": load_bundle(work).threshold, **_replay(work, inp)}
+
+
+def write_bundle(device: str, trained: Path, evaluated: dict, inp: DeployInput, out: Path) -> None:
+    summary = fleet.read_json(trained / "summary.json")
+    weights = trained / "model.pth"
+    if fleet.sha256_file(weights) != summary["model_sha256"]:
+        raise IntegrityError(f"{weights}: does not match the sha256 recorded at training")
+    shutil.copyfile(weights, out / WEIGHTS)
+    np.save(out / SCALE, np.load(trained / "scale.npy", allow_pickle=False))
+    (out / "thresholds").mkdir(exist_ok=True)
+    np.save(out / threshold_file(device), np.float64(evaluated["threshold"]))
+    files = [WEIGHTS, SCALE, threshold_file(device)]
+    manifest = {
+        "device": device,
+        "sample_rate": inp.params.data.sample_rate,
+        "features": as_dict(inp.params.features),
+        "architecture": summary["architecture"],
+        "sha256": {name: fleet.sha256_file(out / name) for name in files},
+    }
+    fleet.write_json(out / MANIFEST, manifest)
+
+
+@dataclass(frozen=True)
+class Bundle:
+    device: str
+    net: model.ConvAutoencoder
+    scale: tuple[float, float]
+    threshold: float
+    features: FeatureParams
+    sample_rate: int
+
+
+def load_bundle(folder: Path) -> Bundle:
+    """Load a deployed device bundle after checking every file against its sha256."""
+    try:
+        manifest = fleet.read_json(folder / MANIFEST)
+    except (OSError, ValueError) as exc:
+        raise IntegrityError(
+            f"{folder / MANIFEST}: cannot read the bundle manifest ({exc})"
+        ) from exc
+    device = check_device_code(manifest["device"])
+    for name, sha in manifest["sha256"].items():
+        path = folder / name
+        if not path.is_file() or fleet.sha256_file(path) != sha:
+            raise IntegrityError(f"{path}: missing or does not match its recorded sha256")
+    scale = np.load(folder / SCALE, allow_pickle=False)
+    threshold = np.load(folder / threshold_file(device), allow_pickle=False)
+    return Bundle(
+        device=device,
+        net=load_model(folder / WEIGHTS, manifest["sha256"][WEIGHTS], manifest["architecture"]),
+        scale=(float(scale[0]), float(scale[1])),
+        threshold=float(threshold),
+        features=FeatureParams(**manifest["features"]),
+        sample_rate=int(manifest["sample_rate"]),
+    )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    file: str
+    score: float | None
+    threshold: float
+    anomalous: bool | None
+    error: str = ""
+
+
+def score_file(bundle: Bundle, path: Path) -> Verdict:
+    """Score one clip: mean reconstruction error of its windows against the threshold."""
+    try:
+        y = data.decode(path.read_bytes(), path, bundle.sample_rate)
+    except (OSError, ClipError) as exc:
+        return Verdict(str(path), None, bundle.threshold, None, getattr(exc, "reason", str(exc)))
+    windows = features.log_mel_windows(y, bundle.sample_rate, bundle.features)
+    if len(windows) == 0:
+        reason = f"too short: need at least {bundle.features.window_sec} s"
+        return Verdict(str(path), None, bundle.threshold, None, reason)
+    scaled = torch.from_numpy(features.apply_scale(windows, bundle.scale)).unsqueeze(1)
+    score = float(model.reconstruction_errors(bundle.net, scaled).mean())
+    return Verdict(str(path), score, bundle.threshold, score > bundle.threshold)
+
+
+def _replay(bundle_dir: Path, inp: DeployInput) -> dict[str, Any]:
+    """Score the evaluated test clips from raw audio through the bundle; refuse a mismatch."""
+    scores_file = inp.evaluation / "scores.json"
+    if not scores_file.is_file():
+        return {"replayed_clips": 0}
+    torch.set_num_threads(inp.params.train.torch_threads)
+    bundle = load_bundle(bundle_dir)
+    expected = fleet.read_json(scores_file)
+    got = [score_file(bundle, inp.root / row["file"]) for row in expected]
+    worst = max(
+        np.inf if v.score is None else abs(v.score - row["score"]) / max(row["score"], 1e-12)
+        for v, row in zip(got, expected, strict=True)
+    )
+    if worst > 1e-4:
+        raise DeviceError(
+            bundle.device,
+            f"the bundle does not reproduce the evaluation (relative score diff {worst:.2e})",
+        )
+    return {"replayed_clips": len(got), "replay_max_rel_diff": float(worst)}

@@ -1,0 +1,120 @@
+"""The evaluate stage: reconstruction errors, a threshold, and detection metrics per device.
+
+The threshold is fitted on the errors of the device's normal training windows (the seed
+and the DCASE baselines do the same); a test clip's score is the mean error of its windows.
+Written per device: `scores.json` (every test clip with its score and verdict) and, when the
+device has both normal and anomalous test clips, `roc.json` and `histogram.json`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipelines import fleet, scoring
+from pipelines.acoustic import model
+from pipelines.acoustic.extraction import load_device
+from pipelines.acoustic.training import load_model
+from pipelines.params import Params, as_dict
+
+
+@dataclass(frozen=True)
+class EvaluateInput:
+    features: Path
+    model: Path
+    params: Params
+
+
+def plan(features_dir: Path, models_dir: Path, params: Params) -> list[fleet.Job]:
+    settings = [as_dict(params.evaluate), fleet.code_digest(scoring, sys.modules[__name__])]
+    extracted = fleet.complete_devices(features_dir)
+    return [
+        fleet.Job(
+            device,
+            fleet.fingerprint(settings, extracted[device], stamp),
+            EvaluateInput(features_dir / device, models_dir / device, params),
+        )
+        for device, stamp in fleet.complete_devices(models_dir).items()
+        if device in extracted
+    ]
+
+
+def build(job: fleet.Job, work: Path) -> dict[str, Any]:
+    inp: EvaluateInput = job.inputs
+    p = inp.params.evaluate
+    torch.set_num_threads(inp.params.train.torch_threads)
+    train, test, index = load_device(inp.features)
+    trained = fleet.read_json(inp.model / "summary.json")
+    net = load_model(inp.model / "model.pth", trained["model_sha256"], trained["architecture"])
+    train_errors = _errors(net, train)
+    threshold = scoring.fit_threshold(train_errors, p)
+    validation = np.asarray(index["validation"], dtype=bool)
+    result: dict[str, Any] = {
+        "windows": trained["windows"],
+        "epochs": trained["epochs_run"],
+        "val_loss": trained["val_loss"],
+        "threshold": threshold,
+        "val_error": float(train_errors[validation].mean()) if validation.any() else None,
+        "test_clips": len(index["test_clips"]),
+    }
+    if not index["test_clips"]:
+        return result
+    clips = index["test_clips"]
+    scores = scoring.mean_by_clip(_errors(net, test), index["test_clip_of_window"], len(clips))
+    labels = np.array([int(c["role"] == "anomaly") for c in clips])
+    fleet.write_json(
+        work / "scores.json",
+        [
+            {
+                "file": c["file"],
+                "label": int(y),
+                "score": float(s),
+                "anomalous": bool(s > threshold),
+            }
+            for c, y, s in zip(clips, labels, scores, strict=True)
+        ],
+    )
+    if 0 < labels.sum() < len(labels):
+        result |= scoring.detection_metrics(labels, scores, threshold, p.max_fpr).as_dict()
+        fleet.write_json(work / "roc.json", scoring.roc_points(labels, scores))
+        fleet.write_json(
+            work / "histogram.json", scoring.score_histogram(labels, scores, threshold)
+        )
+    return result
+
+
+def _errors(net: torch.nn.Module, windows: np.ndarray) -> np.ndarray:
+    return model.reconstruction_errors(net, torch.from_numpy(windows).unsqueeze(1)).numpy()
+
+
+# Per-device metrics shown by `dvc exp show`; "_fleet" cannot clash with a device code.
+METRICS = ("auc", "pauc", "precision", "recall", "f1", "threshold", "val_loss", "epochs", "windows")
+PLOTS = ("roc", "histogram")
+
+
+def write_fleet_outputs(devices_dir: Path, metrics_path: Path, plots_dir: Path) -> dict[str, Any]:
+    """Gather every evaluated device into one metrics file and per-device plot files."""
+    metrics: dict[str, Any] = {}
+    shutil.rmtree(plots_dir, ignore_errors=True)
+    for name in PLOTS:
+        (plots_dir / name).mkdir(parents=True)
+    for device in fleet.complete_devices(devices_dir):
+        summary = fleet.read_json(devices_dir / device / "summary.json")
+        metrics[device] = {key: summary[key] for key in METRICS if key in summary}
+        for name in PLOTS:
+            source = devices_dir / device / f"{name}.json"
+            if source.is_file():
+                shutil.copyfile(source, plots_dir / name / f"{device}.json")
+    aucs = [m["auc"] for m in metrics.values() if "auc" in m]
+    summary = {"devices": len(metrics), "devices_with_auc": len(aucs)}
+    if aucs:
+        summary |= {"mean_auc": float(np.mean(aucs)), "min_auc": float(np.min(aucs))}
+    metrics_path.parent.mkdir(parents=True, exist_ok=True)
+    fleet.write_json(metrics_path, {"_fleet": summary, **metrics})
+    return metrics

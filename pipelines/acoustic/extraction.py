@@ -1,0 +1,175 @@
+"""The extract stage: a device's audio to one array of scaled log-Mel windows on disk.
+
+Each file is read and decoded once. Recorded clips go through the RMS/IQR quality filter,
+verified_normal clips are always kept, labelled test clips are kept apart. The validation
+split is drawn here, by whole clips where there are several (neighbouring windows overlap,
+so a split by window would leak), and the min-max scale is fitted on the training part only.
+
+Written per device: `train.npy` and `test.npy` (float32, (n, n_mels, frames), scaled),
+`scale.npy` ([min, max]) and `index.json` (clips, their sha256, window-to-clip maps,
+the validation mask, and every skipped clip with its reason).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import librosa
+import numpy as np
+
+from pipelines import fleet
+from pipelines.acoustic import data, features
+from pipelines.errors import ClipError, DeviceError
+from pipelines.params import Params, SplitParams, as_dict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExtractInput:
+    root: Path
+    sources: data.DeviceSources
+    digests: dict[str, str]  # file path relative to root -> sha256
+    params: Params
+
+
+@dataclass
+class Clip:
+    file: str  # relative to the data root
+    role: str  # recorded, verified, normal, anomaly
+    windows: np.ndarray
+    rms: float
+
+
+def plan(root: Path, params: Params) -> list[fleet.Job]:
+    """One job per device, fingerprinted by its files' bytes, the params and this code."""
+    code = fleet.code_digest(data, features, sys.modules[__name__])
+    settings = [as_dict(params.data), as_dict(params.features), as_dict(params.quality)]
+    settings += [as_dict(params.split), code, librosa.__version__]
+    jobs = []
+    for device, sources in data.discover(root, params.data.extensions).items():
+        digests = {_rel(p, root): fleet.sha256_file(p) for p in sources.all_files}
+        jobs.append(
+            fleet.Job(
+                device,
+                fleet.fingerprint(settings, digests),
+                ExtractInput(root, sources, digests, params),
+            )
+        )
+    return jobs
+
+
+def build(job: fleet.Job, work: Path) -> dict[str, Any]:
+    """Extract one device into `work`; raise DeviceError when no training clip is usable."""
+    inp: ExtractInput = job.inputs
+    src, p = inp.sources, inp.params
+    skipped: list[dict[str, str]] = []
+    recorded = _clips(src.recorded, "recorded", inp, skipped)
+    keep = features.quality_keep(np.array([c.rms for c in recorded]), p.quality)
+    filtered = [c.file for c, k in zip(recorded, keep, strict=True) if not k]
+    train = [c for c, k in zip(recorded, keep, strict=True) if k]
+    train += _clips(src.verified, "verified", inp, skipped)
+    if not train:
+        reasons = "; ".join(f"{s['file']}: {s['reason']}" for s in skipped[:3]) or "no audio files"
+        raise DeviceError(job.device, f"no usable training clip ({reasons})")
+    test = _clips(src.test_normal, "normal", inp, skipped)
+    test += _clips(src.test_anomaly, "anomaly", inp, skipped)
+
+    train_windows = np.concatenate([c.windows for c in train])
+    clip_of_window = np.repeat(np.arange(len(train)), [len(c.windows) for c in train])
+    validation = validation_mask(clip_of_window, p.split)
+    scale = features.fit_scale(train_windows[~validation])
+    np.save(work / "train.npy", features.apply_scale(train_windows, scale))
+    np.save(work / "scale.npy", np.array(scale, dtype=np.float64))
+    test_windows = [c.windows for c in test]
+    shape = (0, p.features.n_mels, p.features.frames)
+    stacked = np.concatenate(test_windows) if test else np.zeros(shape, np.float32)
+    np.save(work / "test.npy", features.apply_scale(stacked, scale))
+    index = {
+        "device": job.device,
+        "scale": list(scale),
+        "train_clips": [_clip_entry(c, inp) for c in train],
+        "train_clip_of_window": clip_of_window.tolist(),
+        "validation": validation.tolist(),
+        "test_clips": [_clip_entry(c, inp) for c in test],
+        "test_clip_of_window": np.repeat(np.arange(len(test)), [len(w) for w in test_windows])
+        .astype(int)
+        .tolist(),
+        "skipped": skipped,
+        "quality_filtered": filtered,
+    }
+    fleet.write_json(work / "index.json", index)
+    return {
+        "train_clips": len(train),
+        "windows": len(train_windows),
+        "validation_windows": int(validation.sum()),
+        "test_clips": len(test),
+        "skipped": skipped,
+        "quality_filtered": filtered,
+    }
+
+
+def _clips(paths: tuple[Path, ...], role: str, inp: ExtractInput, skipped: list) -> list[Clip]:
+    clips = []
+    for path in paths:
+        try:
+            clips.append(_clip(path, role, inp))
+        except ClipError as exc:
+            skipped.append({"file": _rel(path, inp.root), "reason": exc.reason})
+    return clips
+
+
+def _clip(path: Path, role: str, inp: ExtractInput) -> Clip:
+    p, rate = inp.params, inp.params.data.sample_rate
+    y = data.decode(path.read_bytes(), path, rate)
+    windows = features.log_mel_windows(y, rate, p.features)
+    if len(windows) == 0:
+        raise ClipError(
+            path, f"too short: {len(y) / rate:.2f} s, need at least {p.features.window_sec} s"
+        )
+    return Clip(_rel(path, inp.root), role, windows, features.probe_rms(y, rate, p.quality))
+
+
+def _clip_entry(clip: Clip, inp: ExtractInput) -> dict[str, Any]:
+    return {
+        "file": clip.file,
+        "role": clip.role,
+        "sha256": inp.digests[clip.file],
+        "windows": len(clip.windows),
+    }
+
+
+def validation_mask(clip_of_window: np.ndarray, p: SplitParams) -> np.ndarray:
+    """True for validation windows: about `val_fraction` of them, by whole clips if possible.
+
+    Below `min_windows` windows there is no validation set (too few to say anything).
+    """
+    n = len(clip_of_window)
+    mask = np.zeros(n, dtype=bool)
+    if n < p.min_windows:
+        return mask
+    rng = np.random.default_rng(p.seed)
+    wanted = max(1, int(n * p.val_fraction))
+    clips = np.unique(clip_of_window)
+    if len(clips) < 2:
+        mask[rng.permutation(n)[:wanted]] = True
+        return mask
+    for clip in rng.permutation(clips)[:-1]:  # at least one clip stays for training
+        if mask.sum() >= wanted:
+            break
+        mask |= clip_of_window == clip
+    return mask
+
+
+def _rel(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def load_device(folder: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """(train windows, test windows, index) of one extracted device."""
+    index = fleet.read_json(folder / "index.json")
+    return np.load(folder / "train.npy"), np.load(folder / "test.npy"), index

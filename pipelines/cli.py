@@ -1,0 +1,103 @@
+"""`fleet`: look at a pipeline run and use what it deployed.
+
+fleet table [--metrics eval/metrics.json] [--json]   per-device results of the last run
+fleet score BUNDLE_DIR CLIP... [--json]              score audio with a deployed bundle
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+COLUMNS = (
+    ("device", "device", "{}"),
+    ("windows", "windows", "{}"),
+    ("epochs", "epochs", "{}"),
+    ("val_loss", "val loss", "{:.5f}"),
+    ("threshold", "threshold", "{:.5f}"),
+    ("auc", "AUC", "{:.3f}"),
+    ("pauc", "pAUC", "{:.3f}"),
+    ("f1", "F1", "{:.3f}"),
+)
+
+
+@app.command()
+def table(
+    metrics: Annotated[Path, typer.Option(help="metrics file of the evaluate stage")] = Path(
+        "eval/metrics.json"
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Per-device table: windows, epochs run, validation loss, threshold, AUC, pAUC, F1."""
+    try:
+        data = json.loads(metrics.read_text())
+    except (OSError, ValueError) as exc:
+        raise typer.BadParameter(
+            f"{metrics}: cannot read metrics ({exc}); run `dvc repro`"
+        ) from exc
+    fleet_summary = data.pop("_fleet", {})
+    if as_json:
+        typer.echo(json.dumps({"fleet": fleet_summary, "devices": data}, indent=2))
+        return
+    rows = [
+        [_cell(fmt, {"device": d, **m}.get(key)) for key, _, fmt in COLUMNS]
+        for d, m in data.items()
+    ]
+    typer.echo(_render([title for _, title, _ in COLUMNS], rows))
+    if "mean_auc" in fleet_summary:
+        typer.echo(
+            f"\n{fleet_summary['devices']} devices, mean AUC {fleet_summary['mean_auc']:.3f}, "
+            f"min AUC {fleet_summary['min_auc']:.3f}"
+        )
+
+
+@app.command()
+def score(
+    bundle_dir: Annotated[Path, typer.Argument(help="a deployed device folder, deploy/models/DEV")],
+    clips: Annotated[list[Path], typer.Argument(help="audio files to score")],
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Score clips with a deployed bundle: clip -> score, threshold, verdict."""
+    from pipelines.acoustic.bundle import load_bundle, score_file
+    from pipelines.errors import IntegrityError
+
+    try:
+        bundle = load_bundle(bundle_dir)
+    except (IntegrityError, KeyError, OSError) as exc:
+        typer.echo(f"error: {bundle_dir}: cannot load the bundle: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    verdicts = [score_file(bundle, clip) for clip in clips]
+    if as_json:
+        typer.echo(json.dumps([asdict(v) for v in verdicts], indent=2))
+    else:
+        rows = [
+            [v.file, _cell("{:.5f}", v.score), f"{v.threshold:.5f}", _verdict(v.anomalous, v.error)]
+            for v in verdicts
+        ]
+        typer.echo(_render(["clip", "score", "threshold", "verdict"], rows))
+    if any(v.error for v in verdicts):
+        raise typer.Exit(1)
+
+
+def _verdict(anomalous: bool | None, error: str) -> str:
+    if error:
+        return f"skipped: {error}"
+    return "ANOMALY" if anomalous else "normal"
+
+
+def _cell(fmt: str, value: object) -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def _render(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]
+    lines = [header, ["-" * w for w in widths], *rows]
+    return "\n".join(
+        "  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=False)) for line in lines
+    )

@@ -1,0 +1,229 @@
+"""Run one stage over a fleet: per-device fingerprints, skip what is unchanged, parallel map.
+
+DVC sees each stage as one unit over the whole fleet (a `foreach` over hundreds of devices
+costs DVC itself seconds per no-op run). Inside the stage, each device's output folder
+`{out}/{device}/` carries the fingerprint of the inputs it was built from; a device whose
+fingerprint is unchanged is skipped, so adding or changing one device rebuilds only that one.
+
+A device is built in `{out}/.partial/{device}/`, which survives a crash or a kill (a training
+run resumes from the checkpoints it left there), and is swapped into place only when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+import traceback
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from pipelines.errors import PipelineError
+
+log = logging.getLogger(__name__)
+
+STAMP = ".fingerprint"
+PARTIAL = ".partial"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fingerprint(*parts: Any) -> str:
+    """A stable digest of JSON-ready parts (params, file digests, upstream fingerprints)."""
+    text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def code_digest(*modules: Any) -> str:
+    """Digest of the source files of `modules`: a code change rebuilds what it affects."""
+    digest = hashlib.sha256()
+    for module in modules:
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()
+
+
+def read_stamp(folder: Path) -> str | None:
+    try:
+        return (folder / STAMP).read_text().strip()
+    except OSError:
+        return None
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON through a temp file and a rename, so readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def replace_dir(src: Path, dst: Path) -> None:
+    """Move a finished folder into place; the old one is moved aside first, then removed."""
+    old = dst.with_name(f".{dst.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if dst.exists():
+        os.replace(dst, old)
+    os.replace(src, dst)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One device's work in a stage: what to build it from, and the digest of that."""
+
+    device: str
+    fingerprint: str
+    inputs: Any = None
+
+
+@dataclass
+class Outcome:
+    device: str
+    status: str  # "built", "unchanged" or "failed"
+    seconds: float = 0.0
+    error: str = ""
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+BuildFn = Callable[[Job, Path], dict[str, Any]]
+
+
+def run_stage(
+    out: Path,
+    jobs: Iterable[Job],
+    build: BuildFn,
+    workers: int,
+    desc: str,
+) -> dict[str, Outcome]:
+    """Build every job whose fingerprint changed, in parallel; one failure stops no other.
+
+    `build(job, work_dir)` writes the device's files into `work_dir` and returns a small
+    JSON-ready summary. Devices no longer in `jobs` are removed from `out`, and so is the
+    old output of a device that failed: `out` only holds what matches the current inputs.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = list(jobs)
+    _prune(out, {job.device for job in jobs})
+    outcomes = {
+        job.device: Outcome(job.device, "unchanged", summary=_read_summary(out / job.device))
+        for job in jobs
+        if read_stamp(out / job.device) == job.fingerprint
+    }
+    todo = [job for job in jobs if job.device not in outcomes]
+    for job, result in _map(todo, build, out, workers, desc):
+        outcomes[job.device] = result
+        if result.status == "failed":  # what is there was built from other inputs
+            shutil.rmtree(out / job.device, ignore_errors=True)
+    return {job.device: outcomes[job.device] for job in jobs}
+
+
+def _map(
+    todo: list[Job], build: BuildFn, out: Path, workers: int, desc: str
+) -> Iterable[tuple[Job, Outcome]]:
+    bar = tqdm(total=len(todo), desc=desc, unit="device", disable=not todo)
+    workers = min(resolve_workers(workers), len(todo))
+    if workers <= 1:
+        for job in todo:
+            bar.set_postfix_str(job.device)
+            yield job, _build_one(job, build, out)
+            bar.update()
+    else:
+        # spawn, not fork: a forked child inherits the parent's thread pools (torch, BLAS).
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(_build_one, job, build, out): job for job in todo}
+            for future in as_completed(futures):
+                bar.set_postfix_str(futures[future].device)
+                yield futures[future], future.result()
+                bar.update()
+    bar.close()
+
+
+def resolve_workers(workers: int) -> int:
+    return workers or os.cpu_count() or 1
+
+
+def _build_one(job: Job, build: BuildFn, out: Path) -> Outcome:
+    started = time.perf_counter()
+    work = out / PARTIAL / job.device
+    if read_stamp(work) != job.fingerprint:  # leftovers of other inputs are no use
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        (work / STAMP).write_text(job.fingerprint + "\n")
+    try:
+        summary = build(job, work)
+    except PipelineError as exc:
+        return Outcome(job.device, "failed", time.perf_counter() - started, str(exc))
+    except Exception as exc:  # one device's bug must not stop the fleet; keep the trace
+        detail = "".join(traceback.format_exception_only(exc)).strip()
+        log.debug("device %s:\n%s", job.device, traceback.format_exc())
+        return Outcome(job.device, "failed", time.perf_counter() - started, detail)
+    write_json(work / "summary.json", summary)
+    replace_dir(work, out / job.device)
+    return Outcome(job.device, "built", time.perf_counter() - started, summary=summary)
+
+
+def complete_devices(out: Path) -> dict[str, str]:
+    """Device -> fingerprint of every device a stage has finished building in `out`."""
+    found = {}
+    for folder in sorted(out.iterdir()) if out.is_dir() else []:
+        stamp = read_stamp(folder)
+        if folder.is_dir() and not folder.name.startswith(".") and stamp:
+            found[folder.name] = stamp
+    return found
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def _read_summary(folder: Path) -> dict[str, Any]:
+    try:
+        return read_json(folder / "summary.json")
+    except (OSError, ValueError):
+        return {}
+
+
+def _prune(out: Path, keep: set[str]) -> None:
+    """Remove this stage's outputs for devices that are gone (derived data only)."""
+    for folder in out.iterdir():
+        if folder.is_dir() and not folder.name.startswith(".") and folder.name not in keep:
+            shutil.rmtree(folder)
+    partial = out / PARTIAL
+    if partial.is_dir():
+        for folder in partial.iterdir():
+            if folder.name not in keep:
+                shutil.rmtree(folder)
+
+
+def stage_report(outcomes: Mapping[str, Outcome]) -> dict[str, Any]:
+    """What a stage did, per device, as written to reports/{stage}.json."""
+    return {
+        "devices": {
+            device: {
+                "status": o.status,
+                "seconds": round(o.seconds, 3),
+                **({"error": o.error} if o.error else {}),
+                **o.summary,
+            }
+            for device, o in outcomes.items()
+        },
+        "built": sorted(d for d, o in outcomes.items() if o.status == "built"),
+        "unchanged": sorted(d for d, o in outcomes.items() if o.status == "unchanged"),
+        "failed": sorted(d for d, o in outcomes.items() if o.status == "failed"),
+    }

@@ -1,0 +1,237 @@
+"""Typed, validated parameters: every tunable number of the pipeline, read from params.yaml.
+
+Each section of params.yaml is a frozen dataclass. A field's metadata says its range
+(`ge`, `gt`, `le`, `lt`) or its allowed values (`choices`); `load_params` refuses an
+unknown key, a missing key, a wrong type or an out-of-range value with a message that
+names the key and what was expected, before any stage does any work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from pipelines.errors import ParamError
+
+
+def _num(default: Any, **bounds: float) -> Any:
+    """A field with bounds; on a list field the bounds apply to every item."""
+    return field(default=default, metadata=bounds)
+
+
+@dataclass(frozen=True)
+class DataParams:
+    root: str = "data/demo"
+    sample_rate: int = _num(16000, ge=1000)
+    extensions: tuple[str, ...] = (".wav", ".flac")
+
+
+@dataclass(frozen=True)
+class GenerateParams:
+    seed: int = _num(2026, ge=0)
+    devices: tuple[str, ...] = ("LT-2", "FAN-7", "PMP-3")
+    start_date: str = "20261101"
+    days: int = _num(2, ge=1)
+    clips_per_day: int = _num(5, ge=1)
+    clip_sec: float = _num(20.0, gt=0)
+    verified_clips: int = _num(2, ge=0)
+    test_normal: int = _num(10, ge=1)
+    test_anomaly: int = _num(12, ge=1)
+    test_clip_sec: float = _num(12.0, gt=0)
+
+
+@dataclass(frozen=True)
+class FeatureParams:
+    window_sec: float = _num(8.0, gt=0)
+    hop_sec: float = _num(4.0, gt=0)
+    n_mels: int = _num(128, ge=1)
+    n_fft: int = _num(1024, ge=16)
+    hop_length: int = _num(512, ge=1)
+    frames: int = _num(256, ge=1)
+    top_db: float = _num(80.0, gt=0)
+    # "max": each window relative to its own loudest bin (the seed's power_to_db(ref=np.max));
+    # "fixed": absolute level, 0 dB = power 1.0.
+    ref: Literal["max", "fixed"] = "max"
+
+
+@dataclass(frozen=True)
+class QualityParams:
+    enabled: bool = True
+    min_files: int = _num(10, ge=1)
+    iqr_k: float = _num(2.0, gt=0)
+    probe_sec: float = _num(10.0, gt=0)
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    seed: int = _num(0, ge=0)
+    epochs: int = _num(60, ge=1)
+    min_epochs: int = _num(10, ge=1)
+    patience: int = _num(5, ge=1)
+    min_delta: float = _num(0.0, ge=0)
+    batch_size: int = _num(16, ge=1)
+    lr: float = _num(0.001, gt=0, le=1)
+    grad_clip: float = _num(1.0, gt=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    min_gpu_mem_mb: int = _num(512, ge=0)
+    channels: tuple[int, ...] = _num((16, 32, 64, 64), ge=1)
+    latent_channels: int = _num(8, ge=1)
+    # Threads per device job: results are bitwise reproducible for a fixed value.
+    torch_threads: int = _num(1, ge=1)
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    """Validation split of a device's training windows, made by whole clips where possible."""
+
+    val_fraction: float = _num(0.2, gt=0, lt=1)
+    min_windows: int = _num(20, ge=2)
+    seed: int = _num(0, ge=0)
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    threshold: Literal["sigma", "percentile", "gamma"] = "sigma"
+    sigma_k: float = _num(3.0, gt=0)
+    percentile: float = _num(99.0, gt=0, lt=100)
+    gamma_quantile: float = _num(0.9, gt=0, lt=1)
+    max_fpr: float = _num(0.1, gt=0, le=1)
+
+
+@dataclass(frozen=True)
+class FleetParams:
+    # 0 means one worker per core.
+    workers: int = _num(0, ge=0)
+
+
+@dataclass(frozen=True)
+class Params:
+    data: DataParams = DataParams()
+    generate: GenerateParams = GenerateParams()
+    features: FeatureParams = FeatureParams()
+    quality: QualityParams = QualityParams()
+    split: SplitParams = SplitParams()
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    fleet: FleetParams = FleetParams()
+
+
+def load_params(path: Path | str = "params.yaml") -> Params:
+    """Read and validate params.yaml; raise ParamError naming the first bad key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamError(f"{path}: params file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ParamError(f"{path}: not valid YAML: {exc}") from exc
+    return parse_params(raw if raw is not None else {}, source=str(path))
+
+
+def parse_params(raw: object, source: str = "params") -> Params:
+    """Build Params from a plain mapping (as read from YAML), validating every value."""
+    return _build(Params, raw, prefix="", source=source)
+
+
+def _build(cls: type, raw: object, prefix: str, source: str) -> Any:
+    where = prefix.rstrip(".") or "top level"
+    if not isinstance(raw, dict):
+        raise ParamError(f"{source}: {where}: expected a mapping, got {_show(raw)}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields), key=str)
+    if unknown:
+        raise ParamError(
+            f"{source}: unknown key {prefix}{unknown[0]} (expected one of: {', '.join(fields)})"
+        )
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, f in fields.items():
+        if name not in raw:
+            if dataclasses.is_dataclass(hints[name]):
+                values[name] = hints[name]()
+            continue
+        key = f"{prefix}{name}"
+        if dataclasses.is_dataclass(hints[name]):
+            values[name] = _build(hints[name], raw[name], f"{key}.", source)
+        else:
+            values[name] = _check(key, raw[name], hints[name], f.metadata, source)
+    return cls(**values)
+
+
+def _check(key: str, value: object, hint: Any, bounds: typing.Mapping, source: str) -> object:
+    value = _coerce(key, value, hint, source)
+    items = value if isinstance(value, tuple) else (value,)
+    for i, item in enumerate(items):
+        _check_bounds(f"{key}[{i}]" if isinstance(value, tuple) else key, item, bounds, source)
+    return value
+
+
+def _check_bounds(key: str, value: object, bounds: typing.Mapping, source: str) -> None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        for name, ok, text in (
+            ("ge", lambda v, b: v >= b, ">="),
+            ("gt", lambda v, b: v > b, ">"),
+            ("le", lambda v, b: v <= b, "<="),
+            ("lt", lambda v, b: v < b, "<"),
+        ):
+            if name in bounds and not ok(value, bounds[name]):
+                raise ParamError(
+                    f"{source}: {key}: expected a value {text} {bounds[name]}, got {value!r}"
+                )
+    return value
+
+
+def _coerce(key: str, value: object, hint: Any, source: str) -> object:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise ParamError(
+                f"{source}: {key}: expected one of {list(choices)}, got {_show(value)}"
+            )
+        return value
+    if origin is tuple:
+        item = typing.get_args(hint)[0]
+        if not isinstance(value, list) or not value:
+            raise ParamError(f"{source}: {key}: expected a non-empty list, got {_show(value)}")
+        return tuple(_coerce(f"{key}[{i}]", v, item, source) for i, v in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        raise TypeError(f"unsupported parameter type for {key}: {hint}")
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is str and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # a YAML date folder like 20261101 reads as an int
+    if not isinstance(value, hint) or (hint is not bool and isinstance(value, bool)):
+        raise ParamError(f"{source}: {key}: expected {_type_name(hint)}, got {_show(value)}")
+    if isinstance(value, float) and value != value:
+        raise ParamError(f"{source}: {key}: expected a number, got NaN")
+    return value
+
+
+def _type_name(hint: type) -> str:
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        hint, hint.__name__
+    )
+
+
+def _show(value: object) -> str:
+    return f"{type(value).__name__} {value!r}"
+
+
+def as_dict(section: object) -> dict[str, Any]:
+    """A params section as plain JSON-ready data (tuples become lists)."""
+    return json_ready(dataclasses.asdict(section))
+
+
+def json_ready(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    return value

@@ -1,0 +1,56 @@
+"""What every fleet stage does around its one call: params, logging, report, exit code."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from pipelines import fleet
+from pipelines.errors import DataError, ParamError
+from pipelines.params import Params, load_params
+
+log = logging.getLogger("stage")
+
+
+def parser(doc: str, name: str) -> argparse.ArgumentParser:
+    """An argument parser with the options every stage has: --params and --report."""
+    parser = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--params", default="params.yaml", help="the params file")
+    parser.add_argument(
+        "--report", default=f"reports/{name}.json", help="where to write the report"
+    )
+    return parser
+
+
+def run(
+    name: str,
+    params_path: str,
+    report_path: str,
+    work: Callable[[Params], Mapping[str, fleet.Outcome]],
+) -> int:
+    """Run a stage over the fleet; 0 unless every device failed or the input is unusable.
+
+    One failing device does not fail the stage (the others go on); it is named on stderr
+    and in the report, and is retried on the next run because it left no fingerprint.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        outcomes = work(load_params(params_path))
+    except (ParamError, DataError) as exc:
+        log.error("%s: %s", name, exc)
+        return 2
+    report = fleet.stage_report(outcomes)
+    Path(report_path).parent.mkdir(parents=True, exist_ok=True)
+    fleet.write_json(Path(report_path), report)
+    for device, entry in report["devices"].items():
+        for skipped in entry.get("skipped", []) if entry["status"] == "built" else []:
+            log.warning("%s: skipped %s: %s", device, skipped["file"], skipped["reason"])
+        if entry["status"] == "failed":
+            log.error("%s: device %s failed: %s", name, device, entry["error"])
+    built, failed = len(report["built"]), len(report["failed"])
+    log.info("%s: %d built, %d unchanged, %d failed", name, built, len(report["unchanged"]), failed)
+    return 1 if outcomes and failed == len(outcomes) else 0

@@ -1,0 +1,190 @@
+"""pipelines.acoustic.data: which files each device folder layout contributes, and decoding."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from pipelines.acoustic.data import DeviceSources, decode, discover
+from pipelines.errors import ClipError, DataError
+
+RATE = 16000
+EXTENSIONS = (".wav", ".flac")
+
+
+def _touch(root: Path, *relative: str) -> list[Path]:
+    paths = []
+    for rel in relative:
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")  # discover lists files; it never reads them
+        paths.append(path)
+    return paths
+
+
+def _wav_bytes(y: np.ndarray, rate: int, subtype: str = "PCM_16", fmt: str = "WAV") -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, y, rate, subtype=subtype, format=fmt)
+    return buffer.getvalue()
+
+
+def _sine_noise(seconds: float, rate: int, channels: int = 1, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    mono = 0.3 * np.sin(2 * np.pi * 440 * t)
+    columns = [mono + 0.01 * rng.standard_normal(len(t)) for _ in range(channels)]
+    return np.stack(columns, axis=1) if channels > 1 else columns[0]
+
+
+def test_every_layout(tmp_path: Path) -> None:
+    dev = tmp_path / "LT-2"
+    flat = _touch(dev, "a.wav", "b.flac")
+    legacy = _touch(dev, "20261101/c.wav")
+    dated = _touch(dev, "20261102/normal/d.wav", "20261102/normal/e.flac")
+    verified = _touch(dev, "verified_normal/v1.wav", "verified_normal/v2.wav")
+    normal = _touch(dev, "test/normal/n.wav")
+    anomaly = _touch(dev, "test/anomaly/x.wav", "test/anomaly/y.wav")
+    _touch(
+        dev,
+        "current/recording.wav",  # a recorder may still be writing here
+        "archive/old.wav",  # not a date folder
+        "2026110/short-date.wav",
+        "202611011/long-date.wav",
+        "20261102/other/f.wav",  # only normal/ inside a date folder
+        "20261102/anomaly/g.wav",
+        "test/h.wav",  # test clips need a label folder
+        "verified_normal/nested/i.wav",
+        "notes.txt",
+        "20261101/readme.md",
+    )
+    sources = discover(tmp_path, EXTENSIONS)
+    assert list(sources) == ["LT-2"]
+    got = sources["LT-2"]
+    assert got == DeviceSources(
+        device="LT-2",
+        recorded=tuple(sorted(flat + legacy + dated)),
+        verified=tuple(verified),
+        test_normal=tuple(normal),
+        test_anomaly=tuple(anomaly),
+    )
+    assert got.all_files == got.recorded + got.verified + got.test_normal + got.test_anomaly
+
+
+def test_devices_are_sorted_and_independent(tmp_path: Path) -> None:
+    _touch(tmp_path, "PMP-3/p.wav", "FAN-7/verified_normal/f.wav")
+    (tmp_path / "LT-2").mkdir()  # an empty device is still a device
+    sources = discover(tmp_path, EXTENSIONS)
+    assert list(sources) == ["FAN-7", "LT-2", "PMP-3"]
+    assert sources["LT-2"].all_files == ()
+    assert sources["FAN-7"].verified == (tmp_path / "FAN-7" / "verified_normal" / "f.wav",)
+    assert sources["FAN-7"].recorded == ()
+    assert sources["PMP-3"].recorded == (tmp_path / "PMP-3" / "p.wav",)
+
+
+def test_hidden_folders_and_root_files_are_ignored(tmp_path: Path) -> None:
+    _touch(tmp_path, "LT-2/a.wav", ".cache/x.wav", ".git/config", "README.md")
+    assert list(discover(tmp_path, EXTENSIONS)) == ["LT-2"]
+
+
+def test_extension_filter_is_case_insensitive(tmp_path: Path) -> None:
+    files = _touch(tmp_path, "LT-2/a.WAV", "LT-2/b.Flac", "LT-2/c.wav")
+    _touch(tmp_path, "LT-2/d.mp3", "LT-2/e.wav.txt", "LT-2/wav")
+    assert discover(tmp_path, EXTENSIONS)["LT-2"].recorded == tuple(sorted(files))
+    only_wav = discover(tmp_path, (".wav",))["LT-2"].recorded
+    assert only_wav == (tmp_path / "LT-2" / "a.WAV", tmp_path / "LT-2" / "c.wav")
+
+
+@pytest.mark.parametrize("name", ["bad_name", "a b", "-lead"])
+def test_an_invalid_device_folder_is_refused(tmp_path: Path, name: str) -> None:
+    _touch(tmp_path, "LT-2/a.wav", f"{name}/b.wav")
+    with pytest.raises(DataError) as caught:
+        discover(tmp_path, EXTENSIONS)
+    message = str(caught.value)
+    assert str(tmp_path / name) in message
+    assert f"device folder {name!r} is not a valid device code" in message
+
+
+def test_a_missing_root_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "nowhere"
+    with pytest.raises(DataError) as caught:
+        discover(root, EXTENSIONS)
+    assert "data.root" in str(caught.value)
+    assert str(root) in str(caught.value)
+
+
+def test_a_file_as_root_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "file"
+    root.write_text("not a folder")
+    with pytest.raises(DataError, match=r"data\.root"):
+        discover(root, EXTENSIONS)
+
+
+def _clip_error(data: bytes, path: Path) -> ClipError:
+    with pytest.raises(ClipError) as caught:
+        decode(data, path, RATE)
+    assert caught.value.path == path
+    assert str(caught.value).startswith(f"{path}: ")
+    return caught.value
+
+
+def test_decode_empty_bytes(tmp_path: Path) -> None:
+    assert _clip_error(b"", tmp_path / "empty.wav").reason == "empty file"
+
+
+def test_decode_garbage(tmp_path: Path) -> None:
+    error = _clip_error(b"RIFF not really a wave file at all" * 10, tmp_path / "junk.wav")
+    assert error.reason.startswith("cannot decode audio")
+
+
+def test_decode_a_header_without_samples(tmp_path: Path) -> None:
+    data = _wav_bytes(np.zeros(0, dtype=np.float32), RATE)
+    assert _clip_error(data, tmp_path / "hollow.wav").reason == "no audio samples"
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_decode_non_finite_samples(tmp_path: Path, bad: float) -> None:
+    y = _sine_noise(0.5, RATE).astype(np.float32)
+    y[100] = bad
+    data = _wav_bytes(y, RATE, subtype="FLOAT")
+    assert _clip_error(data, tmp_path / "nan.wav").reason == "contains NaN or infinite samples"
+
+
+def test_decode_silence(tmp_path: Path) -> None:
+    data = _wav_bytes(np.zeros(RATE, dtype=np.float32), RATE)
+    assert _clip_error(data, tmp_path / "quiet.wav").reason == "silent (peak below 1e-6)"
+
+
+def test_decode_mono_at_the_target_rate_is_unchanged() -> None:
+    y = _sine_noise(0.5, RATE).astype(np.float32)
+    out = decode(_wav_bytes(y, RATE, subtype="FLOAT"), Path("x.wav"), RATE)
+    assert out.dtype == np.float32
+    assert out.ndim == 1
+    assert out.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(out, y)
+
+
+def test_decode_stereo_44k1_is_downmixed_and_resampled() -> None:
+    rate, seconds = 44100, 1.5
+    y = _sine_noise(seconds, rate, channels=2, seed=3)
+    y[:, 1] *= 0.5  # the channels differ: a downmix is their mean
+    out = decode(_wav_bytes(y, rate, subtype="FLOAT"), Path("stereo.wav"), RATE)
+    assert out.dtype == np.float32
+    assert out.ndim == 1
+    expected = len(y) * RATE / rate
+    assert abs(len(out) - expected) <= 1
+    # The 440 Hz tone survives at 0.75 of its amplitude (mean of 1 and 0.5).
+    spectrum = np.abs(np.fft.rfft(out)) / (len(out) / 2)
+    freqs = np.fft.rfftfreq(len(out), 1 / RATE)
+    assert freqs[np.argmax(spectrum)] == pytest.approx(440.0, abs=1.0)
+    assert spectrum.max() == pytest.approx(0.3 * 0.75, rel=0.05)
+
+
+def test_decode_flac() -> None:
+    y = _sine_noise(0.25, RATE)
+    out = decode(_wav_bytes(y, RATE, fmt="FLAC"), Path("clip.flac"), RATE)
+    assert len(out) == len(y)
+    np.testing.assert_allclose(out, y, atol=1e-4)  # 16-bit quantisation

@@ -1,0 +1,129 @@
+"""The extract stage's library: one array per device, the split, the scale, the fingerprints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from pipelines import fleet
+from pipelines.acoustic import extraction, features
+from pipelines.acoustic.synth import generate_fleet
+from pipelines.params import SplitParams, parse_params
+from tests.pipeline_repo import TINY, merge
+
+PARAMS = parse_params(TINY)
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    generate_fleet(tmp_path / "data", PARAMS.generate, PARAMS.data.sample_rate)
+    return tmp_path / "data"
+
+
+def extract(root: Path, out: Path, params=PARAMS) -> dict[str, fleet.Outcome]:
+    return fleet.run_stage(out, extraction.plan(root, params), extraction.build, 1, "extract")
+
+
+def test_one_array_per_device_with_its_index(root: Path, tmp_path: Path) -> None:
+    outcomes = extract(root, tmp_path / "features")
+    assert {d: o.status for d, o in outcomes.items()} == {"A-1": "built", "B-2": "built"}
+    train, test, index = extraction.load_device(tmp_path / "features" / "A-1")
+    f = PARAMS.features
+    assert train.shape[1:] == test.shape[1:] == (f.n_mels, f.frames)
+    assert train.dtype == np.float32
+    assert len(index["train_clip_of_window"]) == len(index["validation"]) == len(train)
+    assert len(index["test_clip_of_window"]) == len(test)
+    roles = {c["role"] for c in index["train_clips"]}
+    assert roles == {"recorded", "verified"}
+    assert {c["role"] for c in index["test_clips"]} == {"normal", "anomaly"}
+    assert all(len(c["sha256"]) == 64 for c in index["train_clips"] + index["test_clips"])
+    # 5 training clips of 6 s: 5 windows each with 2 s windows every 1 s
+    assert len(train) == 25 and outcomes["A-1"].summary["windows"] == 25
+
+
+def test_scale_is_fitted_on_training_windows_only(root: Path, tmp_path: Path) -> None:
+    extract(root, tmp_path / "features")
+    train, _, index = extraction.load_device(tmp_path / "features" / "A-1")
+    fitted = train[~np.asarray(index["validation"])]
+    assert fitted.min() == pytest.approx(0.0, abs=1e-6)
+    assert fitted.max() == pytest.approx(1.0, abs=1e-4)
+    scale = np.load(tmp_path / "features" / "A-1" / "scale.npy")
+    assert scale.shape == (2,) and scale[0] < scale[1] <= 0.0
+
+
+def test_unchanged_devices_are_skipped_and_a_changed_clip_rebuilds_its_device(
+    root: Path, tmp_path: Path
+) -> None:
+    extract(root, tmp_path / "features")
+    assert {o.status for o in extract(root, tmp_path / "features").values()} == {"unchanged"}
+    clip = next((root / "B-2" / "verified_normal").iterdir())
+    y, rate = sf.read(clip)
+    sf.write(clip, y * 0.5, rate)
+    outcomes = extract(root, tmp_path / "features")
+    assert outcomes["A-1"].status == "unchanged" and outcomes["B-2"].status == "built"
+
+
+def test_a_param_change_rebuilds_every_device(root: Path, tmp_path: Path) -> None:
+    extract(root, tmp_path / "features")
+    changed = parse_params(merge(TINY, {"features": {"top_db": 60.0}}))
+    assert {o.status for o in extract(root, tmp_path / "features", changed).values()} == {"built"}
+
+
+def test_quality_filter_drops_a_loud_recorded_clip_but_never_a_verified_one(
+    root: Path, tmp_path: Path
+) -> None:
+    dated = root / "A-1" / "20261103"
+    dated.mkdir()
+    rate = PARAMS.data.sample_rate
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        sf.write(dated / f"quiet_{i}.wav", 0.05 * rng.standard_normal(6 * rate), rate)
+    sf.write(dated / "loud.wav", 0.8 * rng.standard_normal(6 * rate).clip(-1, 1), rate)
+    sf.write(
+        root / "A-1" / "verified_normal" / "loud.wav",
+        0.8 * rng.standard_normal(6 * rate).clip(-1, 1),
+        rate,
+    )
+    outcomes = extract(root, tmp_path / "features")
+    assert outcomes["A-1"].summary["quality_filtered"] == ["A-1/20261103/loud.wav"]
+    _, _, index = extraction.load_device(tmp_path / "features" / "A-1")
+    assert "A-1/verified_normal/loud.wav" in {c["file"] for c in index["train_clips"]}
+
+
+def test_validation_is_drawn_by_whole_clips() -> None:
+    clip_of_window = np.repeat(np.arange(10), 5)
+    mask = extraction.validation_mask(clip_of_window, SplitParams(val_fraction=0.2, min_windows=20))
+    assert mask.sum() == 10
+    for clip in range(10):
+        assert len(set(mask[clip_of_window == clip])) == 1  # a clip is all in or all out
+
+
+def test_validation_needs_enough_windows_and_keeps_a_training_clip() -> None:
+    p = SplitParams(val_fraction=0.5, min_windows=20)
+    assert not extraction.validation_mask(np.zeros(19, int), p).any()
+    one_clip = extraction.validation_mask(np.zeros(40, int), p)
+    assert one_clip.sum() == 20  # a single long clip is split by window
+    two = extraction.validation_mask(np.repeat([0, 1], [30, 10]), SplitParams(val_fraction=0.9))
+    assert 0 < two.sum() < 40
+
+
+def test_validation_split_is_seeded() -> None:
+    clips = np.repeat(np.arange(20), 3)
+    a = extraction.validation_mask(clips, SplitParams(seed=1))
+    assert np.array_equal(a, extraction.validation_mask(clips, SplitParams(seed=1)))
+    assert not np.array_equal(a, extraction.validation_mask(clips, SplitParams(seed=2)))
+
+
+def test_features_match_the_definition_end_to_end(root: Path, tmp_path: Path) -> None:
+    extract(root, tmp_path / "features")
+    train, _, index = extraction.load_device(tmp_path / "features" / "A-1")
+    first = index["train_clips"][0]
+    y, rate = sf.read(root / first["file"], dtype="float32")
+    reference = features.reference_log_mel_windows(y, rate, PARAMS.features)
+    scale = tuple(np.load(tmp_path / "features" / "A-1" / "scale.npy"))
+    expected = features.apply_scale(reference, scale)
+    got = train[np.asarray(index["train_clip_of_window"]) == 0]
+    assert np.abs(got - expected).max() < 1e-4

@@ -1,0 +1,133 @@
+"""The stage entry points as a user runs them: bad input, reports, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from pipelines.acoustic.synth import generate_fleet
+from pipelines.params import parse_params
+from tests.pipeline_repo import PROJECT, TINY, merge, write_params
+
+
+def stage(cwd: Path, name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", f"stages.{name}", *args],
+        cwd=cwd,
+        env={"PYTHONPATH": str(PROJECT), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.fixture
+def fleet_dir(tmp_path: Path) -> Path:
+    """A tiny fleet of two devices and params.yaml in tmp_path; returns tmp_path."""
+    write_params(tmp_path, TINY)
+    params = parse_params(TINY)
+    generate_fleet(tmp_path / "data" / "demo", params.generate, params.data.sample_rate)
+    return tmp_path
+
+
+def add_bad_clips(folder: Path, rate: int = 16000) -> dict[str, str]:
+    """One clip of each kind the extract stage must skip; returns file name -> reason."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "empty.wav").write_bytes(b"")
+    (folder / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunkjunk")
+    sf.write(folder / "silent.wav", np.zeros(3 * rate, np.float32), rate)
+    sf.write(folder / "short.wav", np.full(rate // 2, 0.1, np.float32), rate)
+    nan = np.full(3 * rate, 0.1, np.float32)
+    nan[100] = np.nan
+    sf.write(folder / "nan.wav", nan, rate, subtype="FLOAT")
+    return {
+        "empty.wav": "empty file",
+        "corrupt.wav": "cannot decode",
+        "silent.wav": "silent",
+        "short.wav": "too short",
+        "nan.wav": "NaN",
+    }
+
+
+def test_bad_clips_are_skipped_named_and_counted(fleet_dir: Path) -> None:
+    expected = add_bad_clips(fleet_dir / "data" / "demo" / "A-1" / "20261101")
+    result = stage(fleet_dir, "extract", "data/demo", "features")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((fleet_dir / "reports" / "extract.json").read_text())
+    skipped = {Path(s["file"]).name: s["reason"] for s in report["devices"]["A-1"]["skipped"]}
+    assert set(skipped) == set(expected)
+    for name, reason in expected.items():
+        assert reason in skipped[name]
+        assert name in result.stderr  # a warning naming the file
+    assert report["devices"]["B-2"]["skipped"] == []
+    assert report["built"] == ["A-1", "B-2"]
+
+
+def test_device_without_usable_clip_fails_alone(fleet_dir: Path) -> None:
+    bad = fleet_dir / "data" / "demo" / "Z-9"
+    add_bad_clips(bad)
+    result = stage(fleet_dir, "extract", "data/demo", "features")
+    assert result.returncode == 0, result.stderr
+    assert "device Z-9" in result.stderr and "no usable training clip" in result.stderr
+    report = json.loads((fleet_dir / "reports" / "extract.json").read_text())
+    assert report["failed"] == ["Z-9"] and report["built"] == ["A-1", "B-2"]
+    assert not (fleet_dir / "features" / "Z-9").exists()
+
+
+def test_stage_fails_when_every_device_fails(tmp_path: Path) -> None:
+    write_params(tmp_path, TINY)
+    add_bad_clips(tmp_path / "data" / "Q-1")
+    result = stage(tmp_path, "extract", "data", "features")
+    assert result.returncode == 1
+    assert "Q-1" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["bad_name", "has space", "-dash"])
+def test_invalid_device_folder_stops_before_any_work(fleet_dir: Path, name: str) -> None:
+    (fleet_dir / "data" / "demo" / name).mkdir()
+    result = stage(fleet_dir, "extract", "data/demo", "features")
+    assert result.returncode == 2
+    assert repr(name) in result.stderr and "not a valid device code" in result.stderr
+    assert not (fleet_dir / "features").exists()
+
+
+def test_missing_data_root_is_named(tmp_path: Path) -> None:
+    write_params(tmp_path, TINY)
+    result = stage(tmp_path, "extract", "nowhere", "features")
+    assert result.returncode == 2
+    assert "data.root 'nowhere' does not exist" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"train": {"lr": "fast"}}, "train.lr: expected a number"),
+        ({"train": {"epochs": 0}}, "train.epochs: expected a value >= 1"),
+        ({"features": {"ref": "mean"}}, "features.ref: expected one of ['max', 'fixed']"),
+        ({"split": {"val_fraction": 1.5}}, "split.val_fraction: expected a value < 1"),
+        ({"quality": {"enabled": "yes"}}, "quality.enabled: expected true or false"),
+        ({"train": {"learning_rate": 0.1}}, "unknown key train.learning_rate"),
+    ],
+)
+def test_bad_param_stops_before_any_work(fleet_dir: Path, override: dict, message: str) -> None:
+    write_params(fleet_dir, merge(TINY, override))
+    result = stage(fleet_dir, "extract", "data/demo", "features")
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert not (fleet_dir / "features").exists()
+
+
+def test_model_shape_rule_is_checked_before_training(fleet_dir: Path) -> None:
+    assert stage(fleet_dir, "extract", "data/demo", "features").returncode == 0
+    write_params(fleet_dir, merge(TINY, {"train": {"channels": [4, 8, 8, 8, 8, 8, 8]}}))
+    result = stage(fleet_dir, "train", "features", "models")
+    assert result.returncode == 2
+    assert "divisible by 2**len(train.channels)" in result.stderr
+    assert not (fleet_dir / "models").exists()

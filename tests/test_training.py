@@ -1,0 +1,99 @@
+"""The train stage: reproducible weights, and resuming after the process is killed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipelines import engine, fleet
+from pipelines.acoustic import extraction, training
+from pipelines.acoustic.synth import generate_fleet
+from pipelines.params import parse_params
+from tests.pipeline_repo import PROJECT, TINY, merge, write_params
+
+# Enough epochs (and no early stop) that the run is still going when the test kills it.
+LONG = merge(TINY, {"train": {"epochs": 150, "min_epochs": 150, "patience": 150}})
+KILL_AFTER_EPOCH = 3
+
+
+@pytest.fixture(scope="module")
+def features(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("train")
+    params = parse_params(merge(LONG, {"generate": {"devices": ["A-1"]}}))
+    generate_fleet(root / "data", params.generate, params.data.sample_rate)
+    jobs = extraction.plan(root / "data", params)
+    outcomes = fleet.run_stage(root / "features", jobs, extraction.build, 1, "extract")
+    assert outcomes["A-1"].status == "built"
+    return root / "features"
+
+
+def start_training(workdir: Path, features: Path) -> subprocess.Popen:
+    write_params(workdir, LONG)
+    return subprocess.Popen(
+        [sys.executable, "-m", "stages.train", str(features), "models", "--live", "live"],
+        cwd=workdir,
+        env=os.environ | {"PYTHONPATH": str(PROJECT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def checkpoint_epoch(workdir: Path) -> int:
+    state = engine.load_checkpoint(
+        workdir / "models" / ".partial" / "A-1" / "checkpoints" / "last.pth", torch.device("cpu")
+    )
+    return 0 if state is None else state["epoch"]
+
+
+def weights(models: Path) -> dict[str, torch.Tensor]:
+    path = models / "A-1" / "model.pth"
+    return engine.load_verified(path, engine.recorded_sha256(path))
+
+
+def test_killed_run_resumes_and_matches_an_uninterrupted_run(
+    features: Path, tmp_path: Path
+) -> None:
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    killed.mkdir(), whole.mkdir()
+    process = start_training(killed, features)
+    deadline = time.monotonic() + 120
+    while checkpoint_epoch(killed) < KILL_AFTER_EPOCH:
+        assert process.poll() is None, process.stderr.read()
+        assert time.monotonic() < deadline, "training made no progress"
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (killed / "models" / "A-1").exists()  # nothing half-finished is published
+
+    for workdir in (killed, whole):
+        resumed = start_training(workdir, features)
+        _, err = resumed.communicate(timeout=300)
+        assert resumed.returncode == 0, err
+
+    report = json.loads((killed / "reports" / "train.json").read_text())["devices"]["A-1"]
+    assert KILL_AFTER_EPOCH <= report["resumed_from_epoch"] < 150
+    assert report["epochs_run"] == 150
+    a, b = weights(killed / "models"), weights(whole / "models")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[key], b[key]) for key in a)
+
+
+def test_same_inputs_give_the_same_weights(features: Path, tmp_path: Path) -> None:
+    params = parse_params(merge(TINY, {"train": {"epochs": 4}}))
+    states = []
+    for run in ("one", "two"):
+        jobs = training.plan(features, params)
+        outcomes = fleet.run_stage(tmp_path / run, jobs, training.build, 1, "train")
+        assert outcomes["A-1"].status == "built"
+        states.append(weights(tmp_path / run))
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
