@@ -282,9 +282,7 @@ def test_read_stamp_of_a_missing_folder(tmp_path: Path) -> None:
     assert read_stamp(tmp_path / "nope") is None
 
 
-def test_a_device_that_fails_to_rebuild_loses_its_stale_output(
-    tmp_path: Path, calls: Path
-) -> None:
+def test_a_device_that_fails_to_rebuild_loses_its_stale_output(tmp_path: Path, calls: Path) -> None:
     out = tmp_path / "out"
     run_stage(out, _jobs(calls), build_device, 1, "test")
     outcomes = run_stage(
