@@ -224,14 +224,13 @@ def _normal(
     t = np.arange(n) / rate
     f0 = profile.f0 * rng.uniform(0.995, 1.005)
     phases = rng.uniform(0, 2 * np.pi, len(profile.harmonics))
-    hum = sum(
-        (
-            a * np.sin(2 * np.pi * k * f0 * t + phase)
-            for k, (a, phase) in enumerate(zip(profile.harmonics, phases, strict=True), start=1)
-            if k * f0 < _BAND_EDGE * rate
-        ),
-        np.zeros(n),
-    )
+    # Harmonic k is rotor**k: one complex exponential instead of a sine per harmonic.
+    rotor = np.exp(2j * np.pi * f0 * t)
+    partial, hum = np.ones(n, dtype=complex), np.zeros(n)
+    for k, (a, phase) in enumerate(zip(profile.harmonics, phases, strict=True), start=1):
+        partial *= rotor
+        if k * f0 < _BAND_EDGE * rate:
+            hum += a * (partial * np.exp(1j * phase)).imag
     noise = _coloured_noise(n, rate, profile.noise_band, profile.noise_tilt, rng)
     mod_rate = profile.mod_rate * rng.uniform(0.95, 1.05)
     envelope = 1 + profile.mod_depth * np.sin(2 * np.pi * mod_rate * t + rng.uniform(0, 2 * np.pi))
@@ -325,7 +324,8 @@ def _match_band(base: np.ndarray, part: _Part, rate: int, excess_db: float) -> n
 def _band_power(x: np.ndarray, band: tuple[float, float], rate: int) -> float:
     # Measured at the features' resolution (64 ms Hann frames), where a harmonic's leakage
     # next to a new partial counts against it just as it does in a mel band.
-    freqs, psd = welch(x, fs=rate, nperseg=min(len(x), 2 ** round(np.log2(0.064 * rate))))
+    segment = min(len(x), 2 ** round(np.log2(_FRAME_SEC * rate)))
+    freqs, psd = welch(x, fs=rate, nperseg=segment, detrend=False)
     return float(np.sum(psd[(freqs >= band[0]) & (freqs <= band[1])]))
 
 

@@ -80,7 +80,7 @@ def log_curves(models_dir: Path, live_dir: Path) -> None:
     """Every device's loss curves, as DVCLive plots `{device}/train/loss`, `{device}/val/loss`."""
     from dvclive import Live
 
-    with Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live:
+    with Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:
         for device in fleet.complete_devices(models_dir):
             for row in fleet.read_json(models_dir / device / "history.json"):
                 live.step = row["epoch"]
