@@ -1,8 +1,8 @@
-"""DVC stage `generate`: write the built-in demo fleet of synthetic machine sounds.
+"""DVC stage: params.yaml `generate` -> the built-in demo fleet of synthetic machine sounds.
 
-    python -m stages.generate data/demo --params params.yaml
+python -m stages.generate OUT_DIR [--params params.yaml]
 
-Reads `generate` and `data.sample_rate` from params.yaml and replaces OUT_DIR with the fleet.
+OUT_DIR is this stage's output: it is replaced as a whole.
 """
 
 from __future__ import annotations
@@ -16,18 +16,20 @@ from pipelines.params import load_params
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Write the synthetic demo fleet.")
-    parser.add_argument("out_dir", type=Path, help="fleet root to (re)write")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("out", type=Path, help="the fleet root to write")
+    parser.add_argument("--params", default="params.yaml", help="the params file")
     args = parser.parse_args(argv)
     try:
         params = load_params(args.params)
-        counts = generate_fleet(args.out_dir, params.generate, params.data.sample_rate)
+        counts = generate_fleet(args.out, params.generate, params.data.sample_rate)
     except ValueError as exc:  # ParamError and InvalidNameError are ValueErrors too
         print(f"generate: {exc}", file=sys.stderr)
-        return 1
+        return 2  # as the other stages do for unusable input
     for device, files in counts.items():
-        print(f"{device}: {files} files in {args.out_dir / device}")
+        print(f"{device}: {files} files in {args.out / device}")
     return 0
 
 

@@ -105,6 +105,8 @@ def anomaly_label(index: int) -> tuple[str, str]:
 def generate_fleet(root: Path, gen: GenerateParams, sample_rate: int) -> dict[str, int]:
     """Write the demo fleet under root; return the number of files written per device."""
     dates = _check(gen)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"{root}: exists and is not a folder")
     tmp = root.parent / f".{root.name}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -367,6 +369,10 @@ def _rng(seed: int, device: str, group: int, a: int = 0, b: int = 0) -> np.rando
 
 
 def _f0_slot(seed: int, index: int) -> float:
-    """The first 10 devices share 70-400 Hz in a seeded order; any further ones go above it."""
-    order = _rng(seed, "", _F0_ORDER).permutation(_F0_SLOTS)
-    return _F0_LOWEST * _F0_STEP ** (order[index] if index < _F0_SLOTS else index)
+    """The first 10 devices take the 70-400 Hz slots in a seeded order, so they are >= 15%
+    apart; a larger fleet cannot be, so any further device draws anywhere in that range."""
+    if index < _F0_SLOTS:
+        slot = _rng(seed, "", _F0_ORDER).permutation(_F0_SLOTS)[index]
+    else:
+        slot = _rng(seed, "", _F0_ORDER, index).uniform(0, _F0_SLOTS - 1)
+    return _F0_LOWEST * _F0_STEP**slot
