@@ -13,6 +13,8 @@ from typing import Annotated
 
 import typer
 
+from registry.tables import render
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
 COLUMNS = (
@@ -49,7 +51,7 @@ def table(
         [_cell(fmt, {"device": d, **m}.get(key)) for key, _, fmt in COLUMNS]
         for d, m in data.items()
     ]
-    typer.echo(_render([title for _, title, _ in COLUMNS], rows))
+    typer.echo(render([title for _, title, _ in COLUMNS], rows))
     if "mean_auc" in fleet_summary:
         typer.echo(
             f"\n{fleet_summary['devices']} devices, mean AUC {fleet_summary['mean_auc']:.3f}, "
@@ -80,7 +82,7 @@ def score(
             [v.file, _cell("{:.5f}", v.score), f"{v.threshold:.5f}", _verdict(v.anomalous, v.error)]
             for v in verdicts
         ]
-        typer.echo(_render(["clip", "score", "threshold", "verdict"], rows))
+        typer.echo(render(["clip", "score", "threshold", "verdict"], rows))
     if any(v.error for v in verdicts):
         raise typer.Exit(1)
 
@@ -93,11 +95,3 @@ def _verdict(anomalous: bool | None, error: str) -> str:
 
 def _cell(fmt: str, value: object) -> str:
     return "-" if value is None else fmt.format(value)
-
-
-def _render(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]
-    lines = [header, ["-" * w for w in widths], *rows]
-    return "\n".join(
-        "  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=False)) for line in lines
-    )

@@ -1,0 +1,74 @@
+"""events.jsonl: the append-only record every other view of the store is rebuilt from.
+
+One JSON object per line: `type` (registered, promoted, rolled_back, archived), `time`,
+`actor`, `reason`, `name`, `version`, and for alias changes `alias`, `from_version`,
+`to_version`. Written under the store's lock, one `write` and an fsync per event.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from registry.errors import CorruptStoreError
+
+REGISTERED, PROMOTED, ROLLED_BACK, ARCHIVED = "registered", "promoted", "rolled_back", "archived"
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def default_actor() -> str:
+    try:
+        return os.environ.get("REGISTRY_ACTOR") or getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def event(kind: str, name: str, version: int, actor: str, reason: str = "", **extra: Any) -> dict:
+    base = {"type": kind, "time": now(), "actor": actor, "reason": reason, "name": name}
+    return base | {"version": version} | extra
+
+
+def append(path: Path, record: dict[str, Any]) -> None:
+    line = (json.dumps(record, sort_keys=True) + "\n").encode()
+    with open(path, "ab") as handle:
+        handle.write(line)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read(path: Path) -> list[dict[str, Any]]:
+    """Every committed event; a torn last line (a writer killed mid-write) is not one."""
+    if not path.exists():
+        return []
+    lines = path.read_bytes().split(b"\n")
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError as exc:
+            if number == len(lines):  # no newline after it: the write never finished
+                break
+            raise CorruptStoreError(f"{path}: line {number} is not valid JSON ({exc})") from exc
+    return records
+
+
+def alias_stacks(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str], list[int]]:
+    """(name, alias) -> versions that held it, oldest first; the last one holds it now."""
+    stacks: dict[tuple[str, str], list[int]] = {}
+    for record in records:
+        key = (record["name"], record.get("alias", ""))
+        if record["type"] == PROMOTED:
+            stacks.setdefault(key, []).append(record["to_version"])
+        elif record["type"] == ROLLED_BACK:
+            stacks[key].pop()
+    return {key: stack for key, stack in stacks.items() if stack}

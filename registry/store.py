@@ -1,0 +1,118 @@
+"""The flat store on disk: where each file lives, atomic writes, sha256, the lock.
+
+  {name}_v{N}_model.pth  _scale.npy  _threshold.npy  _loss_curve.png  _metadata.json
+  checkpoints/{name}_v{N}_checkpoint_best.pth
+  versions.json   latest version per name (rebuildable)
+  events.jsonl    append-only truth: registered, promoted, rolled back, archived
+  index.sqlite    lookup index (rebuildable)
+Every change happens under one file lock; a writer that cannot get it within the timeout
+gives up before touching anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from registry.errors import CorruptStoreError, LockTimeoutError
+
+DEFAULT_STORE = "model_store"
+# artifact kind -> file name in a folder to register; `model` is the one every family has.
+ARTIFACTS = {
+    "model": "model.pth",
+    "scale": "scale.npy",
+    "threshold": "threshold.npy",
+    "loss_curve": "loss_curve.png",
+    "checkpoint_best": "checkpoint_best.pth",
+}
+REQUIRED = ("model",)
+
+
+def resolve_root(root: str | Path | None) -> Path:
+    """--store, else $MODEL_STORE, else ./model_store."""
+    return Path(root or os.environ.get("MODEL_STORE") or DEFAULT_STORE)
+
+
+class Store:
+    def __init__(self, root: str | Path | None = None, lock_timeout: float = 10.0) -> None:
+        self.root = resolve_root(root)
+        self.lock_timeout = lock_timeout
+        self.versions_file = self.root / "versions.json"
+        self.events_file = self.root / "events.jsonl"
+        self.index_file = self.root / "index.sqlite"
+
+    def artifact(self, name: str, version: int, kind: str) -> Path:
+        file = f"{name}_v{version}_{kind}{Path(ARTIFACTS[kind]).suffix}"
+        return self.root / "checkpoints" / file if kind == "checkpoint_best" else self.root / file
+
+    def metadata(self, name: str, version: int) -> Path:
+        return self.root / f"{name}_v{version}_metadata.json"
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the store's lock; LockTimeoutError if it stays taken past the timeout."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(self.root / ".lock", timeout=self.lock_timeout)
+        try:
+            lock.acquire()
+        except Timeout as exc:
+            raise LockTimeoutError(
+                f"{self.root}: the store is locked by another process "
+                f"(waited {self.lock_timeout:g} s); nothing was changed"
+            ) from exc
+        try:
+            yield
+        finally:
+            lock.release()
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Temp file, fsync, os.replace, fsync of the folder: all of it or none of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+
+def copy_atomic(src: Path, dst: Path) -> None:
+    write_atomic(dst, src.read_bytes())
+
+
+def read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        raise CorruptStoreError(
+            f"{path}: {what} is not valid JSON ({exc}); run `registry reindex`"
+        ) from exc
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
