@@ -105,6 +105,25 @@ class EvaluateParams:
 
 
 @dataclass(frozen=True)
+class GateParams:
+    """What promotion to production demands (also read by `registry promote`)."""
+
+    floors: dict[str, float] = field(default_factory=lambda: {"auc": 0.9})
+    # refuse when candidate error > holder error x this, both on the candidate's data
+    rollback_factor: float = _num(2.0, gt=0)
+
+
+@dataclass(frozen=True)
+class DeployParams:
+    store: str = "model_store"  # $MODEL_STORE wins
+    family: str = "acoustic"
+    model_type: str = "convae"
+    auto_promote: bool = True
+    keep_backups: int = _num(3, ge=0)
+    gate: GateParams = GateParams()
+
+
+@dataclass(frozen=True)
 class FleetParams:
     # 0 means one worker per core.
     workers: int = _num(0, ge=0)
@@ -119,6 +138,7 @@ class Params:
     split: SplitParams = SplitParams()
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
+    deploy: DeployParams = DeployParams()
     fleet: FleetParams = FleetParams()
 
 
@@ -201,6 +221,14 @@ def _coerce(key: str, value: object, hint: Any, source: str) -> object:
         if not isinstance(value, list) or not value:
             raise ParamError(f"{source}: {key}: expected a non-empty list, got {_show(value)}")
         return tuple(_coerce(f"{key}[{i}]", v, item, source) for i, v in enumerate(value))
+    if origin is dict:
+        key_type, item_type = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise ParamError(f"{source}: {key}: expected a mapping, got {_show(value)}")
+        return {
+            _coerce(f"{key} key", k, key_type, source): _coerce(f"{key}.{k}", v, item_type, source)
+            for k, v in value.items()
+        }
     if origin in (typing.Union, types.UnionType):
         raise TypeError(f"unsupported parameter type for {key}: {hint}")
     if hint is float and isinstance(value, int) and not isinstance(value, bool):

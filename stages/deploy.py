@@ -1,10 +1,10 @@
-"""DVC stage: trained and evaluated models -> the inference layout, checked by scoring.
+"""DVC stage: register each device's new model, promote it through the gate, export production.
 
-    python -m stages.deploy MODELS_DIR EVAL_DIR DATA_ROOT TARGET [--params params.yaml]
+python -m stages.deploy MODELS_DIR EVAL_DIR FEATURES_DIR DATA_ROOT OUT_DIR [--params params.yaml]
 
-Writes TARGET/{device}/ae_model.pth, global_scale.npy and thresholds/threshold_{device}.npy,
-each device swapped in whole. Before a bundle is accepted, the device's labelled test clips
-are scored again from the raw audio through it and must reproduce the evaluation.
+Writes OUT_DIR/candidates/{device}/ (the new model's bundle, which must reproduce the
+evaluation's scores from raw audio before it is registered) and OUT_DIR/models/{device}/:
+the production version of each device, exported from the registry in the inference layout.
 """
 
 from __future__ import annotations
@@ -13,21 +13,24 @@ import sys
 from pathlib import Path
 
 from pipelines import fleet
-from pipelines.acoustic import bundle
+from pipelines.acoustic import deployment
 from stages import common
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = common.parser(__doc__, "deploy")
-    parser.add_argument("models", type=Path)
-    parser.add_argument("evaluation", type=Path)
-    parser.add_argument("root", type=Path)
-    parser.add_argument("target", type=Path)
+    for name in ("models", "evaluation", "features", "root", "out"):
+        parser.add_argument(name, type=Path)
     args = parser.parse_args(argv)
 
     def work(p):
-        jobs = bundle.plan(args.models, args.evaluation / "devices", args.root, p)
-        return fleet.run_stage(args.target, jobs, bundle.build, p.fleet.workers, "deploy")
+        jobs = deployment.plan(
+            args.models, args.evaluation / "devices", args.features, args.root, p
+        )
+        candidates = args.out / "candidates"
+        outcomes = fleet.run_stage(candidates, jobs, deployment.build, p.fleet.workers, "deploy")
+        deployment.export_production([job.device for job in jobs], p, args.out / "models")
+        return outcomes
 
     return common.run("deploy", args.params, args.report, work)
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from pipelines.acoustic.bundle import load_bundle, score_file
+from registry.api import Registry
 from tests.pipeline_repo import make_repo, run
 
 pytestmark = pytest.mark.e2e
@@ -36,7 +37,9 @@ def test_repro_builds_every_stage_for_every_device(repo: Path) -> None:
         assert (bundle / "ae_model.pth").is_file()
         assert np.load(bundle / "global_scale.npy").shape == (2,)
         assert np.load(bundle / "thresholds" / f"threshold_{device}.npy").shape == ()
-    assert report(repo, "deploy")["devices"]["A-1"]["replayed_clips"] == 6
+    deployed = report(repo, "deploy")["devices"]["A-1"]
+    assert deployed["replayed_clips"] == 6 and deployed["version"] == 1
+    assert sorted(p.name for p in (repo / "deploy" / "models").iterdir()) == ["A-1", "B-2"]
     plots = repo / "logs" / "train" / "plots" / "metrics" / "A-1"
     assert (plots / "train" / "loss.tsv").is_file()
     assert (plots / "val" / "loss.tsv").is_file()
@@ -90,3 +93,28 @@ def test_new_device_is_the_only_one_rebuilt(repo: Path) -> None:
     for stage in ("extract", "train", "evaluate", "deploy"):
         assert report(repo, stage)["built"] == ["C-3"], stage
         assert report(repo, stage)["unchanged"] == ["A-1", "B-2"], stage
+
+
+def test_registry_holds_one_production_version_per_device(repo: Path) -> None:
+    production = Registry(repo / "model_store").list(alias="production")
+    deployed = sorted(p.name for p in (repo / "deploy" / "models").iterdir() if p.name[0] != ".")
+    assert sorted(m["scope"] for m in production) == deployed  # one each, exactly those
+    for meta in production:
+        manifest = json.loads(
+            (repo / "deploy" / "models" / meta["scope"] / "bundle.json").read_text()
+        )
+        assert manifest["model"] == f"{meta['name']}:v{meta['version']}"
+        assert meta["lineage"]["git_commit"] and meta["metrics"]["auc"] >= 0
+    events = (repo / "model_store" / "events.jsonl").read_bytes()
+    run(repo, "dvc", "repro", "-f", "deploy")  # the same models again: nothing new registered
+    assert (repo / "model_store" / "events.jsonl").read_bytes() == events
+
+
+def test_experiment_in_a_temp_copy_registers_into_the_one_store(repo: Path) -> None:
+    before = {m["version"] for m in Registry(repo / "model_store").list(scope="A-1")}
+    run(repo, "dvc", "exp", "run", "--temp", "-S", "train.lr=0.002")
+    after = Registry(repo / "model_store").list(scope="A-1")
+    new = [m for m in after if m["version"] not in before]
+    assert len(new) == 1
+    assert new[0]["lineage"]["dvc_experiment"]  # DVC_EXP_NAME reached the registration
+    assert not list((repo / ".dvc" / "tmp").rglob("model_store"))
