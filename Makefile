@@ -22,6 +22,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/dvc repro
 	$(BIN)/fleet table
+	$(BIN)/registry list --alias production
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
