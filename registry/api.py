@@ -53,14 +53,15 @@ class Registry:
     # ----------------------------------------------------------------- reading
     @contextmanager
     def _index(self, create: bool = False) -> Iterator[Index]:
-        if not create and not self.store.index_file.exists():
+        if not self.store.index_file.exists():
             if self.store.events_file.exists():
                 raise CorruptStoreError(
                     f"{self.store.index_file}: the index is missing; run `registry reindex`"
                 )
-            yield _EMPTY
-            return
-        index = Index(self.store.index_file)
+            if not create:
+                yield _EMPTY
+                return
+        index = Index(self.store.index_file, create=create)
         try:
             yield index
         finally:
@@ -145,6 +146,11 @@ class Registry:
         version that already holds them. `extra` is kept in the metadata as given (e.g. the
         pipeline's `comparison` with the current holder and its `inference` settings)."""
         name = model_name(family, scope, model_type)
+        reserved = sorted(set(extra or {}) & _RECORDED)
+        if reserved:
+            raise ArtifactError(
+                f"extra metadata may not set recorded fields: {', '.join(reserved)}"
+            )
         files = _artifacts(Path(folder))
         shas = {kind: sha256_file(path) for kind, path in files.items()}
         content = hashlib.sha256(json.dumps(shas, sort_keys=True).encode()).hexdigest()
@@ -216,6 +222,7 @@ class Registry:
     ) -> dict[str, Any]:
         """Point `alias` at `version`. To `production`, the gate decides unless `force`."""
         name, version, alias = str(parse_name(name)), check_version(version), check_alias(alias)
+        self._require_store()
         with self.store.locked(), self._index() as index:
             meta = index.get(name, version)
             if meta is None:
@@ -226,7 +233,7 @@ class Registry:
                 return {"type": "unchanged", "name": name, "alias": alias, "version": version}
             extra: dict[str, Any] = {"alias": alias, "from_version": holder, "to_version": version}
             if alias == "production" and (floors or rollback_factor is not None):
-                result = gate.check(meta, holder, floors or {}, rollback_factor or float("inf"))
+                result = gate.check(meta, holder, floors or {}, rollback_factor)
                 if not result.passed and not force:
                     raise GateError(
                         f"{name}:v{version} -> {alias} refused by the gate: "
@@ -244,6 +251,7 @@ class Registry:
     def rollback(self, name: str, alias: str = "production", reason: str = "") -> dict[str, Any]:
         """Return `alias` to the version that held it before, by its history."""
         name, alias = str(parse_name(name)), check_alias(alias)
+        self._require_store()
         with self.store.locked(), self._index() as index:
             stack = events.alias_stacks(events.read(self.store.events_file)).get((name, alias), [])
             if len(stack) < 2:
@@ -327,8 +335,11 @@ class Registry:
             for suffix in ("-wal", "-shm"):
                 Path(f"{self.store.index_file}{suffix}").unlink(missing_ok=True)
             holders = {key: stack[-1] for key, stack in events.alias_stacks(records).items()}
-            with self._index(create=True) as index:
+            index = Index(self.store.index_file, create=True)
+            try:
                 index.rebuild(metadata, holders)
+            finally:
+                index.close()
         return latest
 
     def gc(self, keep: int) -> list[str]:
@@ -337,6 +348,7 @@ class Registry:
         if keep < 1:
             raise ValueError(f"keep {keep!r}: expected an integer >= 1")
         removed = []
+        self._require_store()
         with self.store.locked(), self._index() as index:
             stacks = events.alias_stacks(events.read(self.store.events_file))
             protected = {(n, v) for (n, _), stack in stacks.items() for v in stack}
@@ -355,6 +367,10 @@ class Registry:
                     index.remove(name, meta["version"])
                     removed.append(f"{name}:v{meta['version']}")
         return removed
+
+    def _require_store(self) -> None:
+        if not self.store.root.is_dir():
+            raise NotFoundError(f"{self.store.root}: no model store here; nothing changed")
 
     def _check_files(self, meta: dict[str, Any]) -> None:
         for entry in meta["artifacts"].values():
@@ -377,10 +393,29 @@ def _artifacts(folder: Path) -> dict[str, Path]:
             f"{folder}: unexpected file(s) {', '.join(extra)}; expected only "
             + ", ".join(ARTIFACTS.values())
         )
+    odd = sorted(name for name in present if not (folder / name).is_file())
+    if odd:
+        raise ArtifactError(f"{folder}: {', '.join(odd)} is not a regular file")
     missing = [ARTIFACTS[kind] for kind in REQUIRED if ARTIFACTS[kind] not in present]
     if missing:
         raise ArtifactError(f"{folder}: missing {', '.join(missing)}")
     return {by_file[name]: folder / name for name in sorted(present)}
+
+
+_RECORDED = {
+    "name",
+    "version",
+    "family",
+    "scope",
+    "model_type",
+    "created",
+    "actor",
+    "content_sha256",
+    "artifacts",
+    "metrics",
+    "params",
+    "lineage",
+}
 
 
 def _held(aliases: dict[str, int], version: int) -> list[str]:

@@ -198,26 +198,32 @@ def export(
     alias: Alias = "production",
     keep_backups: Annotated[int, typer.Option(min=0, help="earlier bundles to keep")] = 3,
     store: Store = None,
+    as_json: Json = False,
 ) -> None:
     """Write the inference layout of NAME@ALIAS to TO/{device}/, atomically."""
-    typer.echo(str(_registry(store).export(f"{name}@{alias}", to, keep_backups)))
+    target = _registry(store).export(f"{name}@{alias}", to, keep_backups)
+    typer.echo(json.dumps({"exported": str(target)}) if as_json else str(target))
 
 
 @app.command()
-def reindex(store: Store = None) -> None:
+def reindex(store: Store = None, as_json: Json = False) -> None:
     """Rebuild versions.json and the index from the store and events.jsonl."""
     latest = _registry(store).reindex()
-    typer.echo(f"reindexed {len(latest)} models")
+    typer.echo(json.dumps(latest, sort_keys=True) if as_json else f"reindexed {len(latest)} models")
 
 
 @app.command()
 def gc(
     keep: Annotated[int, typer.Option(min=1, help="newest versions to keep per model")],
     store: Store = None,
+    as_json: Json = False,
 ) -> None:
     """Delete old versions that hold no alias and are not among the newest KEEP."""
     removed = _registry(store).gc(keep)
-    typer.echo("\n".join(removed) if removed else "nothing to remove")
+    if as_json:
+        typer.echo(json.dumps(removed))
+    else:
+        typer.echo("\n".join(removed) if removed else "nothing to remove")
 
 
 def _load(path: Path | None) -> dict[str, Any] | None:

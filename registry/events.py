@@ -38,10 +38,22 @@ def event(kind: str, name: str, version: int, actor: str, reason: str = "", **ex
 
 def append(path: Path, record: dict[str, Any]) -> None:
     line = (json.dumps(record, sort_keys=True) + "\n").encode()
+    _cut_torn_tail(path)
     with open(path, "ab") as handle:
         handle.write(line)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def _cut_torn_tail(path: Path) -> None:
+    """Drop a last line without its newline: a write that never finished (caller holds the lock)."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "r+b") as handle:
+        data = handle.read()
+        if data.endswith(b"\n"):
+            return
+        handle.truncate(data.rfind(b"\n") + 1)
 
 
 def read(path: Path) -> list[dict[str, Any]]:

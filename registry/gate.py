@@ -25,16 +25,17 @@ def check(
     candidate: dict[str, Any],
     holder: int | None,
     floors: dict[str, float],
-    rollback_factor: float,
+    rollback_factor: float | None,
 ) -> GateResult:
+    """`rollback_factor` None: floors only, no degradation check."""
     metrics = candidate.get("metrics") or {}
     reasons, figures = [], {}
     for metric, floor in sorted(floors.items()):
         value = metrics.get(metric)
         figures[metric] = value
-        if not isinstance(value, (int, float)) or value < floor:
+        if not isinstance(value, (int, float)) or not value >= floor:  # NaN fails too
             reasons.append(f"{metric} = {value} is below the floor {floor}")
-    if holder is not None and holder != candidate["version"]:
+    if rollback_factor is not None and holder is not None and holder != candidate["version"]:
         comparison = candidate.get("comparison") or {}
         figures |= {"holder": holder, **comparison, "rollback_factor": rollback_factor}
         if comparison.get("holder_version") != holder:
@@ -42,7 +43,11 @@ def check(
                 f"no comparison with the current holder v{holder} on the candidate's data "
                 "was recorded at registration"
             )
-        elif comparison["candidate_error"] > comparison["holder_error"] * rollback_factor:
+        elif not all(
+            isinstance(comparison.get(k), (int, float)) for k in ("candidate_error", "holder_error")
+        ):
+            reasons.append(f"the recorded comparison with v{holder} lacks its error figures")
+        elif not comparison["candidate_error"] <= comparison["holder_error"] * rollback_factor:
             reasons.append(
                 f"candidate error {comparison['candidate_error']:.6g} > holder v{holder} error "
                 f"{comparison['holder_error']:.6g} x {rollback_factor:g} on the candidate's data"

@@ -22,15 +22,18 @@ BUSY_TIMEOUT_MS = 10_000
 
 
 class Index:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, create: bool = False) -> None:
         self.path = path
         try:
             self.conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000)
             self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             tables = {row[0] for row in self.conn.execute("select name from sqlite_master")}
             if not {"versions", "aliases"} <= tables:
+                if not create:
+                    raise sqlite3.DatabaseError("the versions and aliases tables are missing")
                 self._create_tables()
         except sqlite3.DatabaseError as exc:
+            self.conn.close()
             raise CorruptStoreError(
                 f"{path}: the index is unreadable ({exc}); run `registry reindex`"
             ) from exc

@@ -22,7 +22,12 @@ def load_weights(registry: Registry, ref: str, map_location: str = "cpu") -> dic
     meta = registry.get(ref)
     entry = meta["artifacts"]["model"]
     path = registry.store.root / entry["file"]
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise IntegrityError(
+            f"{path}: cannot read the registered weights ({exc}); refused"
+        ) from exc
     if hashlib.sha256(data).hexdigest() != entry["sha256"]:
         raise IntegrityError(
             f"{path}: does not match the sha256 recorded at registration of "

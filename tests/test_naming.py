@@ -67,3 +67,137 @@ def test_error_types() -> None:
 def test_length_limit_is_64() -> None:
     assert is_device_code("A" + "1" * 63)
     assert not is_device_code("A" + "1" * 64)
+
+
+# --------------------------------------------------------------------------- model names and refs
+import re  # noqa: E402
+
+from registry.naming import (  # noqa: E402
+    ModelName,
+    Ref,
+    check_alias,
+    check_version,
+    model_name,
+    parse_name,
+    parse_ref,
+)
+
+MODEL = "acoustic_LT-2_convae"
+
+
+def test_model_name_joins_checked_components() -> None:
+    assert model_name("acoustic", "LT-2", "convae") == MODEL
+    assert model_name("a", "B.1", "c-2") == "a_B.1_c-2"
+
+
+@pytest.mark.parametrize("where", ["family", "scope", "model type"])
+@pytest.mark.parametrize("bad", ["a/b", "..", "a_b", "a b", "", ".x", "x" * 65])
+def test_model_name_refuses_bad_components_and_names_which(where: str, bad: str) -> None:
+    parts = {"family": "acoustic", "scope": "LT-2", "model type": "convae"} | {where: bad}
+    with pytest.raises(InvalidNameError) as caught:
+        model_name(*parts.values())
+    assert str(caught.value).startswith(f"{where} {bad!r} is not a valid device code")
+
+
+def test_parse_name_splits_into_components() -> None:
+    parsed = parse_name(MODEL)
+    assert parsed == ModelName("acoustic", "LT-2", "convae")
+    assert (parsed.family, parsed.scope, parsed.model_type) == ("acoustic", "LT-2", "convae")
+    assert str(parsed) == MODEL
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "acoustic", "acoustic_LT-2", "acoustic_LT_2_convae", "a_b_c_d", "a___b"],
+)
+def test_parse_name_refuses_anything_but_three_components(text: str) -> None:
+    with pytest.raises(InvalidNameError, match="expected family_scope_modeltype"):
+        parse_name(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["a/b_LT-2_convae", "acoustic_.._convae", "a b_c_d", "a_b_c d", "a__b", "_a_b", "a_b_"]
+)
+def test_parse_name_refuses_bad_components(text: str) -> None:
+    with pytest.raises(InvalidNameError, match="is not a valid device code"):
+        parse_name(text)
+
+
+@pytest.mark.parametrize("text", [None, 3, b"acoustic_LT-2_convae"])
+def test_parse_name_refuses_non_strings(text: object) -> None:
+    with pytest.raises(InvalidNameError):
+        parse_name(text)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (MODEL, Ref(MODEL)),
+        (f"{MODEL}:v1", Ref(MODEL, version=1)),
+        (f"{MODEL}:v42", Ref(MODEL, version=42)),
+        (f"{MODEL}:v007", Ref(MODEL, version=7)),
+        (f"{MODEL}@production", Ref(MODEL, alias="production")),
+        (f"{MODEL}@canary-2.b", Ref(MODEL, alias="canary-2.b")),
+    ],
+)
+def test_parse_ref(text: str, expected: Ref) -> None:
+    assert parse_ref(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        f"{MODEL}:",
+        f"{MODEL}:1",
+        f"{MODEL}:v",
+        f"{MODEL}:v0",
+        f"{MODEL}:v-1",
+        f"{MODEL}:vx",
+        f"{MODEL}@",
+        f"{MODEL}@a_b",
+        f"{MODEL}@../x",
+        f"{MODEL}@a b",
+        f"{MODEL}:v1@production",
+        f"{MODEL}@production:v1",
+        f"{MODEL}@a@b",
+        f"{MODEL}:v1:v2",
+        "acoustic/LT-2_convae",
+        "acoustic_LT-2",
+        "a b_c_d:v1",
+        f" {MODEL}",
+        f"{MODEL}\n",
+        None,
+        7,
+    ],
+)
+def test_parse_ref_refuses(text: object) -> None:
+    with pytest.raises(InvalidNameError):
+        parse_ref(text)  # type: ignore[arg-type]
+
+
+def test_parse_ref_message_shows_the_forms() -> None:
+    with pytest.raises(InvalidNameError, match=r"expected NAME, NAME:vN or NAME@alias"):
+        parse_ref(f"{MODEL}:1")
+
+
+@pytest.mark.parametrize("alias", ["production", "staging", "canary-2", "A.b"])
+def test_check_alias_accepts(alias: str) -> None:
+    assert check_alias(alias) == alias
+
+
+@pytest.mark.parametrize("alias", ["", "a_b", "../prod", "a/b", "a b", ".hidden", "x" * 65])
+def test_check_alias_refuses(alias: str) -> None:
+    with pytest.raises(InvalidNameError, match="^" + re.escape(f"alias {alias!r} is not a valid")):
+        check_alias(alias)
+
+
+@pytest.mark.parametrize("version", [1, 2, 10**9])
+def test_check_version_accepts(version: int) -> None:
+    assert check_version(version) == version
+
+
+@pytest.mark.parametrize("version", [0, -1, True, False, 1.0, "1", None])
+def test_check_version_refuses(version: object) -> None:
+    with pytest.raises(InvalidNameError, match="expected an integer >= 1"):
+        check_version(version)  # type: ignore[arg-type]

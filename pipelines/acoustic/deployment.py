@@ -169,6 +169,7 @@ def _error(net: torch.nn.Module, raw: np.ndarray, scale: tuple[float, float]) ->
 def export_production(devices: list[str], params: Params, target: Path) -> dict[str, str]:
     """Export each device's production version to `target/{device}/`; drop the others."""
     registry = Registry(store_root(params))
+    target.mkdir(parents=True, exist_ok=True)  # a DVC output, even when nothing is in production
     exported = {}
     for device in devices:
         ref = f"{model_name(params.deploy.family, device, params.deploy.model_type)}@production"
@@ -180,7 +181,7 @@ def export_production(devices: list[str], params: Params, target: Path) -> dict[
         current = target / device / bundle.MANIFEST
         if not current.is_file() or fleet.read_json(current).get("model") != exported[device]:
             registry.export(ref, target, params.deploy.keep_backups)
-    for folder in target.iterdir() if target.is_dir() else []:
+    for folder in target.iterdir():
         if folder.is_dir() and not folder.name.startswith(".") and folder.name not in exported:
             shutil.rmtree(folder)
     return exported

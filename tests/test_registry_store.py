@@ -1,0 +1,188 @@
+"""registry.store: file layout, atomic writes, sha256, JSON reading and the store's lock."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import pytest
+from filelock import FileLock
+
+from registry import store as store_mod
+from registry.errors import CorruptStoreError, LockTimeoutError, RegistryError
+from registry.store import (
+    ARTIFACTS,
+    REQUIRED,
+    Store,
+    copy_atomic,
+    read_json,
+    resolve_root,
+    sha256_file,
+    write_atomic,
+    write_json,
+)
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MODEL_STORE", raising=False)
+
+
+# ------------------------------------------------------------------ where things live
+def test_resolve_root_prefers_argument_then_env_then_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert resolve_root(None) == Path("model_store")
+    monkeypatch.setenv("MODEL_STORE", str(tmp_path / "env_store"))
+    assert resolve_root(None) == tmp_path / "env_store"
+    assert resolve_root(tmp_path / "arg") == tmp_path / "arg"
+    assert resolve_root(str(tmp_path / "arg")) == tmp_path / "arg"
+
+
+def test_empty_env_falls_back_to_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODEL_STORE", "")
+    assert resolve_root(None) == Path(store_mod.DEFAULT_STORE)
+
+
+def test_store_paths_follow_the_flat_layout(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s")
+    name = "acoustic_LT-2_convae"
+    assert store.versions_file == tmp_path / "s" / "versions.json"
+    assert store.events_file == tmp_path / "s" / "events.jsonl"
+    assert store.index_file == tmp_path / "s" / "index.sqlite"
+    assert store.artifact(name, 3, "model") == tmp_path / "s" / f"{name}_v3_model.pth"
+    assert store.artifact(name, 3, "scale") == tmp_path / "s" / f"{name}_v3_scale.npy"
+    assert store.artifact(name, 3, "threshold") == tmp_path / "s" / f"{name}_v3_threshold.npy"
+    assert store.artifact(name, 3, "loss_curve") == tmp_path / "s" / f"{name}_v3_loss_curve.png"
+    assert (
+        store.artifact(name, 3, "checkpoint_best")
+        == tmp_path / "s" / "checkpoints" / f"{name}_v3_checkpoint_best.pth"
+    )
+    assert store.metadata(name, 12) == tmp_path / "s" / f"{name}_v12_metadata.json"
+
+
+def test_artifact_kinds_and_required() -> None:
+    assert set(ARTIFACTS) == {"model", "scale", "threshold", "loss_curve", "checkpoint_best"}
+    assert ARTIFACTS["model"] == "model.pth"
+    assert REQUIRED == ("model",)
+
+
+def test_constructing_a_store_creates_nothing(tmp_path: Path) -> None:
+    Store(tmp_path / "s")
+    assert not (tmp_path / "s").exists()
+
+
+# ------------------------------------------------------------------ atomic writes
+def test_write_atomic_writes_bytes_and_leaves_no_temp_file(tmp_path: Path) -> None:
+    target = tmp_path / "deep" / "er" / "file.bin"
+    write_atomic(target, b"first")
+    assert target.read_bytes() == b"first"
+    write_atomic(target, b"second, longer")
+    assert target.read_bytes() == b"second, longer"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["file.bin"]
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_write_atomic_replaces_in_one_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The target is never opened for writing: the new content arrives by os.replace."""
+    target = tmp_path / "f.json"
+    target.write_bytes(b"old")
+    calls: list[tuple[str, str]] = []
+    real_replace = store_mod.os.replace
+
+    def spy(src: str, dst: str) -> None:
+        calls.append((Path(src).name, Path(dst).name))
+        assert target.read_bytes() == b"old"  # untouched until the swap
+        real_replace(src, dst)
+
+    monkeypatch.setattr(store_mod.os, "replace", spy)
+    write_atomic(target, b"new")
+    assert len(calls) == 1
+    assert calls[0][1] == "f.json"
+    assert calls[0][0].startswith(".f.json.") and calls[0][0].endswith(".tmp")
+    assert target.read_bytes() == b"new"
+
+
+def test_write_json_is_sorted_indented_and_newline_terminated(tmp_path: Path) -> None:
+    target = tmp_path / "v.json"
+    write_json(target, {"b": 2, "a": 1})
+    assert target.read_text() == '{\n  "a": 1,\n  "b": 2\n}\n'
+    assert json.loads(target.read_text()) == {"a": 1, "b": 2}
+
+
+def test_copy_atomic_copies_bytes(tmp_path: Path) -> None:
+    src = tmp_path / "src.bin"
+    src.write_bytes(bytes(range(256)))
+    dst = tmp_path / "out" / "dst.bin"
+    copy_atomic(src, dst)
+    assert dst.read_bytes() == src.read_bytes()
+    assert sorted(p.name for p in dst.parent.iterdir()) == ["dst.bin"]
+
+
+# ------------------------------------------------------------------ sha256 and JSON
+def test_sha256_file_matches_hashlib(tmp_path: Path) -> None:
+    data = b"x" * 3000 + b"tail"
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    assert sha256_file(path) == hashlib.sha256(data).hexdigest()
+    assert sha256_file(path, chunk=7) == hashlib.sha256(data).hexdigest()  # several blocks
+    (tmp_path / "empty").write_bytes(b"")
+    assert sha256_file(tmp_path / "empty") == hashlib.sha256(b"").hexdigest()
+
+
+def test_read_json_reads_valid_json(tmp_path: Path) -> None:
+    path = tmp_path / "ok.json"
+    path.write_text('{"a": [1, 2]}')
+    assert read_json(path, "thing") == {"a": [1, 2]}
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"", b'{"a": 1', b"\xff\xfe\x00garbage"])
+def test_read_json_refuses_corrupt_json_and_names_reindex(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "versions.json"
+    path.write_bytes(content)
+    with pytest.raises(CorruptStoreError) as caught:
+        read_json(path, "versions.json")
+    message = str(caught.value)
+    assert str(path) in message
+    assert "versions.json is not valid JSON" in message
+    assert "registry reindex" in message
+    assert isinstance(caught.value, RegistryError)
+
+
+# ------------------------------------------------------------------ the lock
+def test_locked_creates_the_store_and_can_be_taken_again(tmp_path: Path) -> None:
+    store = Store(tmp_path / "new" / "store", lock_timeout=1)
+    with store.locked():
+        assert (tmp_path / "new" / "store").is_dir()
+        assert (tmp_path / "new" / "store" / ".lock").exists()
+    with store.locked():  # released: taken again at once
+        pass
+
+
+def test_locked_times_out_when_held_elsewhere(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    root.mkdir()
+    store = Store(root, lock_timeout=0.2)
+    with FileLock(root / ".lock"):
+        start = time.monotonic()
+        with pytest.raises(LockTimeoutError) as caught, store.locked():
+            pytest.fail("the body must not run without the lock")
+        elapsed = time.monotonic() - start
+    assert elapsed < 3
+    message = str(caught.value)
+    assert str(root) in message and "locked by another process" in message
+    assert "0.2 s" in message and "nothing was changed" in message
+    assert isinstance(caught.value, TimeoutError)
+    with store.locked():  # free again once the holder let go
+        pass
+
+
+def test_locked_releases_the_lock_when_the_body_raises(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s", lock_timeout=0.2)
+    with pytest.raises(RuntimeError), store.locked():
+        raise RuntimeError("boom")
+    with store.locked():
+        pass
