@@ -35,14 +35,6 @@ STAMP = ".fingerprint"
 PARTIAL = ".partial"
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fingerprint(*parts: Any) -> str:
     """A stable digest of JSON-ready parts (params, file digests, upstream fingerprints)."""
     text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)

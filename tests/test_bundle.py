@@ -13,6 +13,7 @@ import pytest
 from pipelines import fleet
 from pipelines.acoustic import bundle
 from pipelines.errors import IntegrityError
+from registry.store import sha256_file
 from tests import tiny_fleet
 
 
@@ -83,7 +84,7 @@ def test_a_pickle_payload_is_never_executed(tiny: tiny_fleet.TinyFleet, tmp_path
 
     (folder / "ae_model.pth").write_bytes(pickle.dumps({"w": Exploit()}, protocol=2))
     manifest = json.loads((folder / "bundle.json").read_text())
-    manifest["sha256"]["ae_model.pth"] = fleet.sha256_file(folder / "ae_model.pth")
+    manifest["sha256"]["ae_model.pth"] = sha256_file(folder / "ae_model.pth")
     (folder / "bundle.json").write_text(json.dumps(manifest))
     with pytest.raises(pickle.UnpicklingError):
         bundle.load_bundle(folder)

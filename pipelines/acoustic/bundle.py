@@ -27,6 +27,7 @@ from pipelines.acoustic.training import load_model
 from pipelines.errors import ClipError, DeviceError, IntegrityError
 from pipelines.params import FeatureParams, Params, as_dict
 from registry.naming import check_device_code
+from registry.store import sha256_file
 
 WEIGHTS = "ae_model.pth"
 SCALE = "global_scale.npy"
@@ -68,7 +69,7 @@ def build(job: fleet.Job, work: Path) -> dict[str, Any]:
 def write_bundle(device: str, trained: Path, evaluated: dict, inp: DeployInput, out: Path) -> None:
     summary = fleet.read_json(trained / "summary.json")
     weights = trained / "model.pth"
-    if fleet.sha256_file(weights) != summary["model_sha256"]:
+    if sha256_file(weights) != summary["model_sha256"]:
         raise IntegrityError(f"{weights}: does not match the sha256 recorded at training")
     shutil.copyfile(weights, out / WEIGHTS)
     np.save(out / SCALE, np.load(trained / "scale.npy", allow_pickle=False))
@@ -80,7 +81,7 @@ def write_bundle(device: str, trained: Path, evaluated: dict, inp: DeployInput, 
         "sample_rate": inp.params.data.sample_rate,
         "features": as_dict(inp.params.features),
         "architecture": summary["architecture"],
-        "sha256": {name: fleet.sha256_file(out / name) for name in files},
+        "sha256": {name: sha256_file(out / name) for name in files},
     }
     fleet.write_json(out / MANIFEST, manifest)
 
@@ -106,7 +107,7 @@ def load_bundle(folder: Path) -> Bundle:
     device = check_device_code(manifest["device"])
     for name, sha in manifest["sha256"].items():
         path = folder / name
-        if not path.is_file() or fleet.sha256_file(path) != sha:
+        if not path.is_file() or sha256_file(path) != sha:
             raise IntegrityError(f"{path}: missing or does not match its recorded sha256")
     scale = np.load(folder / SCALE, allow_pickle=False)
     threshold = np.load(folder / threshold_file(device), allow_pickle=False)

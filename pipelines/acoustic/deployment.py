@@ -144,10 +144,7 @@ def _comparison(registry: Registry, name: str, work: Path, features_dir: Path) -
     raw = _unscale(windows[validation] if validation.any() else windows, tuple(index["scale"]))
     candidate = bundle.load_bundle(work)
     holder_scale = np.load(registry.store.root / holder["artifacts"]["scale"]["file"])
-    holder_net = model.ConvAutoencoder(
-        tuple(holder["inference"]["architecture"]["channels"]),
-        holder["inference"]["architecture"]["latent_channels"],
-    )
+    holder_net = model.from_architecture(holder["inference"]["architecture"])
     holder_net.load_state_dict(load_weights(registry, f"{name}:v{holder['version']}"))
     return {
         "holder_version": holder["version"],

@@ -25,6 +25,7 @@ from pipelines import fleet
 from pipelines.acoustic import data, features
 from pipelines.errors import ClipError, DeviceError
 from pipelines.params import Params, SplitParams, as_dict
+from registry.store import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def plan(root: Path, params: Params) -> list[fleet.Job]:
     settings += [as_dict(params.split), code, librosa.__version__]
     jobs = []
     for device, sources in data.discover(root, params.data.extensions).items():
-        digests = {_rel(p, root): fleet.sha256_file(p) for p in sources.all_files}
+        digests = {_rel(p, root): sha256_file(p) for p in sources.all_files}
         jobs.append(
             fleet.Job(
                 device,

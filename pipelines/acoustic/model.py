@@ -36,6 +36,11 @@ class ConvAutoencoder(nn.Module):
         return self.decoder(self.encoder(x))
 
 
+def from_architecture(architecture: dict) -> ConvAutoencoder:
+    """The autoencoder described by a recorded `{"channels": [...], "latent_channels": n}`."""
+    return ConvAutoencoder(tuple(architecture["channels"]), architecture["latent_channels"])
+
+
 def check_input_shape(n_mels: int, frames: int, channels: tuple[int, ...]) -> str | None:
     """None when the autoencoder can take (n_mels, frames) windows, else the reason."""
     divisor = 2 ** len(channels)

@@ -91,6 +91,6 @@ def log_curves(models_dir: Path, live_dir: Path) -> None:
 
 def load_model(path: Path, sha256: str, architecture: dict[str, Any]) -> model.ConvAutoencoder:
     """The autoencoder saved at `path`, its bytes checked against `sha256` before loading."""
-    net = model.ConvAutoencoder(tuple(architecture["channels"]), architecture["latent_channels"])
+    net = model.from_architecture(architecture)
     net.load_state_dict(engine.load_verified(path, sha256))
     return net.eval()
