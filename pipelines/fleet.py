@@ -137,7 +137,9 @@ def _map(
             bar.update()
     else:
         # spawn, not fork: a forked child inherits the parent's thread pools (torch, BLAS).
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(
+            workers, mp_context=get_context("spawn"), initializer=_share_cores, initargs=(workers,)
+        ) as pool:
             futures = {pool.submit(_build_one, job, build, out): job for job in todo}
             for future in as_completed(futures):
                 bar.set_postfix_str(futures[future].device)
@@ -148,6 +150,19 @@ def _map(
 
 def resolve_workers(workers: int) -> int:
     return workers or os.cpu_count() or 1
+
+
+_workers_sharing = 1  # worker processes sharing this machine's cores; set in each worker
+
+
+def _share_cores(workers: int) -> None:
+    global _workers_sharing
+    _workers_sharing = workers
+
+
+def job_cores() -> int:
+    """Threads one device job may use: this machine's cores, shared among the workers."""
+    return max(1, (os.cpu_count() or 1) // _workers_sharing)
 
 
 def _build_one(job: Job, build: BuildFn, out: Path) -> Outcome:

@@ -125,7 +125,7 @@ class DeployParams:
 
 @dataclass(frozen=True)
 class FleetParams:
-    # 0 means one worker per core.
+    # Worker processes of train, evaluate and deploy; 0 means one per core.
     workers: int = _num(0, ge=0)
 
 

@@ -127,3 +127,24 @@ def test_features_match_the_definition_end_to_end(root: Path, tmp_path: Path) ->
     expected = features.apply_scale(reference, scale)
     got = train[np.asarray(index["train_clip_of_window"]) == 0]
     assert np.abs(got - expected).max() < 1e-4
+
+
+def test_clips_read_on_threads_come_back_in_order_with_the_unusable_ones_skipped(
+    root: Path,
+) -> None:
+    job = next(j for j in extraction.plan(root, PARAMS) if j.device == "A-1")
+    broken = root / "A-1" / "broken.wav"
+    broken.write_bytes(b"RIFF not audio")
+    files = [(path, "recorded") for path in job.inputs.sources.all_files]
+    files.insert(1, (broken, "recorded"))
+    one = extraction.read_clips(files, job.inputs, threads=1)
+    two = extraction.read_clips(files, job.inputs, threads=2)
+    assert (
+        [c.file for c in two[0]]
+        == [c.file for c in one[0]]
+        == [f"A-1/{p.relative_to(root / 'A-1').as_posix()}" for p, _ in files if p != broken]
+    )
+    for a, b in zip(one[0], two[0], strict=True):
+        assert np.array_equal(a.windows, b.windows) and a.rms == b.rms
+    reason = "cannot decode audio (Format not recognised.)"
+    assert two[1] == one[1] == [{"file": "A-1/broken.wav", "reason": reason}]

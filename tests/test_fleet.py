@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from pipelines.fleet import (
     Outcome,
     complete_devices,
     fingerprint,
+    job_cores,
     read_stamp,
     replace_dir,
     run_stage,
@@ -224,6 +226,18 @@ def test_two_workers_give_the_same_results_as_one(tmp_path: Path) -> None:
         )
     assert results[1] == results[2]
     assert results[1][0]["C-3"][0] == "failed"
+
+
+def report_cores(job: Job, work: Path) -> dict[str, Any]:
+    return {"cores": job_cores()}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_job_cores_share_the_machine_among_workers(tmp_path: Path, workers: int) -> None:
+    jobs = [Job(device, "f", None) for device in DEVICES]
+    outcomes = run_stage(tmp_path / "out", jobs, report_cores, workers=workers, desc="test")
+    expected = max(1, (os.cpu_count() or 1) // workers)
+    assert {o.summary["cores"] for o in outcomes.values()} == {expected}
 
 
 def test_stage_report_shape() -> None:

@@ -85,14 +85,21 @@ def decode(data: bytes, path: Path, sample_rate: int) -> np.ndarray:
     try:
         samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
-        raise ClipError(path, f"cannot decode audio ({exc})") from exc
+        # libsndfile's own words, without the repr of the buffer it was handed
+        detail = getattr(exc, "error_string", "") or str(exc)
+        raise ClipError(path, f"cannot decode audio ({detail})") from exc
     if samples.size == 0:
         raise ClipError(path, "no audio samples")
-    if not np.isfinite(samples).all():
+    if not np.isfinite(_peak(samples)):  # max and min carry NaN and inf through
         raise ClipError(path, "contains NaN or infinite samples")
-    mono = samples.mean(axis=1)
+    mono = samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1)
     if rate != sample_rate:
         mono = librosa.resample(mono, orig_sr=rate, target_sr=sample_rate)
-    if float(np.max(np.abs(mono))) < 1e-6:
+    if _peak(mono) < 1e-6:
         raise ClipError(path, "silent (peak below 1e-6)")
     return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def _peak(samples: np.ndarray) -> float:
+    """Largest absolute sample, without an array of absolute values."""
+    return max(float(samples.max()), -float(samples.min()))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,9 +52,13 @@ def plan(root: Path, params: Params) -> list[fleet.Job]:
     code = fleet.code_digest(data, features, sys.modules[__name__])
     settings = [as_dict(params.data), as_dict(params.features), as_dict(params.quality)]
     settings += [as_dict(params.split), code, librosa.__version__]
+    devices = data.discover(root, params.data.extensions)
+    files = [path for sources in devices.values() for path in sources.all_files]
+    with ThreadPoolExecutor(fleet.job_cores()) as pool:  # hashlib releases the GIL
+        digest_of = dict(zip(files, pool.map(sha256_file, files), strict=True))
     jobs = []
-    for device, sources in data.discover(root, params.data.extensions).items():
-        digests = {_rel(p, root): sha256_file(p) for p in sources.all_files}
+    for device, sources in devices.items():
+        digests = {_rel(p, root): digest_of[p] for p in sources.all_files}
         jobs.append(
             fleet.Job(
                 device,
@@ -68,17 +73,23 @@ def build(job: fleet.Job, work: Path) -> dict[str, Any]:
     """Extract one device into `work`; raise DeviceError when no training clip is usable."""
     inp: ExtractInput = job.inputs
     src, p = inp.sources, inp.params
-    skipped: list[dict[str, str]] = []
-    recorded = _clips(src.recorded, "recorded", inp, skipped)
+    roles = {
+        "recorded": src.recorded,
+        "verified": src.verified,
+        "normal": src.test_normal,
+        "anomaly": src.test_anomaly,
+    }
+    files = [(path, role) for role, paths in roles.items() for path in paths]
+    clips, skipped = read_clips(files, inp, fleet.job_cores())
+    recorded = [c for c in clips if c.role == "recorded"]
     keep = features.quality_keep(np.array([c.rms for c in recorded]), p.quality)
     filtered = [c.file for c, k in zip(recorded, keep, strict=True) if not k]
     train = [c for c, k in zip(recorded, keep, strict=True) if k]
-    train += _clips(src.verified, "verified", inp, skipped)
+    train += [c for c in clips if c.role == "verified"]
     if not train:
         reasons = "; ".join(f"{s['file']}: {s['reason']}" for s in skipped[:3]) or "no audio files"
         raise DeviceError(job.device, f"no usable training clip ({reasons})")
-    test = _clips(src.test_normal, "normal", inp, skipped)
-    test += _clips(src.test_anomaly, "anomaly", inp, skipped)
+    test = [c for c in clips if c.role in ("normal", "anomaly")]
 
     train_windows = np.concatenate([c.windows for c in train])
     clip_of_window = np.repeat(np.arange(len(train)), [len(c.windows) for c in train])
@@ -114,14 +125,27 @@ def build(job: fleet.Job, work: Path) -> dict[str, Any]:
     }
 
 
-def _clips(paths: tuple[Path, ...], role: str, inp: ExtractInput, skipped: list) -> list[Clip]:
-    clips = []
-    for path in paths:
-        try:
-            clips.append(_clip(path, role, inp))
-        except ClipError as exc:
-            skipped.append({"file": _rel(path, inp.root), "reason": exc.reason})
-    return clips
+def read_clips(
+    files: list[tuple[Path, str]], inp: ExtractInput, threads: int
+) -> tuple[list[Clip], list[dict[str, str]]]:
+    """Decode and featurise (path, role) pairs, in order, on `threads` threads (soundfile,
+    the FFT and numpy release the GIL); what is unusable comes back as skipped."""
+    with ThreadPoolExecutor(threads) as pool:
+        results = list(pool.map(lambda file: _try_clip(*file, inp), files))
+    clips = [r for r in results if isinstance(r, Clip)]
+    skipped = [
+        {"file": _rel(e.path, inp.root), "reason": e.reason}
+        for e in results
+        if isinstance(e, ClipError)
+    ]
+    return clips, skipped
+
+
+def _try_clip(path: Path, role: str, inp: ExtractInput) -> Clip | ClipError:
+    try:
+        return _clip(path, role, inp)
+    except ClipError as exc:
+        return exc
 
 
 def _clip(path: Path, role: str, inp: ExtractInput) -> Clip:

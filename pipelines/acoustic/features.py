@@ -18,11 +18,13 @@ from functools import lru_cache
 import librosa
 import numpy as np
 import scipy.fft
+import scipy.sparse
 from numpy.lib.stride_tricks import sliding_window_view
 
 from pipelines.params import FeatureParams, QualityParams
 
 _AMIN = 1e-10
+_BLOCK = 512  # STFT frames per FFT call
 
 
 def window_starts(n_samples: int, win: int, hop: int) -> np.ndarray:
@@ -64,35 +66,40 @@ def log_mel_windows(y: np.ndarray, sample_rate: int, p: FeatureParams) -> np.nda
         return reference_log_mel_windows(y, sample_rate, p)
     n_fft, hl, half = p.n_fft, p.hop_length, p.n_fft // 2
     n_frames = 1 + (win + 2 * half - n_fft) // hl  # librosa's count with centred frames
-    ids = starts[:, None] // hl + np.arange(n_frames)[None, :]  # (windows, frames), global
+    first = starts // hl  # each window's first frame on the clip's frame grid
     padded = np.pad(y.astype(np.float32, copy=False), (half, half + hl))
-    frames = sliding_window_view(padded, n_fft)[::hl][: ids[-1, -1] + 1]
-    basis, taper = _mel_basis(sample_rate, n_fft, p.n_mels), _hann(n_fft)
-    db = _db(_mel_power(frames, taper, basis))[ids]  # (windows, frames, n_mels)
+    frames = sliding_window_view(padded, n_fft)[::hl][: first[-1] + n_frames]
+    basis = _mel_basis(sample_rate, n_fft, p.n_mels)
+    db = _to_db(_mel_power(frames, basis))  # (n_mels, clip frames)
+    # Zeros beyond the natural frame count are the padding; the peak ignores them.
+    out = np.zeros((len(starts), p.n_mels, max(n_frames, p.frames)), dtype=np.float32)
+    body = out[:, :, :n_frames]
+    body[:] = sliding_window_view(db, n_frames, axis=1).transpose(1, 0, 2)[first]
 
     # Frames reaching past a window's edge: zero the samples outside that window.
     t = np.arange(n_frames)
     edge = t[(t * hl < half) | (t * hl - half + n_fft > win)]
     offsets = edge[:, None] * hl - half + np.arange(n_fft)[None, :]  # relative to window start
     inside = ((offsets >= 0) & (offsets < win)).astype(np.float32)
-    edge_frames = (frames[ids[:, edge]] * inside).reshape(-1, n_fft)
-    db[:, edge] = _db(_mel_power(edge_frames, taper, basis)).reshape(len(starts), len(edge), -1)
+    edge_frames = (frames[first[:, None] + edge[None, :]] * inside).reshape(-1, n_fft)
+    edge_db = _to_db(_mel_power(edge_frames, basis)).reshape(p.n_mels, len(starts), len(edge))
+    body[:, :, edge] = edge_db.transpose(1, 0, 2)
 
-    # power_to_db's reference and top_db floor, per window (log10 is monotonic).
-    peak = db.max(axis=(1, 2), keepdims=True)
+    # power_to_db's reference and top_db floor, per window (log is monotonic).
+    peak = body.max(axis=(1, 2), keepdims=True)
     if p.ref == "max":
-        db -= peak
+        body -= peak
         peak = np.zeros_like(peak)
-    np.maximum(db, peak - p.top_db, out=db)
-    out = np.zeros((len(starts), p.n_mels, p.frames), dtype=np.float32)  # zero padding
-    kept = min(n_frames, p.frames)
-    out[:, :, :kept] = db[:, :kept].transpose(0, 2, 1)
-    return out
+    np.maximum(body, peak - p.top_db, out=body)
+    return np.ascontiguousarray(out[:, :, : p.frames])
 
 
 @lru_cache(maxsize=8)
-def _mel_basis(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
-    return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels).T.astype(np.float32)
+def _mel_basis(sample_rate: int, n_fft: int, n_mels: int) -> scipy.sparse.csr_array:
+    """librosa's mel filter bank, sparse: each filter spans a few FFT bins, and a sparse
+    product needs no BLAS threads, which clip threads would oversubscribe."""
+    basis = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)
+    return scipy.sparse.csr_array(basis.astype(np.float32))
 
 
 @lru_cache(maxsize=8)
@@ -100,14 +107,27 @@ def _hann(n_fft: int) -> np.ndarray:
     return librosa.filters.get_window("hann", n_fft, fftbins=True).astype(np.float32)
 
 
-def _mel_power(frames: np.ndarray, taper: np.ndarray, basis: np.ndarray) -> np.ndarray:
-    spectrum = scipy.fft.rfft(frames * taper, axis=-1)
-    power = spectrum.real**2 + spectrum.imag**2
-    return power.astype(np.float32, copy=False) @ basis
+def _mel_power(frames: np.ndarray, basis: scipy.sparse.csr_array) -> np.ndarray:
+    """Mel power of each Hann-tapered frame, shape (n_mels, frames).
+
+    Blocks of frames keep the working arrays small (in cache, and bounded for long clips).
+    """
+    taper = _hann(frames.shape[-1])
+    out = np.empty((basis.shape[0], len(frames)), dtype=np.float32)
+    for a in range(0, len(frames), _BLOCK):
+        spectrum = scipy.fft.rfft(frames[a : a + _BLOCK] * taper, axis=-1, overwrite_x=True)
+        parts = spectrum.view(np.float32)  # real and imaginary parts, interleaved
+        np.square(parts, out=parts)
+        out[:, a : a + _BLOCK] = basis @ (parts[:, 0::2] + parts[:, 1::2]).T
+    return out
 
 
-def _db(power: np.ndarray) -> np.ndarray:
-    return 10.0 * np.log10(np.maximum(_AMIN, power))
+def _to_db(power: np.ndarray) -> np.ndarray:
+    """10 log10(max(amin, power)), in place (natural log: numpy vectorises it, not log10)."""
+    np.maximum(power, _AMIN, out=power)
+    np.log(power, out=power)
+    power *= 10.0 / np.log(10.0)
+    return power
 
 
 def _fit_frames(db: np.ndarray, frames: int) -> np.ndarray:
@@ -126,7 +146,9 @@ def fit_scale(windows: np.ndarray) -> tuple[float, float]:
 
 def apply_scale(windows: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
     low, high = scale
-    return ((windows - low) / (high - low + 1e-6)).astype(np.float32)
+    scaled = np.subtract(windows, low, dtype=np.float32)
+    scaled /= high - low + 1e-6
+    return scaled
 
 
 def probe_rms(y: np.ndarray, sample_rate: int, q: QualityParams) -> float:
