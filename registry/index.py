@@ -10,6 +10,7 @@ command starts fast.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterable
 from functools import cached_property
@@ -24,6 +25,8 @@ BUSY_TIMEOUT_MS = 10_000
 class Index:
     def __init__(self, path: Path, create: bool = False) -> None:
         self.path = path
+        if create and not path.exists():
+            _create_file(path)
         try:
             self.conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000)
             self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -31,7 +34,7 @@ class Index:
             if not {"versions", "aliases"} <= tables:
                 if not create:
                     raise sqlite3.DatabaseError("the versions and aliases tables are missing")
-                self._create_tables()
+                _create_tables(self.conn)
         except sqlite3.DatabaseError as exc:
             self.conn.close()
             raise CorruptStoreError(
@@ -46,30 +49,6 @@ class Index:
         import sqlite_utils
 
         return sqlite_utils.Database(self.conn)
-
-    def _create_tables(self) -> None:
-        self.db.enable_wal()
-        if "versions" not in self.db.table_names():
-            self.db["versions"].create(
-                {
-                    "name": str,
-                    "version": int,
-                    "family": str,
-                    "scope": str,
-                    "model_type": str,
-                    "created": str,
-                    "content_sha256": str,
-                    "metadata": str,
-                },
-                pk=("name", "version"),
-            )
-            self.db["versions"].create_index(["scope"])
-            self.db["versions"].create_index(["name", "content_sha256"])
-        if "aliases" not in self.db.table_names():
-            self.db["aliases"].create(
-                {"name": str, "alias": str, "version": int}, pk=("name", "alias")
-            )
-            self.db["aliases"].create_index(["alias"])
 
     def add(self, metadata: dict[str, Any]) -> None:
         self.db["versions"].insert(_row(metadata), replace=True)
@@ -145,6 +124,45 @@ class Index:
             raise CorruptStoreError(
                 f"{self.path}: the index is unreadable ({exc}); run `registry reindex`"
             ) from exc
+
+
+def _create_tables(conn: sqlite3.Connection) -> None:
+    import sqlite_utils
+
+    db = sqlite_utils.Database(conn)
+    db.enable_wal()
+    if "versions" not in db.table_names():
+        db["versions"].create(
+            {
+                "name": str,
+                "version": int,
+                "family": str,
+                "scope": str,
+                "model_type": str,
+                "created": str,
+                "content_sha256": str,
+                "metadata": str,
+            },
+            pk=("name", "version"),
+        )
+        db["versions"].create_index(["scope"])
+        db["versions"].create_index(["name", "content_sha256"])
+    if "aliases" not in db.table_names():
+        db["aliases"].create({"name": str, "alias": str, "version": int}, pk=("name", "alias"))
+        db["aliases"].create_index(["alias"])
+
+
+def _create_file(path: Path) -> None:
+    """Make the tables in a temp file, then rename it into place: a reader that opens the
+    index while a first writer creates it finds a whole index or none, never an empty file."""
+    temp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    temp.unlink(missing_ok=True)
+    conn = sqlite3.connect(temp)
+    try:
+        _create_tables(conn)
+    finally:
+        conn.close()  # the last connection: sqlite folds the WAL back into the file
+    os.replace(temp, path)
 
 
 def _row(metadata: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import pytest
 from filelock import FileLock
 
 from registry import events
+from registry import index as registry_index
 from registry.api import Registry
 from registry.errors import (
     ArtifactError,
@@ -900,3 +901,22 @@ def test_eight_processes_register_into_one_store(tmp_path: Path) -> None:
     assert registry.verify() == []
     _no_wal(root)
     assert not list(root.rglob("*.tmp"))
+
+
+def test_a_reader_while_the_first_writer_creates_the_index_sees_an_empty_store(
+    registry: Registry, art: Artifacts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deploy workers register and look up production at once into a new store: a lookup
+    that lands while the index's tables are being made must not find a table-less file."""
+    seen: list[Any] = []
+    make_tables = registry_index._create_tables
+
+    def read_then_make(conn: Any) -> None:
+        seen.append(Registry(registry.store.root).list())
+        make_tables(conn)
+
+    monkeypatch.setattr(registry_index, "_create_tables", read_then_make)
+    _reg(registry, art())
+    assert seen == [[]]
+    assert [m["version"] for m in registry.list()] == [1]
+    assert not list(registry.store.root.rglob("*.tmp"))
