@@ -5,11 +5,12 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import librosa
 import numpy as np
 import pytest
 import soundfile as sf
 
-from pipelines.acoustic.data import DeviceSources, decode, discover
+from pipelines.acoustic.data import DeviceSources, decode, discover, resample
 from pipelines.errors import ClipError, DataError
 
 RATE = 16000
@@ -181,6 +182,17 @@ def test_decode_stereo_44k1_is_downmixed_and_resampled() -> None:
     freqs = np.fft.rfftfreq(len(out), 1 / RATE)
     assert freqs[np.argmax(spectrum)] == pytest.approx(440.0, abs=1.0)
     assert spectrum.max() == pytest.approx(0.3 * 0.75, rel=0.05)
+
+
+@pytest.mark.parametrize(
+    ("rate", "seconds"), [(44100, 1.5), (32000, 2.0), (22050, 0.37), (8000, 1.0)]
+)
+def test_resample_is_librosas_default(rate: int, seconds: float) -> None:
+    y = _sine_noise(seconds, rate, seed=5).astype(np.float32)
+    expected = librosa.resample(y, orig_sr=rate, target_sr=RATE)
+    got = resample(y, rate, RATE)
+    assert got.shape == expected.shape
+    np.testing.assert_array_equal(got, expected)
 
 
 def test_decode_flac() -> None:
