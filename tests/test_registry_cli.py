@@ -84,22 +84,16 @@ def assert_one_error_line(result: subprocess.CompletedProcess, *fragments: str) 
     return lines[0]
 
 
+def register_args(folder: Path, scope: str = SCOPE) -> list[str | Path]:
+    """`registry register FOLDER` with the family, scope and model type options."""
+    return ["register", folder, "--family", FAMILY, "--scope", scope, "--model-type", MODEL_TYPE]
+
+
 def register(
     store: Path, tmp_path: Path, tag: str, scope: str = SCOPE, **files: Any
 ) -> dict[str, Any]:
     folder = make_artifacts(tmp_path / "art" / tag, tag.encode(), **files)
-    return ok_json(
-        "register",
-        folder,
-        "--family",
-        FAMILY,
-        "--scope",
-        scope,
-        "--model-type",
-        MODEL_TYPE,
-        "--store",
-        store,
-    )
+    return ok_json(*register_args(folder, scope), "--store", store)
 
 
 # ================================================================== register
@@ -107,7 +101,7 @@ def test_register_table_json_metrics_and_params(store: Path, tmp_path: Path) -> 
     folder = make_artifacts(tmp_path / "a1", b"w1", optional=True)
     (tmp_path / "metrics.json").write_text(json.dumps({"auc": 0.91, "f1": 0.5}))
     (tmp_path / "params.yml").write_text("train:\n  lr: 0.001\n  epochs: 5\n")
-    args = ["register", folder, "--family", FAMILY, "--scope", SCOPE, "--model-type", MODEL_TYPE]
+    args = register_args(folder)
     out = ok(
         *args,
         "--metrics",
@@ -140,14 +134,7 @@ def test_register_bad_metrics_file_is_a_usage_error(store: Path, tmp_path: Path)
     folder = make_artifacts(tmp_path / "a1")
     (tmp_path / "m.json").write_text("[1, 2]")
     result = cli(
-        "register",
-        folder,
-        "--family",
-        FAMILY,
-        "--scope",
-        SCOPE,
-        "--model-type",
-        MODEL_TYPE,
+        *register_args(folder),
         "--metrics",
         tmp_path / "m.json",
         "--store",
@@ -212,14 +199,7 @@ def test_history_and_diff(store: Path, tmp_path: Path) -> None:
         folder = make_artifacts(tmp_path / "art" / tag, tag.encode())
         (tmp_path / f"{tag}.json").write_text(json.dumps({"auc": auc}))
         ok(
-            "register",
-            folder,
-            "--family",
-            FAMILY,
-            "--scope",
-            SCOPE,
-            "--model-type",
-            MODEL_TYPE,
+            *register_args(folder),
             "--metrics",
             tmp_path / f"{tag}.json",
             "--store",
@@ -421,17 +401,16 @@ def test_register_bad_name_is_one_error_line(
 
 
 def test_register_missing_and_extra_artifacts(two_models: Path, tmp_path: Path) -> None:
-    names = ["--family", FAMILY, "--scope", SCOPE, "--model-type", MODEL_TYPE]
     before = snapshot(two_models)
     no_model = make_artifacts(tmp_path / "no-model")
     (no_model / "model.pth").unlink()
     assert_one_error_line(
-        run_main("register", no_model, *names, "--store", two_models), "missing model.pth"
+        run_main(*register_args(no_model), "--store", two_models), "missing model.pth"
     )
     extra = make_artifacts(tmp_path / "extra")
     (extra / "notes.txt").write_text("hi")
     assert_one_error_line(
-        run_main("register", extra, *names, "--store", two_models), "unexpected file(s) notes.txt"
+        run_main(*register_args(extra), "--store", two_models), "unexpected file(s) notes.txt"
     )
     assert snapshot(two_models) == before
 
@@ -440,18 +419,7 @@ def test_corrupt_versions_json_and_missing_version(two_models: Path, tmp_path: P
     (two_models / "versions.json").write_text("{ broken")
     before = snapshot(two_models)
     folder = make_artifacts(tmp_path / "new", b"new")
-    result = run_main(
-        "register",
-        folder,
-        "--family",
-        FAMILY,
-        "--scope",
-        SCOPE,
-        "--model-type",
-        MODEL_TYPE,
-        "--store",
-        two_models,
-    )
+    result = run_main(*register_args(folder), "--store", two_models)
     assert_one_error_line(result, "versions.json", "registry reindex")
     assert_one_error_line(
         run_main("promote", NAME, "9", "--store", two_models, cwd=tmp_path), f"{NAME}:v9"

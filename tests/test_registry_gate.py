@@ -132,6 +132,16 @@ def _register(registry: Registry, tmp_path: Path, tag: str, **kwargs: Any) -> di
     return registry.register(folder, FAMILY, SCOPE, MODEL_TYPE, **kwargs)
 
 
+def _register_compared_with_v1(
+    registry: Registry, tmp_path: Path, tag: str, auc: float, errors: tuple[float, float]
+) -> dict[str, Any]:
+    """A candidate whose registration recorded (v1's error, its own) on its data."""
+    comparison = _comparison(1, *errors)
+    return _register(
+        registry, tmp_path, tag, metrics={"auc": auc}, extra={"comparison": comparison}
+    )
+
+
 def test_promote_passing_floors_records_the_gate(registry: Registry, tmp_path: Path) -> None:
     _register(registry, tmp_path, "v1", metrics={"auc": 0.95})
     record = registry.promote(NAME, 1, floors={"auc": 0.9}, rollback_factor=2.0)
@@ -159,20 +169,8 @@ def test_promote_degradation_check_uses_the_registered_comparison(
 ) -> None:
     _register(registry, tmp_path, "v1", metrics={"auc": 0.95})
     registry.promote(NAME, 1, floors={"auc": 0.9}, rollback_factor=1.5)
-    _register(
-        registry,
-        tmp_path,
-        "v2",
-        metrics={"auc": 0.96},
-        extra={"comparison": _comparison(1, 0.10, 0.20)},
-    )
-    _register(
-        registry,
-        tmp_path,
-        "v3",
-        metrics={"auc": 0.97},
-        extra={"comparison": _comparison(1, 0.10, 0.12)},
-    )
+    _register_compared_with_v1(registry, tmp_path, "v2", 0.96, (0.10, 0.20))
+    _register_compared_with_v1(registry, tmp_path, "v3", 0.97, (0.10, 0.12))
     before = snapshot(registry.store.root)
     with pytest.raises(GateError) as caught:
         registry.promote(NAME, 2, floors={"auc": 0.9}, rollback_factor=1.5)
@@ -202,13 +200,7 @@ def test_force_overrides_and_is_recorded_with_the_figures(
 ) -> None:
     _register(registry, tmp_path, "v1", metrics={"auc": 0.95})
     registry.promote(NAME, 1)
-    _register(
-        registry,
-        tmp_path,
-        "v2",
-        metrics={"auc": 0.5},
-        extra={"comparison": _comparison(1, 0.1, 0.9)},
-    )
+    _register_compared_with_v1(registry, tmp_path, "v2", 0.5, (0.1, 0.9))
     record = registry.promote(
         NAME, 2, reason="hotfix", force=True, floors={"auc": 0.9}, rollback_factor=2.0
     )
@@ -250,13 +242,7 @@ def test_events_log_stays_strict_json_when_only_floors_are_given(
 ) -> None:
     _register(registry, tmp_path, "v1", metrics={"auc": 0.95})
     registry.promote(NAME, 1)
-    _register(
-        registry,
-        tmp_path,
-        "v2",
-        metrics={"auc": 0.96},
-        extra={"comparison": _comparison(1, 1.0, 1.0)},
-    )
+    _register_compared_with_v1(registry, tmp_path, "v2", 0.96, (1.0, 1.0))
     registry.promote(NAME, 2, floors={"auc": 0.9})
     for line in registry.store.events_file.read_text().splitlines():
         _strict_json(line)
