@@ -22,7 +22,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/dvc repro
 	$(BIN)/fleet table
-	$(BIN)/registry list --alias production
+	$(BIN)/fleet status
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -61,10 +61,10 @@ TINY_PARAMS = {
     "generate": TINY_FLEET,
     "features": {"n_mels": 32, "frames": 64},
     "train": {"epochs": 1, "min_epochs": 1, "channels": [4, 8], "latent_channels": 2},
-    # A 1-epoch model on 2 test clips cannot meet the real gate; promotion and export must
-    # still run, so the gate lets everything through.
-    "deploy": {"gate": {"floors": {"auc": 0.0}, "rollback_factor": 1000.0}},
 }
+# A 1-epoch model on 2 test clips cannot meet the real gate; promotion and export must still
+# run, so the store's gate lets everything through.
+OPEN_GATE = ("--drop-floor", "auc", "--rollback-factor", "1000", "--reason", "benchmark")
 SHIM = """#!/bin/sh
 # Logs each command DVC runs: start and end (epoch seconds), then its arguments.
 start=$(date +%s.%N)
@@ -134,6 +134,7 @@ class Workspace:
             handle.write(f"/{DATA}\n")  # the data is a DVC dependency, not git's business
         self.check(self.sh("git", "add", "-A"))
         self.check(self.sh("git", "commit", "-qm", "benchmark repo"))
+        self.check(self.sh(BIN / "registry", "set-policy", *OPEN_GATE))
 
     @staticmethod
     def check(proc: subprocess.CompletedProcess[str]) -> None:

@@ -1,6 +1,7 @@
 """`fleet`: look at a pipeline run and use what it deployed.
 
 fleet table [--metrics eval/metrics.json] [--json]   per-device results of the last run
+fleet status [--json]                                what runs where, and every disagreement
 fleet score BUNDLE_DIR CLIP... [--json]              score audio with a deployed bundle
 """
 
@@ -57,6 +58,53 @@ def table(
             f"\n{fleet_summary['devices']} devices, mean AUC {fleet_summary['mean_auc']:.3f}, "
             f"min AUC {fleet_summary['min_auc']:.3f}"
         )
+
+
+@app.command()
+def status(
+    params: Annotated[Path, typer.Option(help="the pipeline's params file")] = Path("params.yaml"),
+    deploy: Annotated[Path, typer.Option(help="the deploy folder")] = Path("deploy/models"),
+    metrics: Annotated[Path, typer.Option(help="metrics of the last evaluation")] = Path(
+        "eval/metrics.json"
+    ),
+    reports: Annotated[Path, typer.Option(help="the stages' reports")] = Path("reports"),
+    store: Annotated[Path | None, typer.Option(help="the model store folder")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Per device: production version and since when, the deployed bundle, the latest
+    candidate and the gate's verdict on it, the last AUC, and every disagreement."""
+    from pipelines.errors import ParamError
+    from pipelines.params import load_params
+    from pipelines.status import Sources, fleet_status
+    from registry.api import Registry
+    from registry.errors import RegistryError
+
+    try:
+        p = load_params(params)
+        found = fleet_status(
+            Sources(Registry(store), p.deploy.family, Path(p.data.root), deploy, metrics, reports)
+        )
+    except (ParamError, RegistryError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    if as_json:
+        typer.echo(json.dumps([s.as_dict() for s in found], indent=2))
+        return
+    rows = [
+        [
+            s.device,
+            _cell("v{}", s.production),
+            (s.since or "-")[:16],
+            s.bundle,
+            _cell("v{}", s.candidate),
+            s.gate,
+            _cell("{:.3f}", s.auc),
+            "; ".join(s.flags) or "ok",
+        ]
+        for s in found
+    ]
+    header = ["device", "production", "since", "bundle", "candidate", "gate", "AUC", "flags"]
+    typer.echo(render(header, rows))
 
 
 @app.command()

@@ -105,22 +105,18 @@ class EvaluateParams:
 
 
 @dataclass(frozen=True)
-class GateParams:
-    """What promotion to production demands (also read by `registry promote`)."""
-
-    floors: dict[str, float] = field(default_factory=lambda: {"auc": 0.9})
-    # refuse when candidate error > holder error x this, both on the candidate's data
-    rollback_factor: float = _num(2.0, gt=0)
-
-
-@dataclass(frozen=True)
 class DeployParams:
-    store: str = "model_store"  # $MODEL_STORE wins
+    """Where the store is and what its gate demands are not params: an experiment must not
+    be able to change them (see `registry.store.locate` and `registry set-policy`)."""
+
     family: str = "acoustic"
     model_type: str = "convae"
-    auto_promote: bool = True
-    keep_backups: int = _num(3, ge=0)
-    gate: GateParams = GateParams()
+    auto_promote: bool = True  # in a plain run only; an experiment never moves an alias
+    # the candidate's validation windows registered with it, for the gate's comparisons
+    eval_windows: int = _num(16, ge=1)
+    # earlier bundles kept in deploy/models/.bundles/; at least one, so that a reader who
+    # is still reading the one just replaced is not cut off
+    keep_backups: int = _num(3, ge=1)
 
 
 @dataclass(frozen=True)

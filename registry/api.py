@@ -5,27 +5,31 @@ input first, then under the store's lock: allocates the number (versions.json is
 first, so a crash can skip a number but never hand one out twice), writes the artifacts and
 the metadata, appends the event, and updates the index. Every refused operation raises a
 RegistryError before anything in the store has changed.
+
+Aliases move only here: `promote` (through the store's gate for `production`), `rollback`,
+`retire`, `promote_experiment`. The gate's policy lives in the store's events.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from registry import events, gate, lineage
+from registry import events, export, families, gate, lineage
 from registry.errors import (
     ArtifactError,
     CorruptStoreError,
+    ExportError,
     GateError,
     HistoryError,
     IntegrityError,
     NotFoundError,
+    RegistryError,
+    UsageError,
 )
 from registry.index import Index
 from registry.naming import check_alias, check_version, model_name, parse_name, parse_ref
@@ -46,9 +50,12 @@ class Registry:
         root: str | Path | None = None,
         lock_timeout: float = 10.0,
         actor: str | None = None,
+        families: Mapping[str, families.Family] | None = None,
     ) -> None:
+        """`families`: name -> family for comparisons and exports; default: the installed ones."""
         self.store = Store(root, lock_timeout)
         self.actor = actor or events.default_actor()
+        self.families = families
 
     # ----------------------------------------------------------------- reading
     @contextmanager
@@ -67,6 +74,9 @@ class Registry:
         finally:
             index.close()
 
+    def _events(self) -> list[dict[str, Any]]:
+        return events.read(self.store.events_file)
+
     def get(self, ref: str) -> dict[str, Any]:
         """Metadata of NAME (latest), NAME:vN or NAME@alias."""
         parsed = parse_ref(ref)
@@ -83,19 +93,25 @@ class Registry:
             return found | {"aliases": _held(index.aliases_of(parsed.name), found["version"])}
 
     def list(
-        self, name: str | None = None, scope: str | None = None, alias: str | None = None
+        self,
+        name: str | None = None,
+        scope: str | None = None,
+        alias: str | None = None,
+        experiment: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Versions, filtered by name, scope (device) and alias held."""
+        """Versions, filtered by name, scope (device), alias held and DVC experiment."""
         name = str(parse_name(name)) if name else None
         with self._index() as index:
-            found = index.search(name, scope, check_alias(alias) if alias else None)
+            found = index.search(name, scope, check_alias(alias) if alias else None, experiment)
             held = {n: index.aliases_of(n) for n in {m["name"] for m in found}}
         return [m | {"aliases": _held(held[m["name"]], m["version"])} for m in found]
 
-    def history(self, name: str) -> list[dict[str, Any]]:
-        """Every event of a model, oldest first."""
+    def history(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Every event of a model (of the store, without a name), oldest first."""
+        if name is None:
+            return self._events()
         name = str(parse_name(name))
-        found = [e for e in events.read(self.store.events_file) if e["name"] == name]
+        found = [e for e in self._events() if e["name"] == name]
         if not found:
             raise NotFoundError(f"{name}: no such model in {self.store.root}")
         return found
@@ -129,6 +145,45 @@ class Registry:
                 )
         return problems
 
+    def read(self, meta: dict[str, Any], kind: str) -> bytes:
+        """The bytes of one artifact of a version, after checking them against the sha256
+        recorded at registration; IntegrityError otherwise. Every load goes through here."""
+        entry = meta["artifacts"].get(kind)
+        where = f"{meta['name']}:v{meta['version']}"
+        if entry is None:
+            raise ArtifactError(f"{where} has no {kind} artifact")
+        path = self.store.root / entry["file"]
+        try:
+            if path.is_symlink():
+                raise OSError("a symlink, not a file of the store")
+            data = path.read_bytes()
+        except OSError as exc:
+            raise IntegrityError(
+                f"{path}: cannot read the file of {where} ({exc}); refused"
+            ) from exc
+        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            raise IntegrityError(
+                f"{path}: missing or does not match the sha256 recorded at registration "
+                f"of {where}; refused"
+            )
+        return data
+
+    def policy(self) -> dict[str, Any]:
+        """The store's promotion policy, and when, by whom and why it was set."""
+        last = events.last_policy(self._events())
+        found = _policy(last)
+        if last is None:
+            return found.as_dict() | {"set": None}
+        return found.as_dict() | {"set": {k: last[k] for k in ("time", "actor", "reason")}}
+
+    def check(self, name: str, version: int, alias: str = gate.GUARDED_ALIAS) -> gate.GateResult:
+        """What the gate would decide on promoting NAME:vVERSION to ALIAS now; changes nothing."""
+        name, version, alias = str(parse_name(name)), check_version(version), check_alias(alias)
+        with self._index() as index:
+            meta = self._existing(index, name, version)
+            result = self._judge(index, self._events(), meta, alias)[1]
+        return result if result is not None else gate.GateResult(True)
+
     # ----------------------------------------------------------------- writing
     def register(
         self,
@@ -144,7 +199,7 @@ class Registry:
     ) -> dict[str, Any]:
         """Register the artifacts in `folder` as the next version; the same bytes return the
         version that already holds them. `extra` is kept in the metadata as given (e.g. the
-        pipeline's `comparison` with the current holder and its `inference` settings)."""
+        pipeline's `inference` settings)."""
         name = model_name(family, scope, model_type)
         reserved = sorted(set(extra or {}) & _RECORDED)
         if reserved:
@@ -210,42 +265,197 @@ class Registry:
             )
         return data
 
+    def set_policy(
+        self,
+        floors: dict[str, float] | None = None,
+        drop_floors: Iterable[str] = (),
+        rollback_factor: float | None = None,
+        reason: str = "",
+    ) -> dict[str, Any]:
+        """Change the store's promotion policy: set or change `floors`, drop `drop_floors`,
+        set `rollback_factor`; what is not named stays. Recorded as an event."""
+        with self.store.locked(), self._index(create=True):  # a policy first makes a store
+            records = self._events()
+            current = _policy(events.last_policy(records))
+            dropped = set(drop_floors)
+            unknown = sorted(dropped - set(current.floors))
+            if unknown:
+                raise UsageError(f"no floor on {', '.join(unknown)} to drop; nothing changed")
+            kept = {m: v for m, v in current.floors.items() if m not in dropped}
+            factor = current.rollback_factor if rollback_factor is None else rollback_factor
+            new = gate.make_policy(kept | (floors or {}), factor)
+            if new == current:
+                return {"type": "unchanged", "policy": new.as_dict()}
+            record = events.event(
+                events.POLICY_SET,
+                None,
+                None,
+                self.actor,
+                reason,
+                policy=new.as_dict(),
+                previous=current.as_dict(),
+            )
+            events.append(self.store.events_file, record)
+        return record
+
     def promote(
         self,
         name: str,
         version: int,
-        alias: str = "production",
+        alias: str = gate.GUARDED_ALIAS,
         reason: str = "",
         force: bool = False,
-        floors: dict[str, float] | None = None,
-        rollback_factor: float | None = None,
+        automatic: bool = False,
     ) -> dict[str, Any]:
-        """Point `alias` at `version`. To `production`, the gate decides unless `force`."""
+        """Point `alias` at `version`; to `production` only if the store's gate passes, or
+        with `force` (which needs a reason; both are recorded). A refusal changes nothing.
+
+        `automatic` (the pipeline's auto-promotion): a refusal is recorded as a `refused`
+        event, and the alias is never moved back, to an older version or to one that held
+        it before: going back is a person's decision (`rollback`, `promote`); such a call
+        returns a `kept` answer and changes nothing."""
         name, version, alias = str(parse_name(name)), check_version(version), check_alias(alias)
+        _check_force(force, reason)
         self._require_store()
         with self.store.locked(), self._index() as index:
-            meta = index.get(name, version)
-            if meta is None:
-                raise NotFoundError(f"{name}:v{version}: no such model version; nothing promoted")
+            meta = self._existing(index, name, version)
             self._check_files(meta)
+            records = self._events()
             holder = index.alias(name, alias)
             if holder == version:
                 return {"type": "unchanged", "name": name, "alias": alias, "version": version}
-            extra: dict[str, Any] = {"alias": alias, "from_version": holder, "to_version": version}
-            if alias == "production" and (floors or rollback_factor is not None):
-                result = gate.check(meta, holder, floors or {}, rollback_factor)
-                if not result.passed and not force:
-                    raise GateError(
-                        f"{name}:v{version} -> {alias} refused by the gate: "
-                        + "; ".join(result.reasons)
-                        + " (use --force to override; it is recorded)"
+            if automatic and holder is not None and _backwards(records, meta, alias, holder):
+                return {"type": "kept", "name": name, "alias": alias, "version": version} | {
+                    "from_version": holder
+                }
+            holder, result = self._judge(index, records, meta, alias)
+            if result is not None and not result.passed and not force:
+                if automatic:
+                    record = _alias_event(
+                        events.REFUSED, self.actor, meta, alias, holder, result, reason
                     )
-                extra |= {"gate": {"passed": result.passed, "reasons": result.reasons}}
-                extra["gate"]["figures"] = result.figures
-            record = events.event(events.PROMOTED, name, version, self.actor, reason, **extra)
-            record["forced"] = force
+                    events.append(self.store.events_file, record)
+                raise GateError(_refusal(name, version, alias, result), {name: result})
+            return self._move(index, meta, alias, holder, result, reason, force)
+
+    def promote_experiment(
+        self,
+        experiment: str,
+        alias: str = gate.GUARDED_ALIAS,
+        reason: str = "",
+        force: bool = False,
+        scope: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Promote the candidates a DVC experiment produced (those its deploy stage recorded
+        as `checked`; the latest of each model), each through the gate; if the gate refuses
+        any, none moves."""
+        alias = check_alias(alias)
+        _check_force(force, reason)
+        self._require_store()
+        with self.store.locked(), self._index() as index:
+            records = self._events()
+            checked = {
+                e["name"]: e["version"]
+                for e in records
+                if e["type"] == events.CHECKED and e.get("experiment") == experiment
+            }
+            latest = {n: self._existing(index, n, v) for n, v in checked.items()}
+            if scope is not None:
+                latest = {n: m for n, m in latest.items() if m["scope"] == scope}
+            if not latest:
+                raise NotFoundError(
+                    f"experiment {experiment!r}: no candidate of it is recorded in "
+                    f"{self.store.root} (see `dvc exp show` for its name); nothing promoted"
+                )
+            decisions = []
+            for meta in latest.values():
+                self._check_files(meta)
+                decisions.append((meta, *self._judge(index, records, meta, alias)))
+            refused = {
+                meta["name"]: result
+                for meta, holder, result in decisions
+                if holder != meta["version"] and result is not None and not result.passed
+            }
+            if refused and not force:
+                raise GateError(
+                    f"experiment {experiment!r}: nothing promoted; "
+                    + " | ".join(
+                        _refusal(meta["name"], meta["version"], alias, refused[meta["name"]])
+                        for meta, _, _ in decisions
+                        if meta["name"] in refused
+                    ),
+                    refused,
+                )
+            return [
+                self._move(index, meta, alias, holder, result, reason, force)
+                if holder != meta["version"]
+                else {"type": "unchanged", "name": meta["name"], "alias": alias}
+                | {"version": holder}
+                for meta, holder, result in decisions
+            ]
+
+    def record_check(
+        self, name: str, version: int, experiment: str | None, alias: str = gate.GUARDED_ALIAS
+    ) -> dict[str, Any]:
+        """Record what the gate would decide on NAME:vVERSION (an experiment's candidate) as a
+        `checked` event; no alias moves."""
+        name, version, alias = str(parse_name(name)), check_version(version), check_alias(alias)
+        self._require_store()
+        with self.store.locked(), self._index() as index:
+            meta = self._existing(index, name, version)
+            holder, result = self._judge(index, self._events(), meta, alias)
+            if result is None:
+                result = gate.GateResult(True)
+            record = _alias_event(events.CHECKED, self.actor, meta, alias, holder, result, "")
+            record["experiment"] = experiment
             events.append(self.store.events_file, record)
-            index.set_alias(name, alias, version)
+        return record
+
+    def _judge(
+        self, index: Index, records: list[dict[str, Any]], meta: dict[str, Any], alias: str
+    ) -> tuple[int | None, gate.GateResult | None]:
+        """The alias's holder, and the gate's result (None for an alias the gate does not guard)."""
+        holder = index.alias(meta["name"], alias)
+        if alias != gate.GUARDED_ALIAS or holder == meta["version"]:
+            return holder, None
+        comparison = None
+        if holder is not None:
+            if (meta["name"], alias, meta["version"]) in events.ever_held(records):
+                comparison = gate.Comparison(holder, readmitted=True)
+            else:
+                comparison = self._compare(meta, self._existing(index, meta["name"], holder))
+        policy = _policy(events.last_policy(records))
+        return holder, gate.check(meta.get("metrics") or {}, policy, comparison)
+
+    def _compare(self, candidate: dict[str, Any], holder: dict[str, Any]) -> gate.Comparison:
+        """Both versions' error on the candidate's data, measured by their family."""
+        family = families.find(candidate["family"], self.families)
+        if family is None:
+            problem = f"no family {candidate['family']!r} is installed to compare the models"
+            return gate.Comparison(holder["version"], problem=problem)
+        try:
+            new, old = family.compare(self._version(candidate), self._version(holder))
+        except Exception as exc:  # a family's failure is a reason to refuse, never a crash
+            return gate.Comparison(holder["version"], problem=str(exc) or type(exc).__name__)
+        return gate.Comparison(holder["version"], float(new), float(old))
+
+    def _version(self, meta: dict[str, Any]) -> families.Version:
+        return families.Version(meta, lambda kind: self.read(meta, kind))
+
+    def _move(
+        self,
+        index: Index,
+        meta: dict[str, Any],
+        alias: str,
+        holder: int | None,
+        result: gate.GateResult | None,
+        reason: str,
+        force: bool,
+    ) -> dict[str, Any]:
+        record = _alias_event(events.PROMOTED, self.actor, meta, alias, holder, result, reason)
+        record["forced"] = force and result is not None and not result.passed
+        events.append(self.store.events_file, record)
+        index.set_alias(meta["name"], alias, meta["version"])
         return record
 
     def rollback(self, name: str, alias: str = "production", reason: str = "") -> dict[str, Any]:
@@ -253,7 +463,7 @@ class Registry:
         name, alias = str(parse_name(name)), check_alias(alias)
         self._require_store()
         with self.store.locked(), self._index() as index:
-            stack = events.alias_stacks(events.read(self.store.events_file)).get((name, alias), [])
+            stack = events.alias_stacks(self._events()).get((name, alias), [])
             if len(stack) < 2:
                 raise HistoryError(f"{name}@{alias}: no previous holder to roll back to")
             previous = index.get(name, stack[-2])
@@ -274,49 +484,83 @@ class Registry:
             index.set_alias(name, alias, stack[-2])
         return record
 
+    def retire(self, name: str, alias: str = "production", reason: str = "") -> dict[str, Any]:
+        """Take `alias` off a model (its device leaves the fleet); its versions stay."""
+        name, alias = str(parse_name(name)), check_alias(alias)
+        self._require_store()
+        with self.store.locked(), self._index() as index:
+            holder = index.alias(name, alias)
+            if holder is None:
+                raise NotFoundError(f"{name} has no alias {alias!r}; nothing retired")
+            record = events.event(
+                events.RETIRED, name, holder, self.actor, reason, alias=alias, from_version=holder
+            )
+            events.append(self.store.events_file, record)
+            index.set_alias(name, alias, None)
+        return record
+
     def export(self, ref: str, to: Path, keep_backups: int = 3) -> Path:
-        """Write the inference layout of a version to `to/{device}/` in one swap, keeping
-        the bundle it replaces under `to/.backups/{device}/`."""
-        meta = self.get(ref)
+        """Ship a version to `to/{scope}/` in the layout of its family, in one atomic swap,
+        keeping `keep_backups` earlier bundles; unchanged when that bundle is already there."""
+        with export.locked(Path(to)) as own:
+            return self._export(own, self.get(ref), keep_backups)[0]
+
+    def export_all(
+        self,
+        to: Path,
+        alias: str = "production",
+        family: str | None = None,
+        keep_backups: int = 3,
+    ) -> dict[str, dict[str, Any]]:
+        """Make `to` hold one bundle per scope: the version holding `alias` (of `family`).
+        A bundle whose scope no longer has a holder is taken out of service. One scope that
+        fails does not stop the others. Returns scope -> {model, status[, error]}."""
+        holders: dict[str, list[dict[str, Any]]] = {}
+        with export.locked(Path(to)) as own:
+            for meta in self.list(alias=alias):
+                if family in (None, meta["family"]):
+                    holders.setdefault(meta["scope"], []).append(meta)
+            done: dict[str, dict[str, Any]] = {}
+            for scope, metas in sorted(holders.items()):
+                ref = ", ".join(f"{m['name']}:v{m['version']}" for m in metas)
+                try:
+                    if len(metas) > 1:
+                        raise ExportError(f"{scope}: {ref} all hold {alias}; export one by name")
+                    done[scope] = {
+                        "model": ref,
+                        "status": self._export(own, metas[0], keep_backups)[1],
+                    }
+                except RegistryError as exc:
+                    done[scope] = {"model": ref, "status": "failed", "error": str(exc)}
+            for scope, folder in export.exported(Path(to)).items():
+                shipped = _shipped_model(folder)
+                if scope not in holders and family in (None, _family_of(shipped)):
+                    export.remove(own, scope, keep_backups)
+                    done[scope] = {"model": shipped, "status": "removed"}
+        return done
+
+    def _export(self, own: Path, meta: dict[str, Any], keep: int) -> tuple[Path, str]:
+        ref = f"{meta['name']}:v{meta['version']}"
+        installed = export.current(own.parent, meta["scope"])
+        if installed is not None and export.is_intact(installed, ref):
+            return own.parent / meta["scope"], "unchanged"
         self._check_files(meta)
-        device = meta["scope"]
-        to = Path(to)
-        staging = to / f".staging-{device}"
-        shutil.rmtree(staging, ignore_errors=True)
-        layout = {
-            "model": "ae_model.pth",
-            "scale": "global_scale.npy",
-            "threshold": f"thresholds/threshold_{device}.npy",
-        }
-        for kind, file in layout.items():
-            if kind in meta["artifacts"]:
-                copy_atomic(self.store.root / meta["artifacts"][kind]["file"], staging / file)
-        manifest = {
-            "device": device,
-            "model": f"{meta['name']}:v{meta['version']}",
-            "sha256": {
-                file: sha256_file(staging / file)
-                for file in layout.values()
-                if (staging / file).exists()
-            },
-            **(meta.get("inference") or {}),
-        }
-        write_json(staging / "bundle.json", manifest)
-        target = to / device
-        if target.exists():
-            backups = to / ".backups" / device
-            backups.mkdir(parents=True, exist_ok=True)
-            target.rename(backups / f"{time.time_ns():020d}")
-            olds = sorted(backups.iterdir())
-            for old in olds[: max(0, len(olds) - keep_backups)]:
-                shutil.rmtree(old)
-        staging.rename(target)
-        return target
+        family = families.find(meta["family"], self.families)
+        if family is None:
+            raise ExportError(f"{ref}: no exporter is installed for family {meta['family']!r}")
+        version = self._version(meta)
+        try:
+            layout, manifest = family.bundle(version)
+        except Exception as exc:  # whatever the family's check raised: not shipped
+            raise ExportError(f"{ref}: cannot be shipped: {exc}") from exc
+        files = {path: version.read(kind) for path, kind in layout.items()}
+        manifest = manifest | {"model": ref}
+        return export.write(own, meta["scope"], files, manifest, keep), "exported"
 
     def reindex(self) -> dict[str, int]:
         """Rebuild versions.json and the index from the metadata files and events.jsonl."""
         with self.store.locked():
-            records = events.read(self.store.events_file)
+            records = self._events()
             registered = {
                 (e["name"], e["version"]) for e in records if e["type"] == events.REGISTERED
             }
@@ -342,44 +586,42 @@ class Registry:
                 index.close()
         return latest
 
-    def gc(self, keep: int) -> list[str]:
-        """Delete versions that hold no alias, were never an alias's holder that a rollback
-        could return to, and are not among the newest `keep` of their model."""
+    def gc(self, keep: int, dry_run: bool = False) -> list[str]:
+        """Delete the files of old versions: all but the newest `keep` of each model, never a
+        version that an alias holds or ever held, nor the parent of a version that is kept.
+        `dry_run`: only say what would go."""
         if keep < 1:
-            raise ValueError(f"keep {keep!r}: expected an integer >= 1")
-        removed = []
+            raise UsageError(f"keep {keep!r}: expected an integer >= 1")
         self._require_store()
         with self.store.locked(), self._index() as index:
-            stacks = events.alias_stacks(events.read(self.store.events_file))
-            protected = {(n, v) for (n, _), stack in stacks.items() for v in stack}
-            by_name: dict[str, list[dict[str, Any]]] = {}
-            for meta in index.search():
-                by_name.setdefault(meta["name"], []).append(meta)
-            for name, metas in by_name.items():
-                for meta in metas[:-keep]:
-                    if (name, meta["version"]) in protected:
-                        continue
-                    for entry in meta["artifacts"].values():
-                        (self.store.root / entry["file"]).unlink(missing_ok=True)
-                    self.store.metadata(name, meta["version"]).unlink(missing_ok=True)
-                    record = events.event(events.ARCHIVED, name, meta["version"], self.actor, "gc")
-                    events.append(self.store.events_file, record)
-                    index.remove(name, meta["version"])
-                    removed.append(f"{name}:v{meta['version']}")
-        return removed
+            held = {(n, v) for n, _, v in events.ever_held(self._events())}
+            doomed = _collectable(index.search(), keep, held)
+            if dry_run:
+                return [f"{m['name']}:v{m['version']}" for m in doomed]
+            for meta in doomed:  # the event first: a crash leaves files of an archived version
+                record = events.event(
+                    events.ARCHIVED, meta["name"], meta["version"], self.actor, "gc"
+                )
+                events.append(self.store.events_file, record)
+                index.remove(meta["name"], meta["version"])
+                for entry in meta["artifacts"].values():
+                    (self.store.root / entry["file"]).unlink(missing_ok=True)
+                self.store.metadata(meta["name"], meta["version"]).unlink(missing_ok=True)
+        return [f"{m['name']}:v{m['version']}" for m in doomed]
 
     def _require_store(self) -> None:
         if not self.store.root.is_dir():
             raise NotFoundError(f"{self.store.root}: no model store here; nothing changed")
 
+    def _existing(self, index: Any, name: str, version: int) -> dict[str, Any]:
+        meta = index.get(name, version)
+        if meta is None:
+            raise NotFoundError(f"{name}:v{version}: no such model version; nothing changed")
+        return meta
+
     def _check_files(self, meta: dict[str, Any]) -> None:
-        for entry in meta["artifacts"].values():
-            path = self.store.root / entry["file"]
-            if not path.is_file() or sha256_file(path) != entry["sha256"]:
-                raise IntegrityError(
-                    f"{path}: missing or does not match the sha256 recorded at registration "
-                    f"of {meta['name']}:v{meta['version']}; refused"
-                )
+        for kind in meta["artifacts"]:
+            self.read(meta, kind)
 
 
 def _artifacts(folder: Path) -> dict[str, Path]:
@@ -418,8 +660,85 @@ _RECORDED = {
 }
 
 
+def _policy(record: dict[str, Any] | None) -> gate.Policy:
+    if record is None:
+        return gate.DEFAULT_POLICY
+    try:
+        return gate.make_policy(record["policy"]["floors"], record["policy"]["rollback_factor"])
+    except (KeyError, TypeError, RegistryError) as exc:
+        raise CorruptStoreError(
+            f"the policy event of {record.get('time')} is malformed ({exc}); set the policy again"
+        ) from exc
+
+
+def _backwards(
+    records: list[dict[str, Any]], meta: dict[str, Any], alias: str, holder: int
+) -> bool:
+    """Would moving `alias` from `holder` to this version go back in time?"""
+    version = meta["version"]
+    return version < holder or (meta["name"], alias, version) in events.ever_held(records)
+
+
+def _check_force(force: bool, reason: str) -> None:
+    if force and not reason.strip():
+        raise UsageError("--force needs a --reason: a forced promotion is recorded with it")
+
+
+def _alias_event(
+    kind: str,
+    actor: str,
+    meta: dict[str, Any],
+    alias: str,
+    holder: int | None,
+    result: gate.GateResult | None,
+    reason: str,
+) -> dict[str, Any]:
+    extra: dict[str, Any] = {"alias": alias, "from_version": holder, "to_version": meta["version"]}
+    if result is not None:
+        extra["gate"] = result.as_dict()
+    return events.event(kind, meta["name"], meta["version"], actor, reason, **extra)
+
+
+def _refusal(name: str, version: int, alias: str, result: gate.GateResult) -> str:
+    return (
+        f"{name}:v{version} -> {alias} refused by the gate: "
+        + "; ".join(result.reasons)
+        + " (use --force with --reason to override; it is recorded)"
+    )
+
+
+def _collectable(
+    metas: list[dict[str, Any]], keep: int, held: set[tuple[str, int]]
+) -> list[dict[str, Any]]:
+    """Versions gc may delete: not among the newest `keep`, never held, no kept one's parent."""
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for meta in metas:
+        by_name.setdefault(meta["name"], []).append(meta)
+    kept = {(m["name"], m["version"]) for ms in by_name.values() for m in ms[-keep:]} | held
+    parent_of = {(m["name"], m["version"]): m["lineage"].get("parent_version") for m in metas}
+    todo = list(kept)
+    while todo:
+        name, version = todo.pop()
+        parent = parent_of.get((name, version))
+        if parent is not None and (name, parent) not in kept:
+            kept.add((name, parent))
+            todo.append((name, parent))
+    return [m for m in metas if (m["name"], m["version"]) not in kept]
+
+
 def _held(aliases: dict[str, int], version: int) -> list[str]:
     return sorted(alias for alias, holder in aliases.items() if holder == version)
+
+
+def _shipped_model(folder: Path) -> str:
+    try:
+        return json.loads((folder / export.MANIFEST).read_text())["model"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
+def _family_of(ref: str) -> str:
+    return ref.split("_", 1)[0]
 
 
 class _NoIndex:
@@ -437,7 +756,7 @@ class _NoIndex:
     def get(self, name: str, version: int) -> None:
         return None
 
-    def search(self, *args: Any) -> list[dict[str, Any]]:
+    def search(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
         return []
 
 

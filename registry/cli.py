@@ -1,8 +1,12 @@
 """`registry`: the command line over registry.api, one command per API call.
 
-Every command takes --store (default ./model_store, or $MODEL_STORE). Read commands print a
-table, or JSON with --json. A refused operation prints one line naming what is wrong, exits
-non-zero and leaves the store as it was.
+Every command takes --store (default: $MODEL_STORE, else model_store/ at the project root).
+Read commands print a table, or JSON with --json. A refused operation prints one line naming
+what is wrong, exits non-zero and leaves the store as it was.
+
+The lifecycle: every pipeline run registers its candidates; `promote` moves production
+through the store's gate (`policy`, `set-policy`); `promote-experiment` takes what a DVC
+experiment trained; `rollback` and `retire` undo; `export` ships production to a deploy folder.
 """
 
 from __future__ import annotations
@@ -15,21 +19,19 @@ from typing import Annotated, Any
 import typer
 
 from registry.api import Registry
-from registry.errors import RegistryError
+from registry.errors import RegistryError, UsageError
 from registry.tables import render
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
-Store = Annotated[
-    Path | None, typer.Option("--store", envvar="MODEL_STORE", help="the model store folder")
-]
+Store = Annotated[Path | None, typer.Option("--store", help="the model store folder")]
 Json = Annotated[bool, typer.Option("--json", help="print JSON")]
 Alias = Annotated[str, typer.Option(help="the alias")]
 Reason = Annotated[str, typer.Option(help="why, recorded in the event")]
-
-
-def _registry(store: Path | None) -> Registry:
-    return Registry(store or "model_store")
+Force = Annotated[
+    bool, typer.Option(help="promote even though the gate refuses (needs --reason; recorded)")
+]
+KeepBackups = Annotated[int, typer.Option(min=1, help="earlier bundles to keep per device")]
 
 
 def _out(data: Any, as_json: bool, header: list[str], rows: list[list[Any]]) -> None:
@@ -44,12 +46,28 @@ def _version_rows(metas: list[dict[str, Any]]) -> list[list[Any]]:
             ",".join(m.get("aliases", [])),
             m["created"][:19],
             m.get("metrics", {}).get("auc"),
+            (m.get("lineage") or {}).get("dvc_experiment"),
         ]
         for m in metas
     ]
 
 
-VERSION_HEADER = ["name", "version", "aliases", "created", "auc"]
+VERSION_HEADER = ["name", "version", "aliases", "created", "auc", "experiment"]
+MOVE_HEADER = ["name", "alias", "from", "to", "gate"]
+
+
+def _move_row(record: dict[str, Any]) -> list[Any]:
+    gate = record.get("gate")
+    verdict = "-" if gate is None else "passed" if gate["passed"] else "refused"
+    if record.get("forced"):
+        verdict += ", forced"
+    return [
+        record["name"],
+        record.get("alias"),
+        record.get("from_version"),
+        record.get("to_version", record.get("version")),
+        verdict,
+    ]
 
 
 @app.command()
@@ -60,12 +78,22 @@ def register(
     model_type: Annotated[str, typer.Option(help="model type, e.g. convae")],
     metrics: Annotated[Path | None, typer.Option(help="JSON file of metrics")] = None,
     params: Annotated[Path | None, typer.Option(help="JSON or YAML file of params")] = None,
+    extra: Annotated[
+        Path | None,
+        typer.Option(help="JSON or YAML file of further metadata, e.g. a family's `inference`"),
+    ] = None,
     store: Store = None,
     as_json: Json = False,
 ) -> None:
     """Register the artifacts in FOLDER as the next version (same bytes: same version)."""
-    meta = _registry(store).register(
-        folder, family, scope, model_type, metrics=_load(metrics), params=_load(params)
+    meta = Registry(store).register(
+        folder,
+        family,
+        scope,
+        model_type,
+        metrics=_load(metrics),
+        params=_load(params),
+        extra=_load(extra),
     )
     word = "already registered as" if meta.get("existing") else "registered"
     _out(meta, as_json, ["", "name", "version"], [[word, meta["name"], meta["version"]]])
@@ -76,11 +104,14 @@ def list_(
     name: Annotated[str | None, typer.Option(help="only this model")] = None,
     scope: Annotated[str | None, typer.Option(help="only this scope (device)")] = None,
     alias: Annotated[str | None, typer.Option(help="only versions holding this alias")] = None,
+    experiment: Annotated[
+        str | None, typer.Option(help="only versions this DVC experiment registered")
+    ] = None,
     store: Store = None,
     as_json: Json = False,
 ) -> None:
-    """List versions, filtered by name, scope or alias."""
-    metas = _registry(store).list(name=name, scope=scope, alias=alias)
+    """List versions, filtered by name, scope, alias or experiment."""
+    metas = Registry(store).list(name=name, scope=scope, alias=alias, experiment=experiment)
     _out(metas, as_json, VERSION_HEADER, _version_rows(metas))
 
 
@@ -91,9 +122,23 @@ def show(
     as_json: Json = False,
 ) -> None:
     """One version: its artifacts, metrics, params and lineage."""
-    meta = _registry(store).get(ref)
+    meta = Registry(store).get(ref)
     rows = [[key, json.dumps(meta[key], sort_keys=True)] for key in sorted(meta)]
     _out(meta, as_json, ["field", "value"], rows)
+
+
+@app.command()
+def check(
+    name: str, version: int, alias: Alias = "production", store: Store = None, as_json: Json = False
+) -> None:
+    """What the gate would decide on promoting VERSION now (changes nothing); exit 1 if it
+    would refuse."""
+    result = Registry(store).check(name, version, alias)
+    rows = [["passed" if result.passed else "refused", r] for r in result.reasons or ["-"]]
+    rows += [["figure", f"{key} = {value}"] for key, value in result.figures.items()]
+    _out(result.as_dict(), as_json, ["verdict", "detail"], rows)
+    if not result.passed:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -102,27 +147,29 @@ def promote(
     version: int,
     alias: Alias = "production",
     reason: Reason = "",
-    force: Annotated[bool, typer.Option(help="override a failing gate (recorded)")] = False,
-    gate_params: Annotated[
-        Path, typer.Option(help="params file whose deploy.gate sets floors and rollback_factor")
-    ] = Path("params.yaml"),
+    force: Force = False,
     store: Store = None,
     as_json: Json = False,
 ) -> None:
-    """Point ALIAS at VERSION; to production only if the gate passes (or --force)."""
-    floors, factor = _gate(gate_params)
-    record = _registry(store).promote(
-        name, version, alias, reason, force, floors=floors, rollback_factor=factor
-    )
-    rows = [
-        [
-            record["name"],
-            record.get("alias"),
-            record.get("from_version"),
-            record.get("to_version", version),
-        ]
-    ]
-    _out(record, as_json, ["name", "alias", "from", "to"], rows)
+    """Point ALIAS at VERSION; to production only through the store's gate (or --force)."""
+    record = Registry(store).promote(name, version, alias, reason, force)
+    _out(record, as_json, MOVE_HEADER, [_move_row(record)])
+
+
+@app.command("promote-experiment")
+def promote_experiment(
+    experiment: Annotated[str, typer.Argument(help="the experiment's name in `dvc exp show`")],
+    alias: Alias = "production",
+    reason: Reason = "",
+    force: Force = False,
+    scope: Annotated[str | None, typer.Option(help="only this scope (device)")] = None,
+    store: Store = None,
+    as_json: Json = False,
+) -> None:
+    """Promote every model a DVC experiment registered, each through the gate; if the gate
+    refuses any, none moves."""
+    records = Registry(store).promote_experiment(experiment, alias, reason, force, scope)
+    _out(records, as_json, MOVE_HEADER, [_move_row(r) for r in records])
 
 
 @app.command()
@@ -134,34 +181,60 @@ def rollback(
     as_json: Json = False,
 ) -> None:
     """Return ALIAS to the version that held it before (by history)."""
-    record = _registry(store).rollback(name, alias, reason)
-    rows = [[record["name"], record["alias"], record["from_version"], record["to_version"]]]
-    _out(record, as_json, ["name", "alias", "from", "to"], rows)
+    record = Registry(store).rollback(name, alias, reason)
+    _out(record, as_json, MOVE_HEADER, [_move_row(record)])
+
+
+@app.command()
+def retire(
+    name: str,
+    alias: Alias = "production",
+    reason: Reason = "",
+    store: Store = None,
+    as_json: Json = False,
+) -> None:
+    """Take ALIAS off NAME (its device leaves the fleet); its versions stay in the store."""
+    record = Registry(store).retire(name, alias, reason)
+    _out(record, as_json, ["name", "alias", "retired"], [[name, alias, record["from_version"]]])
 
 
 @app.command()
 def history(name: str, store: Store = None, as_json: Json = False) -> None:
-    """Every event of a model, oldest first."""
-    records = _registry(store).history(name)
+    """Every event of a model, oldest first: registered, promoted (forced), refused, checked,
+    rolled back, retired, archived."""
+    records = Registry(store).history(name)
     rows = [
         [
             r["time"][:19],
-            r["type"],
+            r["type"] + (" (forced)" if r.get("forced") else ""),
             r["version"],
             r.get("alias"),
             r.get("from_version"),
             r["actor"],
-            r["reason"],
+            _detail(r),
         ]
         for r in records
     ]
-    _out(records, as_json, ["time", "event", "version", "alias", "from", "actor", "reason"], rows)
+    header = ["time", "event", "version", "alias", "from", "actor", "detail"]
+    _out(records, as_json, header, rows)
+
+
+def _detail(record: dict[str, Any]) -> str:
+    parts = [record["reason"]] if record.get("reason") else []
+    if record.get("experiment"):
+        parts.append(f"experiment {record['experiment']}")
+    gate = record.get("gate")
+    if gate and record["type"] == "checked":
+        parts.append("the gate would " + ("pass it" if gate["passed"] else "refuse it"))
+    if gate and not gate["passed"]:
+        parts += gate["reasons"]
+    return "; ".join(parts)
 
 
 @app.command()
 def diff(name: str, v1: int, v2: int, store: Store = None, as_json: Json = False) -> None:
     """Params and metrics of two versions side by side."""
-    result = _registry(store).diff(name, v1, v2)
+    result = Registry(store).diff(name, v1, v2)
     rows = [
         [section, key, a, b, "" if a == b else "*"]
         for section, values in result.items()
@@ -175,7 +248,7 @@ def verify(
     name: Annotated[str | None, typer.Argument()] = None, store: Store = None, as_json: Json = False
 ) -> None:
     """Recompute every sha256; list what does not match; exit 1 if anything does not."""
-    problems = _registry(store).verify(name)
+    problems = Registry(store).verify(name)
     if as_json:
         typer.echo(json.dumps(problems, indent=2))
     elif problems:
@@ -192,38 +265,110 @@ def verify(
 
 
 @app.command()
-def export(
-    name: str,
-    to: Annotated[Path, typer.Option(help="target folder of the inference layout")],
-    alias: Alias = "production",
-    keep_backups: Annotated[int, typer.Option(min=0, help="earlier bundles to keep")] = 3,
+def policy(store: Store = None, as_json: Json = False) -> None:
+    """The store's promotion gate: metric floors and rollback factor, and who set them."""
+    found = Registry(store).policy()
+    rows = [[f"floor {metric}", value] for metric, value in found["floors"].items()]
+    rows.append(["rollback factor", found["rollback_factor"]])
+    setter = found["set"]
+    rows.append(["set", "never: the default applies" if setter is None else _setter(setter)])
+    _out(found, as_json, ["rule", "value"], rows)
+
+
+def _setter(setter: dict[str, Any]) -> str:
+    text = f"{setter['time'][:19]} by {setter['actor']}"
+    return text + (f": {setter['reason']}" if setter["reason"] else "")
+
+
+@app.command("set-policy")
+def set_policy(
+    floor: Annotated[
+        list[str] | None, typer.Option(help="METRIC=VALUE: a floor to set or change (repeat)")
+    ] = None,
+    drop_floor: Annotated[
+        list[str] | None, typer.Option(help="METRIC: a floor to remove (repeat)")
+    ] = None,
+    rollback_factor: Annotated[
+        float | None,
+        typer.Option(help="refuse when candidate error > holder error x this"),
+    ] = None,
+    reason: Reason = "",
     store: Store = None,
     as_json: Json = False,
 ) -> None:
-    """Write the inference layout of NAME@ALIAS to TO/{device}/, atomically."""
-    target = _registry(store).export(f"{name}@{alias}", to, keep_backups)
-    typer.echo(json.dumps({"exported": str(target)}) if as_json else str(target))
+    """Change the store's promotion gate; what is not named stays. Recorded in the events."""
+    record = Registry(store).set_policy(
+        _floors(floor or []), drop_floor or [], rollback_factor, reason
+    )
+    found = record["policy"]
+    rows = [[f"floor {metric}", value] for metric, value in found["floors"].items()]
+    rows.append(["rollback factor", found["rollback_factor"]])
+    _out(record, as_json, ["rule", "value"], rows)
+
+
+def _floors(items: list[str]) -> dict[str, float]:
+    floors = {}
+    for item in items:
+        metric, _, value = item.partition("=")
+        try:
+            floors[metric.strip()] = float(value)
+        except ValueError:
+            raise typer.BadParameter(f"{item!r}: expected METRIC=NUMBER, e.g. auc=0.9") from None
+    return floors
+
+
+@app.command()
+def export(
+    to: Annotated[Path, typer.Option(help="the deploy folder, e.g. deploy/models")],
+    name: Annotated[
+        str | None, typer.Argument(help="one model; without it, every holder of ALIAS")
+    ] = None,
+    alias: Alias = "production",
+    family: Annotated[str | None, typer.Option(help="only models of this family")] = None,
+    keep_backups: KeepBackups = 3,
+    store: Store = None,
+    as_json: Json = False,
+) -> None:
+    """Ship NAME@ALIAS (or every holder of ALIAS) to TO/{device}/, each in one atomic swap;
+    without NAME, bundles of devices that no longer hold ALIAS are taken out of service.
+    Only what the exporter wrote is ever replaced."""
+    registry = Registry(store)
+    if name is not None:
+        target = registry.export(f"{name}@{alias}", to, keep_backups)
+        typer.echo(json.dumps({"exported": str(target)}) if as_json else str(target))
+        return
+    done = registry.export_all(to, alias, family, keep_backups)
+    rows = [[s, d["model"], d["status"], d.get("error", "")] for s, d in done.items()]
+    _out(done, as_json, ["scope", "model", "status", "error"], rows)
+    if any(d["status"] == "failed" for d in done.values()):
+        raise typer.Exit(1)
 
 
 @app.command()
 def reindex(store: Store = None, as_json: Json = False) -> None:
     """Rebuild versions.json and the index from the store and events.jsonl."""
-    latest = _registry(store).reindex()
+    latest = Registry(store).reindex()
     typer.echo(json.dumps(latest, sort_keys=True) if as_json else f"reindexed {len(latest)} models")
 
 
 @app.command()
 def gc(
     keep: Annotated[int, typer.Option(min=1, help="newest versions to keep per model")],
+    dry_run: Annotated[
+        bool, typer.Option(help="list what would be deleted; delete nothing")
+    ] = False,
     store: Store = None,
     as_json: Json = False,
 ) -> None:
-    """Delete old versions that hold no alias and are not among the newest KEEP."""
-    removed = _registry(store).gc(keep)
+    """Delete the files of old versions: all but the newest KEEP of each model, never a version
+    that an alias holds or ever held, nor the parent of a version that is kept."""
+    removed = Registry(store).gc(keep, dry_run)
     if as_json:
         typer.echo(json.dumps(removed))
+    elif not removed:
+        typer.echo("nothing to remove")
     else:
-        typer.echo("\n".join(removed) if removed else "nothing to remove")
+        typer.echo(("would remove:\n" if dry_run else "") + "\n".join(removed))
 
 
 def _load(path: Path | None) -> dict[str, Any] | None:
@@ -240,17 +385,10 @@ def _load(path: Path | None) -> dict[str, Any] | None:
     return data
 
 
-def _gate(path: Path) -> tuple[dict[str, float], float | None]:
-    if not path.is_file():
-        return {}, None
-    gate = ((_load(path) or {}).get("deploy") or {}).get("gate") or {}
-    return dict(gate.get("floors") or {}), gate.get("rollback_factor")
-
-
 def main() -> None:
-    """Entry point: a RegistryError becomes one line on stderr and exit status 1."""
+    """Entry point: a RegistryError becomes one line on stderr, exit status 1 (2 for usage)."""
     try:
         app()
     except RegistryError as exc:
         typer.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+        sys.exit(2 if isinstance(exc, UsageError) else 1)

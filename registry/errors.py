@@ -35,7 +35,20 @@ class LockTimeoutError(RegistryError, TimeoutError):
 
 
 class GateError(RegistryError):
-    """A promotion refused by the gate; the message carries the figures."""
+    """A promotion refused by the gate; the message carries the figures, `results` the checks."""
+
+    def __init__(self, message: str, results: dict | None = None) -> None:
+        super().__init__(message)
+        self.results = results or {}
+
+
+class UsageError(RegistryError, ValueError):
+    """A request that cannot be carried out as asked (e.g. --force without a reason)."""
+
+
+class ExportError(RegistryError):
+    """An export refused: the target holds something the exporter did not write, or the
+    version cannot be shipped (no exporter for its family, weights that do not load)."""
 
 
 class HistoryError(RegistryError):

@@ -1,8 +1,16 @@
 """events.jsonl: the append-only record every other view of the store is rebuilt from.
 
-One JSON object per line: `type` (registered, promoted, rolled_back, archived), `time`,
-`actor`, `reason`, `name`, `version`, and for alias changes `alias`, `from_version`,
-`to_version`. Written under the store's lock, one `write` and an fsync per event.
+One JSON object per line: `type`, `time`, `actor`, `reason`, `name`, `version`, and for
+alias changes `alias`, `from_version`, `to_version`. The types:
+  registered   a new version
+  promoted     an alias moved to a version (`gate` holds the figures, `forced` is recorded)
+  rolled_back  an alias went back to its previous holder
+  retired      an alias was taken off a model (a device leaves the fleet)
+  refused      the pipeline's promotion of a candidate was refused by the gate
+  checked      what the gate would decide, recorded by an experiment (no alias moves)
+  archived     `gc` deleted a version's files
+  policy_set   the store's promotion policy changed (`policy`; name and version are empty)
+Written under the store's lock, one `write` and an fsync per event.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from typing import Any
 from registry.errors import CorruptStoreError
 
 REGISTERED, PROMOTED, ROLLED_BACK, ARCHIVED = "registered", "promoted", "rolled_back", "archived"
+RETIRED, REFUSED, CHECKED, POLICY_SET = "retired", "refused", "checked", "policy_set"
 
 
 def now() -> str:
@@ -31,7 +40,9 @@ def default_actor() -> str:
         return "unknown"
 
 
-def event(kind: str, name: str, version: int, actor: str, reason: str = "", **extra: Any) -> dict:
+def event(
+    kind: str, name: str | None, version: int | None, actor: str, reason: str = "", **extra: Any
+) -> dict:
     base = {"type": kind, "time": now(), "actor": actor, "reason": reason, "name": name}
     return base | {"version": version} | extra
 
@@ -75,7 +86,8 @@ def read(path: Path) -> list[dict[str, Any]]:
 
 
 def alias_stacks(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str], list[int]]:
-    """(name, alias) -> versions that held it, oldest first; the last one holds it now."""
+    """(name, alias) -> versions that held it, oldest first; the last one holds it now.
+    A retired alias starts afresh: there is nothing to roll back to."""
     stacks: dict[tuple[str, str], list[int]] = {}
     for record in records:
         key = (record["name"], record.get("alias", ""))
@@ -83,4 +95,24 @@ def alias_stacks(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str], lis
             stacks.setdefault(key, []).append(record["to_version"])
         elif record["type"] == ROLLED_BACK:
             stacks[key].pop()
+        elif record["type"] == RETIRED:
+            stacks[key] = []
     return {key: stack for key, stack in stacks.items() if stack}
+
+
+def ever_held(records: Iterable[dict[str, Any]]) -> set[tuple[str, str, int]]:
+    """(name, alias, version) of every version that has ever held an alias."""
+    return {
+        (record["name"], record["alias"], record["to_version"])
+        for record in records
+        if record["type"] in (PROMOTED, ROLLED_BACK)
+    }
+
+
+def last_policy(records: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
+    """The latest `policy_set` event, or None when the store never had a policy set."""
+    found = None
+    for record in records:
+        if record["type"] == POLICY_SET:
+            found = record
+    return found

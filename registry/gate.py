@@ -1,17 +1,63 @@
-"""The promotion gate: may this version take the alias from its current holder?
+"""The promotion gate: may this version take `production` from its current holder?
 
-Two checks, both on figures recorded at registration (the registry never runs a model):
+The policy belongs to the store (set by `registry set-policy`, recorded as an event) so that
+every promotion, from any directory or process, meets the same gate. Two checks:
 - floors: each named metric of the candidate must be at least its floor (e.g. auc >= 0.9);
 - degradation (the original system's check): on the candidate's own evaluation data, the
-  candidate's error must not exceed the holder's error times `rollback_factor`. The
-  pipeline records both errors when it registers a candidate; without a comparison against
-  the current holder the gate cannot judge and refuses.
+  candidate's error must not exceed the holder's error times `rollback_factor`. The registry
+  asks the model's family to compute both errors (see registry.families); a version that
+  held the alias before is let back in on its floors alone.
+A check that cannot be made refuses; nothing is skipped in silence.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
+
+from registry.errors import InvalidNameError
+
+GUARDED_ALIAS = "production"
+
+
+@dataclass(frozen=True)
+class Policy:
+    floors: dict[str, float] = field(default_factory=lambda: {"auc": 0.9})
+    rollback_factor: float = 2.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "floors": dict(sorted(self.floors.items())),
+            "rollback_factor": self.rollback_factor,
+        }
+
+
+# What a store that never had a policy set applies: never "no gate".
+DEFAULT_POLICY = Policy()
+
+
+def make_policy(floors: dict[str, Any], rollback_factor: Any) -> Policy:
+    """A checked Policy; InvalidNameError naming the value that is wrong."""
+    for metric, floor in floors.items():
+        if not isinstance(metric, str) or not metric.isidentifier():
+            raise InvalidNameError(f"floor metric {metric!r}: expected a metric name like auc")
+        if not _finite(floor):
+            raise InvalidNameError(f"floor {metric}={floor!r}: expected a finite number")
+    if not _finite(rollback_factor) or rollback_factor <= 0:
+        raise InvalidNameError(f"rollback factor {rollback_factor!r}: expected a number > 0")
+    return Policy({m: float(v) for m, v in floors.items()}, float(rollback_factor))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """How the candidate fared against the holder, as the family measured it (or why not)."""
+
+    holder_version: int
+    candidate_error: float | None = None
+    holder_error: float | None = None
+    readmitted: bool = False  # the candidate held the alias before: floors only
+    problem: str = ""  # why no figures could be had
 
 
 @dataclass(frozen=True)
@@ -20,36 +66,55 @@ class GateResult:
     reasons: list[str] = field(default_factory=list)
     figures: dict[str, Any] = field(default_factory=dict)
 
+    def as_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "reasons": self.reasons, "figures": self.figures}
 
-def check(
-    candidate: dict[str, Any],
-    holder: int | None,
-    floors: dict[str, float],
-    rollback_factor: float | None,
-) -> GateResult:
-    """`rollback_factor` None: floors only, no degradation check."""
-    metrics = candidate.get("metrics") or {}
+
+def check(metrics: dict[str, Any], policy: Policy, comparison: Comparison | None) -> GateResult:
+    """`comparison` None: there is no holder to compare with."""
     reasons, figures = [], {}
-    for metric, floor in sorted(floors.items()):
+    for metric, floor in sorted(policy.floors.items()):
         value = metrics.get(metric)
         figures[metric] = value
-        if not isinstance(value, (int, float)) or not value >= floor:  # NaN fails too
-            reasons.append(f"{metric} = {value} is below the floor {floor}")
-    if rollback_factor is not None and holder is not None and holder != candidate["version"]:
-        comparison = candidate.get("comparison") or {}
-        figures |= {"holder": holder, **comparison, "rollback_factor": rollback_factor}
-        if comparison.get("holder_version") != holder:
-            reasons.append(
-                f"no comparison with the current holder v{holder} on the candidate's data "
-                "was recorded at registration"
-            )
-        elif not all(
-            isinstance(comparison.get(k), (int, float)) for k in ("candidate_error", "holder_error")
-        ):
-            reasons.append(f"the recorded comparison with v{holder} lacks its error figures")
-        elif not comparison["candidate_error"] <= comparison["holder_error"] * rollback_factor:
-            reasons.append(
-                f"candidate error {comparison['candidate_error']:.6g} > holder v{holder} error "
-                f"{comparison['holder_error']:.6g} x {rollback_factor:g} on the candidate's data"
-            )
+        if value is None:
+            reasons.append(f"{metric} was not measured (no labelled test clips?); floor {floor:g}")
+        elif not _finite(value) or not value >= floor:
+            reasons.append(f"{metric} = {value} is below the floor {floor:g}")
+    if comparison is not None:
+        figures |= _comparison_figures(comparison, policy.rollback_factor)
+        reasons += _degradation(comparison, policy.rollback_factor)
     return GateResult(not reasons, reasons, figures)
+
+
+def _comparison_figures(comparison: Comparison, factor: float) -> dict[str, Any]:
+    figures: dict[str, Any] = {"holder": comparison.holder_version}
+    if comparison.readmitted:
+        return figures | {"readmitted": True}
+    if comparison.problem:
+        return figures | {"comparison_problem": comparison.problem}
+    return figures | {
+        "candidate_error": comparison.candidate_error,
+        "holder_error": comparison.holder_error,
+        "rollback_factor": factor,
+    }
+
+
+def _degradation(comparison: Comparison, factor: float) -> list[str]:
+    holder = comparison.holder_version
+    if comparison.readmitted:
+        return []
+    if comparison.problem:
+        return [f"cannot compare with the holder v{holder}: {comparison.problem}"]
+    new, old = comparison.candidate_error, comparison.holder_error
+    if not (_finite(new) and _finite(old)):
+        return [f"the comparison with the holder v{holder} has no finite error figures"]
+    if not new <= old * factor:
+        return [
+            f"candidate error {new:.6g} > holder v{holder} error {old:.6g} x {factor:g} "
+            "on the candidate's data"
+        ]
+    return []
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

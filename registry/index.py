@@ -94,10 +94,19 @@ class Index:
         return row[0]
 
     def search(
-        self, name: str | None = None, scope: str | None = None, alias: str | None = None
+        self,
+        name: str | None = None,
+        scope: str | None = None,
+        alias: str | None = None,
+        experiment: str | None = None,
     ) -> list[dict[str, Any]]:
         where, args = [], []
-        for column, value in (("v.name", name), ("v.scope", scope), ("a.alias", alias)):
+        for column, value in (
+            ("v.name", name),
+            ("v.scope", scope),
+            ("a.alias", alias),
+            ("json_extract(v.metadata, '$.lineage.dvc_experiment')", experiment),
+        ):
             if value is not None:
                 where.append(f"{column} = ?")
                 args.append(value)

@@ -31,18 +31,34 @@ ARTIFACTS = {
     "threshold": "threshold.npy",
     "loss_curve": "loss_curve.png",
     "checkpoint_best": "checkpoint_best.pth",
+    # the candidate's own evaluation data, so that the gate can compare it with any holder
+    "eval_windows": "eval_windows.npy",
 }
 REQUIRED = ("model",)
 
 
-def resolve_root(root: str | Path | None) -> Path:
-    """--store, else $MODEL_STORE, else ./model_store."""
-    return Path(root or os.environ.get("MODEL_STORE") or DEFAULT_STORE)
+def locate(explicit: str | Path | None = None, cwd: Path | None = None) -> Path:
+    """Where the store is; the CLI, the API and the pipeline all ask this one function.
+
+    `--store` (the API's `root`), else $MODEL_STORE, else `model_store` at the root of the
+    project: $DVC_ROOT inside a DVC stage (DVC points it at the original repository in an
+    experiment's temp copy, so every experiment registers into the one store of its project),
+    else the nearest folder above `cwd` that holds `.dvc/`, else `cwd`.
+    """
+    if explicit:
+        return Path(explicit)
+    if os.environ.get("MODEL_STORE"):
+        return Path(os.environ["MODEL_STORE"])
+    if os.environ.get("DVC_ROOT"):
+        return Path(os.environ["DVC_ROOT"]) / DEFAULT_STORE
+    cwd = (cwd or Path.cwd()).resolve()
+    project = next((f for f in (cwd, *cwd.parents) if (f / ".dvc").is_dir()), cwd)
+    return project / DEFAULT_STORE
 
 
 class Store:
     def __init__(self, root: str | Path | None = None, lock_timeout: float = 10.0) -> None:
-        self.root = resolve_root(root)
+        self.root = locate(root)
         self.lock_timeout = lock_timeout
         self.versions_file = self.root / "versions.json"
         self.events_file = self.root / "events.jsonl"
@@ -90,7 +106,7 @@ def write_atomic(path: Path, data: bytes) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -110,7 +126,7 @@ def read_json(path: Path, what: str) -> Any:
         ) from exc
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -6,10 +6,12 @@ import argparse
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from pipelines import fleet
 from pipelines.errors import DataError, ParamError
 from pipelines.params import Params, load_params
+from registry.errors import RegistryError
 
 log = logging.getLogger("stage")
 
@@ -31,11 +33,14 @@ def run(
     params_path: str,
     report_path: str,
     work: Callable[[Params], Mapping[str, fleet.Outcome]],
+    describe: Callable[[dict[str, Any]], list[tuple[str, str]]] | None = None,
 ) -> int:
     """Run a stage over the fleet; 0 unless every device failed or the input is unusable.
 
     One failing device does not fail the stage (the others go on); it is named on stderr
     and in the report, and is retried on the next run because it left no fingerprint.
+    `describe(report)` gives the stage's own (device, line) per device; by default only the
+    failed devices get one.
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -43,14 +48,26 @@ def run(
     except (ParamError, DataError) as exc:
         log.error("%s: %s", name, exc)
         return 2
+    except RegistryError as exc:  # the store as a whole refused (locked, damaged)
+        log.error("%s: %s", name, exc)
+        return 1
     report = fleet.stage_report(outcomes)
     Path(report_path).parent.mkdir(parents=True, exist_ok=True)
     fleet.write_json(Path(report_path), report)
     for device, entry in report["devices"].items():
         for skipped in entry.get("skipped", []) if entry["status"] == "built" else []:
             log.warning("%s: skipped %s: %s", device, skipped["file"], skipped["reason"])
-        if entry["status"] == "failed":
-            log.error("%s: device %s failed: %s", name, device, entry["error"])
+    for device, line in (describe or _failures)(report):
+        failed = report["devices"].get(device, {}).get("status") == "failed"
+        log.log(logging.ERROR if failed else logging.INFO, "%s: %s", name, line)
     built, failed = len(report["built"]), len(report["failed"])
     log.info("%s: %d built, %d unchanged, %d failed", name, built, len(report["unchanged"]), failed)
     return 1 if outcomes and failed == len(outcomes) else 0
+
+
+def _failures(report: dict[str, Any]) -> list[tuple[str, str]]:
+    return [
+        (device, f"device {device} failed: {entry['error']}")
+        for device, entry in report["devices"].items()
+        if entry["status"] == "failed"
+    ]

@@ -1,16 +1,18 @@
-"""DVC stage: register each device's new model, promote it through the gate, export production.
+"""DVC stage: register each device's candidate, let the store's gate judge it, export production.
 
 python -m stages.deploy MODELS_DIR EVAL_DIR FEATURES_DIR DATA_ROOT OUT_DIR [--params params.yaml]
 
-Writes OUT_DIR/candidates/{device}/ (the new model's bundle, which must reproduce the
-evaluation's scores from raw audio before it is registered) and OUT_DIR/models/{device}/:
-the production version of each device, exported from the registry in the inference layout.
+Writes OUT_DIR/candidates/{device}/ (the candidate's bundle, which must reproduce the
+evaluation's scores from raw audio before it is registered). In a plain run (not a DVC
+experiment) OUT_DIR/models/ is then made to hold the registry's production versions, one
+bundle per device. Prints one line per device: what was registered, what the gate decided.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 from pipelines import fleet
 from pipelines.acoustic import deployment
@@ -22,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("models", "evaluation", "features", "root", "out"):
         parser.add_argument(name, type=Path)
     args = parser.parse_args(argv)
+    production: dict[str, dict[str, Any]] = {}
 
     def work(p):
         jobs = deployment.plan(
@@ -29,10 +32,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         candidates = args.out / "candidates"
         outcomes = fleet.run_stage(candidates, jobs, deployment.build, p.fleet.workers, "deploy")
-        deployment.export_production([job.device for job in jobs], p, args.out / "models")
+        production.update(deployment.production(p, args.out / "models"))
         return outcomes
 
-    return common.run("deploy", args.params, args.report, work)
+    def describe(report: dict[str, Any]) -> list[tuple[str, str]]:
+        return deployment.describe(report["devices"], production)
+
+    return common.run("deploy", args.params, args.report, work, describe)
 
 
 if __name__ == "__main__":

@@ -27,9 +27,10 @@ TINY: dict[str, Any] = {
     },
     "features": {"window_sec": 2.0, "hop_sec": 1.0, "n_mels": 32, "frames": 64},
     "train": {"epochs": 3, "min_epochs": 1, "channels": [4, 8], "latent_channels": 2},
-    "deploy": {"gate": {"floors": {"auc": 0.0}}},  # a 3-epoch model is not judged on AUC
     "fleet": {"workers": 1},
 }
+# The store's gate for a tiny fleet: a 3-epoch model is not judged on AUC.
+TINY_POLICY = ("--floor", "auc=0", "--reason", "tiny test fleet")
 
 
 def env() -> dict[str, str]:
@@ -80,4 +81,5 @@ def make_repo(path: Path, overrides: dict[str, Any] = TINY) -> Path:
     run(path, "dvc", "config", "core.analytics", "false")
     run(path, "git", "add", "-A")
     run(path, "git", "commit", "-qm", "pipeline")
+    run(path, "registry", "set-policy", *TINY_POLICY)
     return path

@@ -39,7 +39,8 @@ def test_repro_builds_every_stage_for_every_device(repo: Path) -> None:
         assert np.load(bundle / "thresholds" / f"threshold_{device}.npy").shape == ()
     deployed = report(repo, "deploy")["devices"]["A-1"]
     assert deployed["replayed_clips"] == 6 and deployed["version"] == 1
-    assert sorted(p.name for p in (repo / "deploy" / "models").iterdir()) == ["A-1", "B-2"]
+    deployed = sorted(p.name for p in (repo / "deploy" / "models").iterdir())
+    assert deployed == [".bundles", "A-1", "B-2"]
     plots = repo / "logs" / "train" / "plots" / "metrics" / "A-1"
     assert (plots / "train" / "loss.tsv").is_file()
     assert (plots / "val" / "loss.tsv").is_file()
@@ -87,6 +88,8 @@ def test_exp_run_shows_per_device_metrics(repo: Path) -> None:
 
 
 def test_new_device_is_the_only_one_rebuilt(repo: Path) -> None:
+    # after an experiment in the workspace, a plain run judges its candidates afresh
+    run(repo, "dvc", "repro", "--force", "--single-item", "deploy")
     demo = repo / "data" / "demo"
     shutil.copytree(demo / "A-1", demo / "C-3")
     run(repo, "dvc", "repro", "--single-item", "extract", "train", "evaluate", "deploy")
@@ -111,10 +114,13 @@ def test_registry_holds_one_production_version_per_device(repo: Path) -> None:
 
 
 def test_experiment_in_a_temp_copy_registers_into_the_one_store(repo: Path) -> None:
-    before = {m["version"] for m in Registry(repo / "model_store").list(scope="A-1")}
+    registry = Registry(repo / "model_store")
+    before = {m["version"] for m in registry.list(scope="A-1")}
+    production = registry.get("acoustic_A-1_convae@production")["version"]
     run(repo, "dvc", "exp", "run", "--temp", "-S", "train.lr=0.002")
-    after = Registry(repo / "model_store").list(scope="A-1")
+    after = registry.list(scope="A-1")
     new = [m for m in after if m["version"] not in before]
     assert len(new) == 1
     assert new[0]["lineage"]["dvc_experiment"]  # DVC_EXP_NAME reached the registration
     assert not list((repo / ".dvc" / "tmp").rglob("model_store"))
+    assert registry.get("acoustic_A-1_convae@production")["version"] == production

@@ -1,11 +1,13 @@
-"""registry.api.Registry: registration, lookups, aliases, integrity, export, reindex, gc,
-refusals that leave the store byte-for-byte as it was, and many writers at once."""
+"""registry.api.Registry: registration, lookups, aliases and the governed lifecycle (check,
+experiments, retirement), integrity, export, reindex, gc, refusals that leave the store
+byte-for-byte as it was, and many writers at once. The gate's own rules: test_registry_gate.py."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -16,24 +18,28 @@ import numpy as np
 import pytest
 from filelock import FileLock
 
-from registry import events
+from registry import events, export
 from registry import index as registry_index
 from registry.api import Registry
 from registry.errors import (
     ArtifactError,
     CorruptStoreError,
+    ExportError,
+    GateError,
     HistoryError,
     IntegrityError,
     InvalidNameError,
     LockTimeoutError,
     NotFoundError,
     RegistryError,
+    UsageError,
 )
 from tests.registry_helpers import (
     FAMILY,
     MODEL_TYPE,
     NAME,
     SCOPE,
+    TOY,
     flip_byte,
     make_artifacts,
     snapshot,
@@ -53,7 +59,7 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def registry(tmp_path: Path) -> Registry:
-    return Registry(tmp_path / "store", actor="tester")
+    return Registry(tmp_path / "store", actor="tester", families=TOY)
 
 
 class Artifacts:
@@ -75,7 +81,12 @@ def art(tmp_path: Path) -> Artifacts:
     return Artifacts(tmp_path / "artifacts")
 
 
+GOOD = {"auc": 0.95, "error": 0.1}
+
+
 def _reg(registry: Registry, folder: Path, scope: str = SCOPE, **kwargs: Any) -> dict[str, Any]:
+    """Register in the toy family; by default with metrics that pass the default gate."""
+    kwargs.setdefault("metrics", GOOD)
     return registry.register(folder, FAMILY, scope, MODEL_TYPE, **kwargs)
 
 
@@ -259,10 +270,20 @@ def test_store_that_does_not_exist_answers_empty_and_creates_nothing(tmp_path: P
     assert not (tmp_path / "nowhere").exists()
 
 
-def test_refused_promote_on_a_missing_store_creates_nothing(tmp_path: Path) -> None:
+def test_writes_on_a_missing_store_are_refused_and_create_nothing(tmp_path: Path) -> None:
     registry = Registry(tmp_path / "nowhere")
-    with pytest.raises(NotFoundError):
-        registry.promote(NAME, 1)
+    for call in (
+        lambda: registry.promote(NAME, 1),
+        lambda: registry.rollback(NAME),
+        lambda: registry.retire(NAME),
+        lambda: registry.check(NAME, 1),
+        lambda: registry.record_check(NAME, 1, "exp-a"),
+        lambda: registry.promote_experiment("exp-a"),
+        lambda: registry.gc(keep=1),
+    ):
+        with pytest.raises(NotFoundError):
+            call()
+    assert registry.policy()["set"] is None
     assert not (tmp_path / "nowhere").exists()
 
 
@@ -345,6 +366,255 @@ def test_promote_a_version_that_does_not_exist(registry: Registry, art: Artifact
     assert snapshot(registry.store.root) == before
 
 
+def test_the_gate_guards_only_production(registry: Registry, art: Artifacts) -> None:
+    _reg(registry, art())
+    registry.promote(NAME, 1)
+    _reg(registry, art(), metrics={"auc": 0.1, "error": 9.0})
+    staged = registry.promote(NAME, 2, alias="staging")
+    assert "gate" not in staged and registry.get(f"{NAME}@staging")["version"] == 2
+    before = snapshot(registry.store.root)
+    with pytest.raises(GateError) as caught:
+        registry.promote(NAME, 2)
+    assert len(caught.value.results[NAME].reasons) == 2
+    assert snapshot(registry.store.root) == before
+
+
+@pytest.mark.parametrize("reason", ["", "   \n"])
+def test_force_needs_a_reason_that_says_something(
+    registry: Registry, art: Artifacts, reason: str
+) -> None:
+    _reg(registry, art(), metrics={"auc": 0.1})
+    registry.record_check(NAME, 1, "exp-a")
+    before = snapshot(registry.store.root)
+    for call in (
+        lambda: registry.promote(NAME, 1, reason=reason, force=True),
+        lambda: registry.promote(NAME, 1, alias="staging", reason=reason, force=True),
+        lambda: registry.promote_experiment("exp-a", reason=reason, force=True),
+    ):
+        with pytest.raises(UsageError, match="--force needs a --reason"):
+            call()
+    assert snapshot(registry.store.root) == before
+
+
+def test_a_comparison_given_at_registration_is_only_metadata(
+    registry: Registry, art: Artifacts
+) -> None:
+    """The registry measures the candidate against the holder itself; a figure the caller
+    wrote into the metadata decides nothing."""
+    _reg(registry, art())
+    registry.promote(NAME, 1)
+    claim = {"comparison": {"holder_version": 1, "candidate_error": 0.1, "holder_error": 0.1}}
+    _reg(registry, art(), metrics={"auc": 0.95, "error": 0.5}, extra=claim)
+    assert registry.get(f"{NAME}:v2")["comparison"] == claim["comparison"]
+    with pytest.raises(GateError, match=re.escape("candidate error 0.5 > holder v1 error 0.1 x 2")):
+        registry.promote(NAME, 2)
+
+
+def test_a_policy_is_store_wide_and_survives_reindex(registry: Registry, art: Artifacts) -> None:
+    _reg(registry, art(), metrics={"auc": 0.85, "error": 0.1})
+    registry.set_policy({"auc": 0.8}, reason="pilot site")
+    assert [e["type"] for e in registry.history(NAME)] == ["registered"]
+    registry.reindex()
+    assert registry.policy()["floors"] == {"auc": 0.8}
+    assert registry.promote(NAME, 1)["gate"]["passed"] is True
+
+
+# ================================================================== check and experiments
+def test_check_changes_nothing_and_agrees_with_promote(registry: Registry, art: Artifacts) -> None:
+    _reg(registry, art())
+    registry.promote(NAME, 1)
+    _reg(registry, art(), metrics={"auc": 0.95, "error": 0.5})
+    _reg(registry, art(), metrics={"auc": 0.95, "error": 0.15})
+    before = snapshot(registry.store.root)
+    refused = registry.check(NAME, 2)
+    assert not refused.passed and refused.figures["candidate_error"] == 0.5
+    passed = registry.check(NAME, 3)
+    assert passed.passed
+    assert snapshot(registry.store.root) == before
+    assert registry.promote(NAME, 3)["gate"] == passed.as_dict()
+
+
+def test_check_of_a_version_that_does_not_exist(registry: Registry, art: Artifacts) -> None:
+    _reg(registry, art())
+    with pytest.raises(NotFoundError, match=f"{NAME}:v4"):
+        registry.check(NAME, 4)
+
+
+def test_check_answers_for_the_holder_and_for_an_unguarded_alias(
+    registry: Registry, art: Artifacts
+) -> None:
+    _reg(registry, art())
+    _reg(registry, art(), metrics={"auc": 0.1})
+    registry.promote(NAME, 1)
+    assert registry.check(NAME, 1).passed
+    assert registry.check(NAME, 2, alias="staging").passed
+
+
+def test_record_check_is_an_event_and_moves_nothing(registry: Registry, art: Artifacts) -> None:
+    _reg(registry, art())
+    registry.promote(NAME, 1)
+    _reg(registry, art(), metrics={"auc": 0.95, "error": 0.5})
+    aliases = registry.get(f"{NAME}:v1")["aliases"]
+    record = registry.record_check(NAME, 2, "exp-a")
+    assert (record["type"], record["experiment"], record["actor"]) == ("checked", "exp-a", "tester")
+    assert (record["alias"], record["from_version"], record["to_version"]) == ("production", 1, 2)
+    assert record["gate"]["passed"] is False
+    assert record["gate"]["reasons"] == registry.check(NAME, 2).reasons
+    assert _events(registry)[-1] == record
+    assert registry.get(f"{NAME}:v1")["aliases"] == aliases
+    assert registry.get(f"{NAME}@production")["version"] == 1
+    staged = registry.record_check(NAME, 2, None, alias="staging")
+    assert staged["gate"] == {"passed": True, "reasons": [], "figures": {}}
+    assert registry.list(alias="staging") == []
+
+
+@pytest.fixture
+def experiment(registry: Registry, art: Artifacts) -> Registry:
+    """NAME v1 in production; exp-a checked NAME v2 then v3, and OTHER v1; exp-b NAME v4."""
+    _reg(registry, art())
+    registry.promote(NAME, 1)
+    for _ in range(3):
+        _reg(registry, art())
+    _reg(registry, art(), scope="FAN-7")
+    registry.record_check(NAME, 2, "exp-a")
+    registry.record_check(NAME, 3, "exp-a")
+    registry.record_check(OTHER, 1, "exp-a")
+    registry.record_check(NAME, 4, "exp-b")
+    return registry
+
+
+def _production(registry: Registry) -> dict[str, int]:
+    return {m["name"]: m["version"] for m in registry.list(alias="production")}
+
+
+def test_promote_experiment_promotes_its_latest_candidate_of_each_model(
+    experiment: Registry,
+) -> None:
+    records = experiment.promote_experiment("exp-a", reason="sweep winner")
+    moved = {(r["name"], r["from_version"], r["to_version"], r["reason"]) for r in records}
+    assert moved == {(NAME, 1, 3, "sweep winner"), (OTHER, None, 1, "sweep winner")}
+    assert all(r["type"] == "promoted" and r["gate"]["passed"] for r in records)
+    assert _production(experiment) == {NAME: 3, OTHER: 1}
+    again = experiment.promote_experiment("exp-a")
+    assert [r["type"] for r in again] == ["unchanged", "unchanged"]
+
+
+def test_promote_experiment_moves_nothing_when_one_is_refused(
+    experiment: Registry, art: Artifacts
+) -> None:
+    _reg(experiment, art(), metrics={"auc": 0.95, "error": 0.5})
+    experiment.record_check(NAME, 5, "exp-a")
+    before = snapshot(experiment.store.root)
+    with pytest.raises(GateError, match="experiment 'exp-a': nothing promoted") as caught:
+        experiment.promote_experiment("exp-a")
+    assert set(caught.value.results) == {NAME}
+    assert not caught.value.results[NAME].passed
+    assert snapshot(experiment.store.root) == before
+    records = experiment.promote_experiment("exp-a", reason="accepted by hand", force=True)
+    assert {(r["name"], r["to_version"], r["forced"]) for r in records} == {
+        (NAME, 5, True),
+        (OTHER, 1, False),  # it passed the gate: nothing was forced
+    }
+    assert _production(experiment) == {NAME: 5, OTHER: 1}
+
+
+def test_promote_experiment_by_scope(experiment: Registry) -> None:
+    records = experiment.promote_experiment("exp-a", scope="FAN-7")
+    assert [(r["name"], r["to_version"]) for r in records] == [(OTHER, 1)]
+    assert _production(experiment) == {NAME: 1, OTHER: 1}
+
+
+def test_promote_experiment_to_another_alias_has_no_gate(experiment: Registry) -> None:
+    records = experiment.promote_experiment("exp-b", alias="staging")
+    assert [(r["alias"], r["to_version"]) for r in records] == [("staging", 4)]
+    assert "gate" not in records[0]
+
+
+@pytest.mark.parametrize(("name", "scope"), [("nope", None), ("exp-a", "FAN-9")])
+def test_promote_experiment_without_candidates_changes_nothing(
+    experiment: Registry, name: str, scope: str | None
+) -> None:
+    before = snapshot(experiment.store.root)
+    with pytest.raises(NotFoundError, match=f"experiment '{name}': no candidate"):
+        experiment.promote_experiment(name, scope=scope)
+    assert snapshot(experiment.store.root) == before
+
+
+def test_promote_experiment_after_gc_of_an_earlier_candidate(experiment: Registry) -> None:
+    assert f"{NAME}:v2" in experiment.gc(keep=2)
+    records = experiment.promote_experiment("exp-a")
+    assert {(r["name"], r["to_version"]) for r in records} == {(NAME, 3), (OTHER, 1)}
+
+
+def test_list_by_experiment(
+    registry: Registry, art: Artifacts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _reg(registry, art())
+    monkeypatch.setenv("DVC_EXP_NAME", "exp-a")
+    _reg(registry, art())
+    _reg(registry, art(), scope="FAN-7")
+    monkeypatch.setenv("DVC_EXP_NAME", "exp-b")
+    _reg(registry, art())
+    found = registry.list(experiment="exp-a")
+    assert [(m["name"], m["version"]) for m in found] == [(OTHER, 1), (NAME, 2)]
+    assert all(m["lineage"]["dvc_experiment"] == "exp-a" for m in found)
+    assert [m["version"] for m in registry.list(name=NAME, experiment="exp-b")] == [3]
+    assert registry.list(experiment="exp-c") == []
+
+
+# ================================================================== retire
+def test_retire_takes_the_alias_off_and_keeps_the_versions(
+    registry: Registry, art: Artifacts
+) -> None:
+    _reg(registry, art())
+    _reg(registry, art())
+    registry.promote(NAME, 1)
+    registry.promote(NAME, 2)
+    record = registry.retire(NAME, reason="device removed")
+    assert (record["type"], record["version"], record["alias"]) == ("retired", 2, "production")
+    assert (record["from_version"], record["reason"], record["actor"]) == (
+        2,
+        "device removed",
+        "tester",
+    )
+    assert registry.history(NAME)[-1] == record
+    with pytest.raises(NotFoundError):
+        registry.get(f"{NAME}@production")
+    assert registry.list(alias="production") == []
+    assert [m["version"] for m in registry.list()] == [1, 2] and registry.verify() == []
+    before = snapshot(registry.store.root)
+    with pytest.raises(HistoryError, match="no previous holder"):
+        registry.rollback(NAME)
+    assert snapshot(registry.store.root) == before
+    registry.reindex()
+    assert registry.list(alias="production") == []
+
+
+def test_retire_of_an_alias_nobody_holds_changes_nothing(
+    registry: Registry, art: Artifacts
+) -> None:
+    _reg(registry, art())
+    registry.promote(NAME, 1, alias="staging")
+    before = snapshot(registry.store.root)
+    with pytest.raises(NotFoundError, match="has no alias 'production'; nothing retired"):
+        registry.retire(NAME)
+    assert snapshot(registry.store.root) == before
+    registry.retire(NAME, alias="staging")
+    with pytest.raises(NotFoundError):
+        registry.retire(NAME, alias="staging")
+
+
+def test_after_retirement_production_starts_afresh(registry: Registry, art: Artifacts) -> None:
+    _reg(registry, art())
+    registry.promote(NAME, 1)
+    registry.retire(NAME)
+    _reg(registry, art(), metrics={"auc": 0.95, "error": 9.0})
+    record = registry.promote(NAME, 2)
+    assert record["from_version"] is None and "holder" not in record["gate"]["figures"]
+    with pytest.raises(HistoryError):
+        registry.rollback(NAME)
+
+
 # ================================================================== integrity
 def test_flipped_byte_is_reported_by_verify_and_refused_by_promote_and_export(
     registry: Registry, art: Artifacts, tmp_path: Path
@@ -372,11 +642,11 @@ def test_flipped_byte_is_reported_by_verify_and_refused_by_promote_and_export(
         registry.promote(NAME, 2)
     assert str(weights) in str(caught.value) and "sha256" in str(caught.value)
     with pytest.raises(IntegrityError):
-        registry.promote(NAME, 2, alias="staging", force=True)
-    with pytest.raises(IntegrityError):
+        registry.promote(NAME, 2, alias="staging", reason="try anyway", force=True)
+    with pytest.raises(RegistryError, match=re.escape(f"{weights}: missing or does not match")):
         registry.export(f"{NAME}:v2", tmp_path / "deploy")
     assert snapshot(registry.store.root) == before
-    assert not (tmp_path / "deploy").exists()
+    assert _shipped(tmp_path / "deploy") == {}
     assert registry.get(f"{NAME}@production")["version"] == 1
 
 
@@ -387,16 +657,41 @@ def test_truncated_or_missing_file_is_refused(
     _reg(registry, art())
     threshold = registry.store.root / f"{NAME}_v1_threshold.npy"
     threshold.write_bytes(threshold.read_bytes()[:10])
-    (registry.store.root / f"{NAME}_v2_scale.npy").unlink()
+    weights = registry.store.root / f"{NAME}_v2_model.pth"
+    weights.unlink()
     problems = {(p["version"], p["kind"], p["problem"]) for p in registry.verify()}
-    assert problems == {(1, "threshold", "sha256 mismatch"), (2, "scale", "missing")}
+    assert problems == {(1, "threshold", "sha256 mismatch"), (2, "model", "missing")}
     before = snapshot(registry.store.root)
-    for version in (1, 2):
+    for version, path in ((1, threshold), (2, weights)):
         with pytest.raises(IntegrityError):
             registry.promote(NAME, version)
-        with pytest.raises(IntegrityError):
+        with pytest.raises(RegistryError, match=re.escape(str(path))):
             registry.export(f"{NAME}:v{version}", tmp_path / "deploy")
     assert snapshot(registry.store.root) == before
+    assert _shipped(tmp_path / "deploy") == {}
+
+
+def test_read_returns_the_verified_bytes_of_one_artifact(
+    registry: Registry, art: Artifacts
+) -> None:
+    meta = _reg(registry, art(b"exact bytes"))
+    assert registry.read(meta, "model") == b"exact bytes"
+    with pytest.raises(ArtifactError, match=f"{NAME}:v1 has no loss_curve artifact"):
+        registry.read(meta, "loss_curve")
+    flip_byte(registry.store.root / meta["artifacts"]["model"]["file"])
+    with pytest.raises(IntegrityError, match="sha256"):
+        registry.read(meta, "model")
+
+
+def test_export_refuses_a_version_with_any_tampered_artifact(
+    registry: Registry, art: Artifacts, tmp_path: Path
+) -> None:
+    _reg(registry, art(optional=True))
+    flip_byte(registry.store.root / "checkpoints" / f"{NAME}_v1_checkpoint_best.pth")
+    with pytest.raises(IntegrityError):
+        registry.promote(NAME, 1)
+    with pytest.raises(RegistryError, match="checkpoint_best"):
+        registry.export(f"{NAME}:v1", tmp_path / "deploy")
 
 
 def test_rollback_to_a_tampered_holder_is_refused(registry: Registry, art: Artifacts) -> None:
@@ -412,29 +707,45 @@ def test_rollback_to_a_tampered_holder_is_refused(registry: Registry, art: Artif
 
 
 # ================================================================== export
-def test_export_writes_the_inference_layout(
+def _shipped(deploy: Path) -> dict[str, str]:
+    """Scope -> model of every bundle the exporter has in service in `deploy`."""
+    return {
+        scope: json.loads((folder / export.MANIFEST).read_text())["model"]
+        for scope, folder in export.exported(deploy).items()
+    }
+
+
+def _bundles(deploy: Path, scope: str = SCOPE) -> list[str]:
+    """Models of the bundles kept for `scope`, oldest first."""
+    folders = sorted(p for p in (deploy / export.OWN / scope).iterdir() if p.is_dir())
+    return [json.loads((f / export.MANIFEST).read_text())["model"] for f in folders]
+
+
+def test_export_writes_the_family_layout_behind_a_link(
     registry: Registry, art: Artifacts, tmp_path: Path
 ) -> None:
-    folder = art(b"prod weights", scale=(-2.0, 3.5), threshold=1.25)
-    _reg(registry, folder, extra={"inference": {"n_mels": 64}})
+    _reg(registry, art(b"prod weights", threshold=1.25))
     registry.promote(NAME, 1)
-    target = registry.export(f"{NAME}@production", tmp_path / "deploy")
-    assert target == tmp_path / "deploy" / SCOPE
-    assert (target / "ae_model.pth").read_bytes() == b"prod weights"
-    np.testing.assert_array_equal(np.load(target / "global_scale.npy"), [-2.0, 3.5])
-    np.testing.assert_array_equal(np.load(target / "thresholds" / f"threshold_{SCOPE}.npy"), 1.25)
-    bundle = json.loads((target / "bundle.json").read_text())
-    assert bundle["device"] == SCOPE
-    assert bundle["model"] == f"{NAME}:v1"
-    assert bundle["n_mels"] == 64
-    assert bundle["sha256"] == {
-        file: hashlib.sha256((target / file).read_bytes()).hexdigest()
-        for file in ("ae_model.pth", "global_scale.npy", f"thresholds/threshold_{SCOPE}.npy")
+    deploy = tmp_path / "deploy"
+    target = registry.export(f"{NAME}@production", deploy)
+    assert target == deploy / SCOPE and target.is_symlink()
+    bundle = target.resolve()
+    assert os.readlink(target) == f"{export.OWN}/{SCOPE}/{bundle.name}"
+    assert sorted(p.name for p in bundle.iterdir()) == ["bundle.json", "model.bin", "threshold.npy"]
+    assert (target / "model.bin").read_bytes() == b"prod weights"
+    np.testing.assert_array_equal(np.load(target / "threshold.npy"), 1.25)
+    assert json.loads((target / "bundle.json").read_text()) == {
+        "device": SCOPE,
+        "model": f"{NAME}:v1",
+        "sha256": {
+            file: hashlib.sha256((target / file).read_bytes()).hexdigest()
+            for file in ("model.bin", "threshold.npy")
+        },
     }
-    assert sorted(p.name for p in (tmp_path / "deploy").iterdir()) == [SCOPE]  # no staging left
+    assert sorted(p.name for p in deploy.iterdir()) == [export.OWN, SCOPE]
 
 
-def test_export_keeps_previous_bundles_up_to_the_limit(
+def test_export_keeps_earlier_bundles_up_to_the_limit(
     registry: Registry, art: Artifacts, tmp_path: Path
 ) -> None:
     deploy = tmp_path / "deploy"
@@ -442,13 +753,60 @@ def test_export_keeps_previous_bundles_up_to_the_limit(
         _reg(registry, art())
         registry.promote(NAME, version)
         registry.export(f"{NAME}@production", deploy, keep_backups=2)
-    assert json.loads((deploy / SCOPE / "bundle.json").read_text())["model"] == f"{NAME}:v4"
-    backups = sorted((deploy / ".backups" / SCOPE).iterdir())
-    models = [json.loads((b / "bundle.json").read_text())["model"] for b in backups]
-    assert models == [f"{NAME}:v2", f"{NAME}:v3"]
-    registry.export(f"{NAME}:v1", deploy, keep_backups=0)
-    assert list((deploy / ".backups" / SCOPE).iterdir()) == []
-    assert json.loads((deploy / SCOPE / "bundle.json").read_text())["model"] == f"{NAME}:v1"
+    assert _shipped(deploy) == {SCOPE: f"{NAME}:v4"}
+    assert _bundles(deploy) == [f"{NAME}:v2", f"{NAME}:v3", f"{NAME}:v4"]
+    registry.export(f"{NAME}:v1", deploy, keep_backups=1)
+    assert _shipped(deploy) == {SCOPE: f"{NAME}:v1"}
+    assert _bundles(deploy) == [f"{NAME}:v4", f"{NAME}:v1"]
+
+
+def test_exporting_an_intact_bundle_again_is_unchanged(
+    registry: Registry, art: Artifacts, tmp_path: Path
+) -> None:
+    _reg(registry, art(b"prod weights"))
+    registry.promote(NAME, 1)
+    deploy = tmp_path / "deploy"
+    link = os.readlink(registry.export(NAME, deploy))
+    assert os.readlink(registry.export(NAME, deploy)) == link
+    assert registry.export_all(deploy) == {SCOPE: {"model": f"{NAME}:v1", "status": "unchanged"}}
+    assert _bundles(deploy) == [f"{NAME}:v1"]
+    flip_byte(deploy / SCOPE / "model.bin")
+    assert registry.export_all(deploy)[SCOPE]["status"] == "exported"
+    assert os.readlink(deploy / SCOPE) != link
+    assert (deploy / SCOPE / "model.bin").read_bytes() == b"prod weights"
+
+
+def test_export_without_the_family_installed_is_refused(art: Artifacts, tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "store", families={})
+    _reg(registry, art())
+    with pytest.raises(ExportError, match="no exporter is installed for family 'toy'"):
+        registry.export(f"{NAME}:v1", tmp_path / "deploy")
+    assert _shipped(tmp_path / "deploy") == {}
+
+
+def test_export_all_ships_every_holder_and_takes_a_retired_scope_out_of_service(
+    registry: Registry, art: Artifacts, tmp_path: Path
+) -> None:
+    deploy = tmp_path / "deploy"
+    _reg(registry, art())
+    _reg(registry, art(), scope="FAN-7")
+    _reg(registry, art(), scope="FAN-8")
+    registry.promote(NAME, 1)
+    registry.promote(OTHER, 1)
+    assert registry.export_all(deploy) == {
+        "FAN-7": {"model": f"{OTHER}:v1", "status": "exported"},
+        SCOPE: {"model": f"{NAME}:v1", "status": "exported"},
+    }
+    registry.retire(OTHER, reason="machine scrapped")
+    assert registry.export_all(deploy, family="acoustic") == {}
+    assert _shipped(deploy) == {"FAN-7": f"{OTHER}:v1", SCOPE: f"{NAME}:v1"}
+    assert registry.export_all(deploy) == {
+        "FAN-7": {"model": f"{OTHER}:v1", "status": "removed"},
+        SCOPE: {"model": f"{NAME}:v1", "status": "unchanged"},
+    }
+    assert _shipped(deploy) == {SCOPE: f"{NAME}:v1"}
+    assert not (deploy / "FAN-7").exists() and not (deploy / "FAN-7").is_symlink()
+    assert _bundles(deploy, "FAN-7") == [f"{OTHER}:v1"]
 
 
 # ================================================================== reindex and gc
@@ -467,7 +825,7 @@ def _answers(registry: Registry, aliases: dict[str, list[str]]) -> dict[str, Any
 
 def test_reindex_restores_identical_answers_after_gc(registry: Registry, art: Artifacts) -> None:
     for _ in range(6):
-        _reg(registry, art(optional=True), metrics={"auc": 0.9})
+        _reg(registry, art(optional=True))
     for _ in range(2):
         _reg(registry, art(), scope="FAN-7")
     registry.promote(NAME, 1)
@@ -533,9 +891,62 @@ def test_gc_never_removes_alias_holders_or_their_history(
     assert registry.rollback(NAME)["to_version"] == 1
 
 
-def test_gc_keep_must_be_positive(registry: Registry) -> None:
-    with pytest.raises(ValueError):
-        registry.gc(keep=0)
+def test_gc_keeps_every_version_an_alias_ever_held_and_the_parents_of_kept_ones(
+    registry: Registry, art: Artifacts
+) -> None:
+    for _ in range(6):
+        _reg(registry, art())
+    _reg(registry, art(), parent_version=6)
+    _reg(registry, art(), parent_version=7)
+    registry.promote(NAME, 1)
+    registry.promote(NAME, 2)
+    registry.rollback(NAME)
+    registry.promote(NAME, 3, alias="staging")
+    registry.retire(NAME, alias="staging")
+    before = snapshot(registry.store.root)
+    assert registry.gc(keep=1, dry_run=True) == [f"{NAME}:v4", f"{NAME}:v5"]
+    assert snapshot(registry.store.root) == before
+    assert registry.gc(keep=1) == [f"{NAME}:v4", f"{NAME}:v5"]
+    assert [m["version"] for m in registry.list()] == [1, 2, 3, 6, 7, 8]
+    assert registry.verify() == []
+    assert registry.gc(keep=1, dry_run=True) == []
+
+
+def test_gc_records_the_archive_before_it_deletes_files(
+    registry: Registry, art: Artifacts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gc that dies while deleting leaves an archived version with files left over, never
+    a version the store still offers whose files are gone."""
+    for _ in range(3):
+        _reg(registry, art())
+    unlink = Path.unlink
+
+    def dies_on_v1(path: Path, missing_ok: bool = False) -> None:
+        if path.name == f"{NAME}_v1_model.pth":
+            raise OSError("killed")
+        unlink(path, missing_ok=missing_ok)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Path, "unlink", dies_on_v1)
+        with pytest.raises(OSError, match="killed"):
+            registry.gc(keep=1)
+    assert [(e["type"], e["version"]) for e in _events(registry)][-1] == ("archived", 1)
+    assert (registry.store.root / f"{NAME}_v1_model.pth").exists()
+    registry.reindex()
+    assert [m["version"] for m in registry.list()] == [2, 3]
+    with pytest.raises(NotFoundError):
+        registry.get(f"{NAME}:v1")
+
+
+def test_gc_keep_must_be_positive(registry: Registry, art: Artifacts) -> None:
+    _reg(registry, art())
+    before = snapshot(registry.store.root)
+    for keep in (0, -1):
+        with pytest.raises(UsageError, match=f"keep {keep}"):
+            registry.gc(keep=keep)
+        with pytest.raises(UsageError):
+            registry.gc(keep=keep, dry_run=True)
+    assert snapshot(registry.store.root) == before
 
 
 # ================================================================== refusals: nothing changes
@@ -597,12 +1008,20 @@ def test_writes_refuse_bad_model_names(populated: Registry, name: str) -> None:
     for call in (
         lambda: populated.promote(name, 1),
         lambda: populated.rollback(name),
+        lambda: populated.retire(name),
+        lambda: populated.check(name, 1),
+        lambda: populated.record_check(name, 1, "exp-a"),
         lambda: populated.history(name),
     ):
         with pytest.raises(InvalidNameError):
             call()
-    with pytest.raises(InvalidNameError):
-        populated.promote(NAME, 1, alias="../prod")
+    for alias in ("../prod", "a_b", ""):
+        with pytest.raises(InvalidNameError):
+            populated.promote(NAME, 1, alias=alias)
+        with pytest.raises(InvalidNameError):
+            populated.promote_experiment("exp-a", alias=alias)
+        with pytest.raises(InvalidNameError):
+            populated.retire(NAME, alias=alias)
     with pytest.raises(InvalidNameError):
         populated.promote(NAME, 0)
     assert snapshot(populated.store.root) == before
@@ -681,14 +1100,19 @@ def test_corrupt_index_refuses_reads_and_writes_until_reindex(
         lambda: _reg(populated, folder),
         lambda: populated.promote(NAME, 2),
         lambda: populated.rollback(NAME),
+        lambda: populated.retire(NAME),
+        lambda: populated.check(NAME, 2),
+        lambda: populated.record_check(NAME, 2, "exp-a"),
+        lambda: populated.list(experiment="exp-a"),
         lambda: populated.gc(keep=1),
         lambda: populated.export(NAME, tmp_path / "deploy"),
+        lambda: populated.export_all(tmp_path / "deploy"),
     ]
     for call in calls:
         with pytest.raises(CorruptStoreError, match="registry reindex"):
             call()
     assert snapshot(populated.store.root) == before
-    assert not (tmp_path / "deploy").exists()
+    assert _shipped(tmp_path / "deploy") == {}
     populated.reindex()
     assert populated.list() == good
     assert _reg(populated, folder)["version"] == 3
@@ -705,6 +1129,9 @@ def test_held_lock_times_out_quickly_and_changes_nothing(
             lambda: _reg(impatient, folder),
             lambda: impatient.promote(NAME, 2),
             lambda: impatient.rollback(NAME),
+            lambda: impatient.retire(NAME),
+            lambda: impatient.set_policy({"auc": 0.5}),
+            lambda: impatient.promote_experiment("exp-a"),
             lambda: impatient.gc(keep=1),
             lambda: impatient.reindex(),
         ):
@@ -744,11 +1171,14 @@ def test_every_error_is_a_registry_error() -> None:
     for error in (
         ArtifactError,
         CorruptStoreError,
+        ExportError,
+        GateError,
         HistoryError,
         IntegrityError,
         InvalidNameError,
         LockTimeoutError,
         NotFoundError,
+        UsageError,
     ):
         assert issubclass(error, RegistryError)
 
@@ -766,7 +1196,14 @@ def test_connections_are_closed_after_each_operation(
     registry.get(NAME)
     registry.list()
     registry.verify()
+    registry.check(NAME, 2)
+    registry.record_check(NAME, 2, "exp-a")
+    registry.promote_experiment("exp-a")
+    registry.set_policy({"auc": 0.5})
     registry.export(NAME, tmp_path / "deploy")
+    registry.export_all(tmp_path / "deploy")
+    registry.retire(NAME)
+    registry.gc(keep=1, dry_run=True)
     registry.gc(keep=1)
     registry.reindex()
     _no_wal(registry.store.root)
@@ -809,13 +1246,12 @@ def test_empty_index_file_is_corrupt_not_empty(populated: Registry) -> None:
     assert snapshot(populated.store.root) == before
 
 
-def test_extra_cannot_override_recorded_fields(registry: Registry, art: Artifacts) -> None:
-    try:
-        meta = _reg(registry, art(), extra={"version": 99, "artifacts": {}})
-    except RegistryError:
-        return
-    assert meta["version"] == 1
-    assert "model" in registry.get(f"{NAME}:v1")["artifacts"]
+def test_extra_cannot_override_recorded_fields(populated: Registry, art: Artifacts) -> None:
+    folder = art()
+    before = snapshot(populated.store.root)
+    with pytest.raises(ArtifactError, match="may not set recorded fields: artifacts, version"):
+        _reg(populated, folder, extra={"version": 99, "artifacts": {}, "inference": {}})
+    assert snapshot(populated.store.root) == before
 
 
 # ================================================================== many writers at once

@@ -1,4 +1,8 @@
-"""registry.cli: every command over the API, --json, --store / $MODEL_STORE, and the error path."""
+"""registry.cli: every command over the API, --json, --store / $MODEL_STORE, and the error path.
+
+The CLI finds families through their entry points, where only `acoustic` is installed: toy
+models are promoted on their floors alone (no holder to compare with); comparisons and
+exports use real acoustic models."""
 
 from __future__ import annotations
 
@@ -13,27 +17,36 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from registry import export
 from registry.api import Registry
 from registry.cli import app
+from registry.errors import RegistryError
 from tests.registry_helpers import (
+    ARCHITECTURE,
     FAMILY,
     MODEL_TYPE,
     NAME,
     SCOPE,
     flip_byte,
+    make_acoustic_artifacts,
     make_artifacts,
     snapshot,
+    write_inference,
 )
 
 REPO = Path(__file__).resolve().parents[1]
 CONSOLE_SCRIPT = Path(sys.executable).parent / "registry"
+ACOUSTIC = f"acoustic_{SCOPE}_{MODEL_TYPE}"
+OTHER = f"{FAMILY}_FAN-7_{MODEL_TYPE}"
+GOOD = {"auc": 0.95}
 runner = CliRunner()
 
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)  # no params.yaml here: promote runs without a gate by default
+    monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MODEL_STORE", raising=False)
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
     monkeypatch.setenv("REGISTRY_ACTOR", "cli-tester")
 
@@ -54,8 +67,16 @@ def ok(*args: str | Path, env: dict[str, str] | None = None) -> str:
     return result.stdout
 
 
-def ok_json(*args: str | Path) -> Any:
-    return json.loads(ok(*args, "--json"))
+def ok_json(*args: str | Path, env: dict[str, str] | None = None) -> Any:
+    return json.loads(ok(*args, "--json", env=env))
+
+
+def refused(*args: str | Path) -> str:
+    """The message of the RegistryError a command stops with (`main` prints it as one line)."""
+    result = cli(*args)
+    assert result.exit_code == 1, (result.output, result.exception)
+    assert isinstance(result.exception, RegistryError), result.exception
+    return str(result.exception)
 
 
 def run_main(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -72,8 +93,10 @@ def run_main(*args: str | Path, cwd: Path | None = None) -> subprocess.Completed
     )
 
 
-def assert_one_error_line(result: subprocess.CompletedProcess, *fragments: str) -> str:
-    assert result.returncode == 1, (result.stdout, result.stderr)
+def assert_one_error_line(
+    result: subprocess.CompletedProcess, *fragments: str, status: int = 1
+) -> str:
+    assert result.returncode == status, (result.stdout, result.stderr)
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ")
@@ -90,10 +113,44 @@ def register_args(folder: Path, scope: str = SCOPE) -> list[str | Path]:
 
 
 def register(
-    store: Path, tmp_path: Path, tag: str, scope: str = SCOPE, **files: Any
+    store: Path,
+    tmp_path: Path,
+    tag: str,
+    scope: str = SCOPE,
+    metrics: dict[str, float] | None = None,
+    env: dict[str, str] | None = None,
+    **files: Any,
 ) -> dict[str, Any]:
+    """A toy model through `registry register`, by default with metrics that pass the floors."""
     folder = make_artifacts(tmp_path / "art" / tag, tag.encode(), **files)
-    return ok_json(*register_args(folder, scope), "--store", store)
+    metrics_file = tmp_path / "art" / f"{tag}.json"
+    metrics_file.write_text(json.dumps(GOOD if metrics is None else metrics))
+    args = register_args(folder, scope)
+    return ok_json(*args, "--metrics", metrics_file, "--store", store, env=env)
+
+
+def register_acoustic(store: Path, tmp_path: Path, seed: int, bias: float = 0.0) -> int:
+    """A real acoustic model (auc 0.95) through `registry register --extra`; its version."""
+    folder = make_acoustic_artifacts(tmp_path / "acoustic" / f"s{seed}-b{bias:g}", seed, bias)
+    (tmp_path / "acoustic" / "metrics.json").write_text(json.dumps(GOOD))
+    extra = write_inference(tmp_path / "acoustic" / "inference.json")
+    meta = ok_json(
+        "register",
+        folder,
+        "--family",
+        "acoustic",
+        "--scope",
+        SCOPE,
+        "--model-type",
+        MODEL_TYPE,
+        "--metrics",
+        tmp_path / "acoustic" / "metrics.json",
+        "--extra",
+        extra,
+        "--store",
+        store,
+    )
+    return meta["version"]
 
 
 # ================================================================== register
@@ -130,19 +187,33 @@ def test_register_table_json_metrics_and_params(store: Path, tmp_path: Path) -> 
     assert again_json["existing"] is True and again_json["version"] == 1
 
 
-def test_register_bad_metrics_file_is_a_usage_error(store: Path, tmp_path: Path) -> None:
+def test_register_keeps_extra_metadata_from_a_file(store: Path, tmp_path: Path) -> None:
+    (tmp_path / "extra.yaml").write_text("inference:\n  sample_rate: 16000\n")
+    folder = make_artifacts(tmp_path / "a1")
+    ok(*register_args(folder), "--extra", tmp_path / "extra.yaml", "--store", store)
+    assert Registry(store).get(NAME)["inference"] == {"sample_rate": 16000}
+
+
+@pytest.mark.parametrize("option", ["--metrics", "--params", "--extra"])
+def test_register_bad_metadata_file_is_a_usage_error(
+    store: Path, tmp_path: Path, option: str
+) -> None:
     folder = make_artifacts(tmp_path / "a1")
     (tmp_path / "m.json").write_text("[1, 2]")
-    result = cli(
-        *register_args(folder),
-        "--metrics",
-        tmp_path / "m.json",
-        "--store",
-        store,
-    )
+    result = cli(*register_args(folder), option, tmp_path / "m.json", "--store", store)
     assert result.exit_code == 2
     assert "expected a mapping" in result.output
+    missing = cli(*register_args(folder), option, tmp_path / "nope.json", "--store", store)
+    assert missing.exit_code == 2 and "cannot read" in missing.output
     assert not store.exists()
+
+
+def test_register_refuses_extra_that_sets_recorded_fields(store: Path, tmp_path: Path) -> None:
+    (tmp_path / "extra.json").write_text(json.dumps({"version": 7}))
+    folder = make_artifacts(tmp_path / "a1")
+    message = refused(*register_args(folder), "--extra", tmp_path / "extra.json", "--store", store)
+    assert "may not set recorded fields: version" in message
+    assert Registry(store).list() == []
 
 
 # ================================================================== read commands
@@ -157,7 +228,7 @@ def two_models(store: Path, tmp_path: Path) -> Path:
 
 def test_list_table_and_json_and_filters(two_models: Path) -> None:
     table = ok("list", "--store", two_models).splitlines()
-    assert table[0].split() == ["name", "version", "aliases", "created", "auc"]
+    assert table[0].split() == ["name", "version", "aliases", "created", "auc", "experiment"]
     assert set(table[1]) <= {"-", " "}
     assert len(table) == 5
     assert any(line.split()[:3] == [NAME, "2", "production"] for line in table[2:])
@@ -168,6 +239,17 @@ def test_list_table_and_json_and_filters(two_models: Path) -> None:
     assert [m["name"] for m in fan] == [f"{FAMILY}_FAN-7_{MODEL_TYPE}"]
     prod = ok_json("list", "--alias", "production", "--store", two_models)
     assert [(m["version"], m["aliases"]) for m in prod] == [(2, ["production"])]
+
+
+def test_list_by_experiment(store: Path, tmp_path: Path) -> None:
+    register(store, tmp_path, "v1")
+    register(store, tmp_path, "v2", env={"DVC_EXP_NAME": "exp-a"})
+    register(store, tmp_path, "v3", env={"DVC_EXP_NAME": "exp-b"})
+    found = ok_json("list", "--experiment", "exp-a", "--store", store)
+    assert [(m["version"], m["lineage"]["dvc_experiment"]) for m in found] == [(2, "exp-a")]
+    table = ok("list", "--experiment", "exp-b", "--store", store).splitlines()
+    assert len(table) == 3 and table[2].split()[1] == "3" and table[2].split()[-1] == "exp-b"
+    assert ok_json("list", "--experiment", "exp-c", "--store", store) == []
 
 
 def test_show_refs(two_models: Path) -> None:
@@ -196,22 +278,15 @@ def test_default_store_is_model_store_in_the_working_directory(tmp_path: Path) -
 
 def test_history_and_diff(store: Path, tmp_path: Path) -> None:
     for tag, auc in (("v1", 0.9), ("v2", 0.95)):
-        folder = make_artifacts(tmp_path / "art" / tag, tag.encode())
-        (tmp_path / f"{tag}.json").write_text(json.dumps({"auc": auc}))
-        ok(
-            *register_args(folder),
-            "--metrics",
-            tmp_path / f"{tag}.json",
-            "--store",
-            store,
-        )
+        register(store, tmp_path, tag, metrics={"auc": auc})
     ok("promote", NAME, "1", "--reason", "first one", "--store", store)
     records = ok_json("history", NAME, "--store", store)
     assert [r["type"] for r in records] == ["registered", "registered", "promoted"]
     assert records[-1]["reason"] == "first one" and records[-1]["actor"] == "cli-tester"
     table = ok("history", NAME, "--store", store).splitlines()
-    assert table[0].split() == ["time", "event", "version", "alias", "from", "actor", "reason"]
-    assert table[-1].split()[1:4] == ["promoted", "1", "production"]
+    assert table[0].split() == ["time", "event", "version", "alias", "from", "actor", "detail"]
+    last = ["promoted", "1", "production", "-", "cli-tester", "first", "one"]
+    assert table[-1].split()[1:] == last
     assert ok_json("diff", NAME, "1", "2", "--store", store) == {
         "params": {},
         "metrics": {"auc": [0.9, 0.95]},
@@ -223,45 +298,203 @@ def test_history_and_diff(store: Path, tmp_path: Path) -> None:
 
 # ================================================================== promote / rollback
 def test_promote_rollback_walk(store: Path, tmp_path: Path) -> None:
-    for tag in ("v1", "v2", "v3"):
-        register(store, tmp_path, tag)
-    for version in ("1", "3", "2"):
-        ok("promote", NAME, version, "--store", store)
-    table = ok("rollback", NAME, "--reason", "noisy", "--store", store).splitlines()
-    assert table[0].split() == ["name", "alias", "from", "to"]
-    assert table[2].split() == [NAME, "production", "2", "3"]
-    record = ok_json("rollback", NAME, "--store", store)
+    for seed in (1, 2, 3):
+        register_acoustic(store, tmp_path, seed)
+    first = ok("promote", ACOUSTIC, "1", "--store", store).splitlines()
+    assert first[0].split() == ["name", "alias", "from", "to", "gate"]
+    assert first[2].split() == [ACOUSTIC, "production", "-", "1", "passed"]
+    for version in ("3", "2"):
+        record = ok_json("promote", ACOUSTIC, version, "--store", store)
+        assert record["gate"]["passed"] and "candidate_error" in record["gate"]["figures"]
+    table = ok("rollback", ACOUSTIC, "--reason", "noisy", "--store", store).splitlines()
+    assert table[2].split() == [ACOUSTIC, "production", "2", "3", "-"]
+    record = ok_json("rollback", ACOUSTIC, "--store", store)
     assert (record["from_version"], record["to_version"]) == (3, 1)
-    assert ok_json("show", f"{NAME}@production", "--store", store)["version"] == 1
+    assert ok_json("show", f"{ACOUSTIC}@production", "--store", store)["version"] == 1
     before = snapshot(store)
-    result = run_main("rollback", NAME, "--store", store)
-    assert_one_error_line(result, f"{NAME}@production", "no previous holder")
+    result = run_main("rollback", ACOUSTIC, "--store", store)
+    assert_one_error_line(result, f"{ACOUSTIC}@production", "no previous holder")
     assert snapshot(store) == before
 
 
 def test_promote_json_and_alias(store: Path, tmp_path: Path) -> None:
-    register(store, tmp_path, "v1")
+    register(store, tmp_path, "v1", metrics={})
     record = ok_json("promote", NAME, "1", "--alias", "staging", "--store", store)
     assert (record["type"], record["alias"], record["to_version"]) == ("promoted", "staging", 1)
+    assert "gate" not in record
     again = ok("promote", NAME, "1", "--alias", "staging", "--store", store)
-    assert again.splitlines()[2].split() == [NAME, "staging", "-", "1"]  # unchanged, nothing new
+    assert again.splitlines()[2].split() == [NAME, "staging", "-", "1", "-"]
     assert len(ok_json("history", NAME, "--store", store)) == 2
 
 
-def test_promote_uses_the_gate_params_file(store: Path, tmp_path: Path) -> None:
-    gate_file = tmp_path / "params.yaml"
-    gate_file.write_text(
-        "deploy:\n  gate:\n    floors:\n      auc: 0.9\n    rollback_factor: 2.0\n"
-    )
-    register(store, tmp_path, "v1")  # no metrics: the auc floor fails
+def test_promote_meets_the_store_policy_wherever_it_runs(store: Path, tmp_path: Path) -> None:
+    """A params.yaml where the command runs sets nothing: the gate is the store's."""
+    (tmp_path / "params.yaml").write_text("deploy:\n  gate:\n    floors:\n      auc: 0.0\n")
+    register(store, tmp_path, "v1", metrics={})
     before = snapshot(store)
-    result = run_main("promote", NAME, "1", "--store", store, cwd=tmp_path)  # ./params.yaml
-    assert_one_error_line(result, "refused by the gate", "auc = None is below the floor 0.9")
+    result = run_main("promote", NAME, "1", "--store", store, cwd=tmp_path)
+    assert_one_error_line(result, "refused by the gate", "auc was not measured", "--force")
+    gate_params = cli("promote", NAME, "1", "--gate-params", tmp_path / "params.yaml")
+    assert gate_params.exit_code == 2 and "No such option" in gate_params.output
     assert snapshot(store) == before
-    record = ok_json("promote", NAME, "1", "--force", "--gate-params", gate_file, "--store", store)
-    assert record["forced"] is True
-    assert record["gate"]["passed"] is False
-    assert record["gate"]["figures"]["auc"] is None
+    ok("set-policy", "--drop-floor", "auc", "--reason", "no labelled clips yet", "--store", store)
+    record = ok_json("promote", NAME, "1", "--store", store)
+    assert record["gate"] == {"passed": True, "reasons": [], "figures": {}}
+
+
+def test_force_needs_a_reason_and_is_recorded(store: Path, tmp_path: Path) -> None:
+    register(store, tmp_path, "v1", metrics={"auc": 0.5})
+    before = snapshot(store)
+    result = run_main("promote", NAME, "1", "--force", "--store", store, cwd=tmp_path)
+    assert_one_error_line(result, "--force needs a --reason", status=2)
+    assert snapshot(store) == before
+    args = ("promote", NAME, "1", "--force", "--reason", "hotfix", "--store", store)
+    assert ok(*args).splitlines()[2].split() == [NAME, "production", "-", "1", "refused,", "forced"]
+    last = ok("history", NAME, "--store", store).splitlines()[-1]
+    assert last.split()[1:5] == ["promoted", "(forced)", "1", "production"]
+    assert last.endswith("hotfix; auc = 0.5 is below the floor 0.9")
+
+
+# ================================================================== policy and check
+def test_policy_and_set_policy(store: Path, tmp_path: Path) -> None:
+    table = ok("policy", "--store", store).splitlines()
+    assert table[0].split() == ["rule", "value"]
+    assert [line.split() for line in table[2:]] == [
+        ["floor", "auc", "0.9"],
+        ["rollback", "factor", "2.0"],
+        ["set", "never:", "the", "default", "applies"],
+    ]
+    assert not store.exists()
+    record = ok_json(
+        *("set-policy", "--floor", "auc=0.8", "--floor", "pauc=0.5"),
+        *("--rollback-factor", "1.5", "--reason", "pilot site", "--store", store),
+    )
+    assert record["type"] == "policy_set" and record["reason"] == "pilot site"
+    assert record["policy"] == {"floors": {"auc": 0.8, "pauc": 0.5}, "rollback_factor": 1.5}
+    assert record["previous"] == {"floors": {"auc": 0.9}, "rollback_factor": 2.0}
+    table = ok("set-policy", "--drop-floor", "pauc", "--store", store).splitlines()
+    assert [line.split() for line in table[2:]] == [
+        ["floor", "auc", "0.8"],
+        ["rollback", "factor", "1.5"],
+    ]
+    found = ok_json("policy", "--store", store)
+    assert (found["floors"], found["rollback_factor"]) == ({"auc": 0.8}, 1.5)
+    assert (found["set"]["actor"], found["set"]["reason"]) == ("cli-tester", "")
+    assert ok("policy", "--store", store).splitlines()[-1].split()[-2:] == ["by", "cli-tester"]
+
+
+def test_set_policy_refusals_change_nothing(store: Path, tmp_path: Path) -> None:
+    register(store, tmp_path, "v1")
+    before = snapshot(store)
+    for value in ("auc", "auc=high"):
+        result = cli("set-policy", "--floor", value, "--store", store)
+        assert result.exit_code == 2 and "expected METRIC=NUMBER" in result.output
+    dropped = run_main("set-policy", "--drop-floor", "pauc", "--store", store)
+    assert_one_error_line(dropped, "no floor on pauc to drop; nothing changed", status=2)
+    assert "rollback factor 0" in refused("set-policy", "--rollback-factor", "0", "--store", store)
+    assert "floor metric 'a uc'" in refused("set-policy", "--floor", "a uc=0.9", "--store", store)
+    assert snapshot(store) == before
+
+
+def test_check_exits_1_when_the_gate_would_refuse_and_changes_nothing(
+    store: Path, tmp_path: Path
+) -> None:
+    register_acoustic(store, tmp_path, 1)
+    ok("promote", ACOUSTIC, "1", "--store", store)
+    worse = register_acoustic(store, tmp_path, 2, bias=10.0)
+    fine = register_acoustic(store, tmp_path, 3)
+    before = snapshot(store)
+    result = cli("check", ACOUSTIC, str(worse), "--store", store)
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["verdict", "detail"]
+    assert lines[2].split()[:3] == ["refused", "candidate", "error"]
+    assert ["figure", "holder", "=", "1"] in [line.split() for line in lines]
+    as_json = cli("check", ACOUSTIC, str(worse), "--json", "--store", store)
+    assert as_json.exit_code == 1 and json.loads(as_json.stdout)["passed"] is False
+    passed = ok_json("check", ACOUSTIC, str(fine), "--store", store)
+    assert passed["passed"] is True and passed["figures"]["holder"] == 1
+    assert ok("check", ACOUSTIC, str(fine), "--store", store).splitlines()[2].split() == [
+        "passed",
+        "-",
+    ]
+    assert snapshot(store) == before
+
+
+def test_check_of_the_current_holder_passes(store: Path, tmp_path: Path) -> None:
+    register(store, tmp_path, "v1")
+    ok("promote", NAME, "1", "--store", store)
+    assert ok_json("check", NAME, "1", "--store", store)["passed"] is True
+
+
+# ================================================================== experiments and retire
+@pytest.fixture
+def experiment(store: Path, tmp_path: Path) -> Path:
+    """exp-a's deploy stage checked NAME v1 and OTHER v1; exp-b checked NAME v2 (auc 0.5)."""
+    register(store, tmp_path, "v1")
+    register(store, tmp_path, "fan", scope="FAN-7")
+    register(store, tmp_path, "v2", metrics={"auc": 0.5})
+    registry = Registry(store)
+    registry.record_check(NAME, 1, "exp-a")
+    registry.record_check(OTHER, 1, "exp-a")
+    registry.record_check(NAME, 2, "exp-b")
+    return store
+
+
+def test_promote_experiment_moves_what_it_checked(experiment: Path) -> None:
+    args = ("promote-experiment", "exp-a", "--reason", "best of the sweep", "--store", experiment)
+    table = ok(*args).splitlines()
+    assert table[0].split() == ["name", "alias", "from", "to", "gate"]
+    assert sorted(line.split() for line in table[2:]) == [
+        [OTHER, "production", "-", "1", "passed"],
+        [NAME, "production", "-", "1", "passed"],
+    ]
+    held = ok_json("list", "--alias", "production", "--store", experiment)
+    assert sorted(m["name"] for m in held) == [OTHER, NAME]
+    history = ok("history", NAME, "--store", experiment).splitlines()
+    assert history[4].split()[1] == "checked"
+    assert history[4].endswith("experiment exp-a; the gate would pass it")
+    assert history[5].endswith(
+        "experiment exp-b; the gate would refuse it; auc = 0.5 is below the floor 0.9"
+    )
+    assert history[6].split()[1] == "promoted" and history[6].endswith("best of the sweep")
+
+
+def test_promote_experiment_refused_moves_nothing(experiment: Path) -> None:
+    before = snapshot(experiment)
+    result = run_main("promote-experiment", "exp-b", "--store", experiment)
+    assert_one_error_line(result, "experiment 'exp-b': nothing promoted", "auc = 0.5")
+    assert "experiment 'exp-z': no candidate" in refused(
+        "promote-experiment", "exp-z", "--store", experiment
+    )
+    assert snapshot(experiment) == before
+    forced = ("--force", "--reason", "accepted by hand", "--store", experiment)
+    records = ok_json("promote-experiment", "exp-b", *forced)
+    assert [(r["name"], r["to_version"], r["forced"]) for r in records] == [(NAME, 2, True)]
+
+
+def test_promote_experiment_by_scope(experiment: Path) -> None:
+    records = ok_json("promote-experiment", "exp-a", "--scope", "FAN-7", "--store", experiment)
+    assert [(r["name"], r["to_version"]) for r in records] == [(OTHER, 1)]
+    assert ok_json("list", "--alias", "production", "--store", experiment)[0]["name"] == OTHER
+
+
+def test_retire_leaves_nothing_to_roll_back_to(store: Path, tmp_path: Path) -> None:
+    register(store, tmp_path, "v1")
+    register(store, tmp_path, "v2")
+    ok("promote", NAME, "1", "--store", store)
+    table = ok("retire", NAME, "--reason", "device removed", "--store", store).splitlines()
+    assert table[0].split() == ["name", "alias", "retired"]
+    assert table[2].split() == [NAME, "production", "1"]
+    assert ok_json("list", "--alias", "production", "--store", store) == []
+    before = snapshot(store)
+    assert "no previous holder" in refused("rollback", NAME, "--store", store)
+    assert "has no alias 'production'" in refused("retire", NAME, "--store", store)
+    assert snapshot(store) == before
+    last = ok("history", NAME, "--store", store).splitlines()[-1]
+    assert last.split()[1:4] == ["retired", "1", "production"]
+    assert last.endswith("device removed")
+    assert ok_json("promote", NAME, "2", "--store", store)["from_version"] is None
 
 
 # ================================================================== verify
@@ -294,51 +527,85 @@ def test_verify_clean_and_tampered(store: Path, tmp_path: Path) -> None:
 
 
 def test_tampered_file_refused_by_promote_and_export(store: Path, tmp_path: Path) -> None:
-    register(store, tmp_path, "v1")
-    Registry(store).promote(NAME, 1)
-    register(store, tmp_path, "v2")
-    flip_byte(store / f"{NAME}_v1_model.pth")
-    flip_byte(store / f"{NAME}_v2_model.pth")
+    register_acoustic(store, tmp_path, 1)
+    ok("promote", ACOUSTIC, "1", "--store", store)
+    register_acoustic(store, tmp_path, 2)
+    flip_byte(store / f"{ACOUSTIC}_v1_model.pth")
+    flip_byte(store / f"{ACOUSTIC}_v2_model.pth")
     before = snapshot(store)
-    promote = run_main("promote", NAME, "2", "--store", store, cwd=tmp_path)
-    assert_one_error_line(promote, str(store / f"{NAME}_v2_model.pth"), "sha256")
-    export = run_main("export", NAME, "--to", tmp_path / "deploy", "--store", store)
-    assert_one_error_line(export, str(store / f"{NAME}_v1_model.pth"), "refused")
+    promote = run_main("promote", ACOUSTIC, "2", "--store", store, cwd=tmp_path)
+    assert_one_error_line(promote, str(store / f"{ACOUSTIC}_v2_model.pth"), "sha256")
+    message = refused("export", ACOUSTIC, "--to", tmp_path / "deploy", "--store", store)
+    assert str(store / f"{ACOUSTIC}_v1_model.pth") in message and "refused" in message
     assert snapshot(store) == before
-    assert not (tmp_path / "deploy").exists()
+    assert export.exported(tmp_path / "deploy") == {}
 
 
 # ================================================================== export
+def _bundles(deploy: Path) -> list[str]:
+    """Models of the bundles kept for SCOPE, oldest first."""
+    folders = sorted(p for p in (deploy / export.OWN / SCOPE).iterdir() if p.is_dir())
+    return [json.loads((f / export.MANIFEST).read_text())["model"] for f in folders]
+
+
 def test_export_layout_and_backups(store: Path, tmp_path: Path) -> None:
     deploy = tmp_path / "deploy"
-    for number in range(1, 5):
-        register(store, tmp_path, f"v{number}", scale=(0.0, float(number)), threshold=number / 10)
-        ok("promote", NAME, str(number), "--store", store)
-        out = ok("export", NAME, "--to", deploy, "--keep-backups", "2", "--store", store)
-        assert out.strip() == str(deploy / SCOPE)
+    for seed in range(1, 5):
+        version = register_acoustic(store, tmp_path, seed)
+        ok("promote", ACOUSTIC, str(version), "--alias", "staging", "--store", store)
+        args = ("--to", deploy, "--alias", "staging", "--keep-backups", "2", "--store", store)
+        assert ok("export", ACOUSTIC, *args).strip() == str(deploy / SCOPE)
     target = deploy / SCOPE
-    assert (target / "ae_model.pth").read_bytes() == b"v4"
-    np.testing.assert_array_equal(np.load(target / "global_scale.npy"), [0.0, 4.0])
-    np.testing.assert_allclose(np.load(target / "thresholds" / f"threshold_{SCOPE}.npy"), 0.4)
+    assert target.is_symlink() and os.readlink(target).startswith(f"{export.OWN}/{SCOPE}/")
+    weights = (store / f"{ACOUSTIC}_v4_model.pth").read_bytes()
+    assert (target / "ae_model.pth").read_bytes() == weights
+    np.testing.assert_array_equal(np.load(target / "global_scale.npy"), [-80.0, 0.0])
+    np.testing.assert_allclose(np.load(target / "thresholds" / f"threshold_{SCOPE}.npy"), 0.05)
     bundle = json.loads((target / "bundle.json").read_text())
-    assert bundle["device"] == SCOPE and bundle["model"] == f"{NAME}:v4"
-    backups = sorted((deploy / ".backups" / SCOPE).iterdir())
-    assert len(backups) == 2
-    assert [json.loads((b / "bundle.json").read_text())["model"] for b in backups] == [
-        f"{NAME}:v2",
-        f"{NAME}:v3",
-    ]
-    assert (backups[-1] / "ae_model.pth").read_bytes() == b"v3"
+    assert (bundle["device"], bundle["model"]) == (SCOPE, f"{ACOUSTIC}:v4")
+    assert bundle["architecture"] == ARCHITECTURE and bundle["sample_rate"] == 16000
+    shipped = {"ae_model.pth", "global_scale.npy", f"thresholds/threshold_{SCOPE}.npy"}
+    assert set(bundle["sha256"]) == shipped
+    assert _bundles(deploy) == [f"{ACOUSTIC}:v2", f"{ACOUSTIC}:v3", f"{ACOUSTIC}:v4"]
+    again = ("--to", deploy, "--alias", "staging", "--store", store)
+    assert ok_json("export", *again) == {SCOPE: {"model": f"{ACOUSTIC}:v4", "status": "unchanged"}}
+    assert len(_bundles(deploy)) == 3
+    zero = cli("export", ACOUSTIC, "--to", deploy, "--keep-backups", "0", "--store", store)
+    assert zero.exit_code == 2
 
 
-def test_export_alias_option_and_missing_alias(store: Path, tmp_path: Path) -> None:
+def test_export_of_a_missing_alias_or_a_family_without_exporter(
+    store: Path, tmp_path: Path
+) -> None:
     register(store, tmp_path, "v1")
-    ok("promote", NAME, "1", "--alias", "staging", "--store", store)
-    ok("export", NAME, "--to", tmp_path / "deploy", "--alias", "staging", "--store", store)
-    assert (tmp_path / "deploy" / SCOPE / "ae_model.pth").read_bytes() == b"v1"
-    result = run_main("export", NAME, "--to", tmp_path / "other", "--store", store)
-    assert_one_error_line(result, "has no alias 'production'")
-    assert not (tmp_path / "other").exists()
+    ok("promote", NAME, "1", "--store", store)
+    other = tmp_path / "other"
+    staging = refused("export", NAME, "--to", other, "--alias", "staging", "--store", store)
+    assert "has no alias 'staging'" in staging
+    result = run_main("export", NAME, "--to", other, "--store", store)
+    assert_one_error_line(result, "no exporter is installed for family 'toy'")
+    assert export.exported(other) == {} and not (other / SCOPE).exists()
+
+
+def test_export_every_holder_and_take_a_retired_one_out_of_service(
+    store: Path, tmp_path: Path
+) -> None:
+    deploy = tmp_path / "deploy"
+    register_acoustic(store, tmp_path, 1)
+    ok("promote", ACOUSTIC, "1", "--store", store)
+    register(store, tmp_path, "fan", scope="FAN-7")
+    ok("promote", OTHER, "1", "--store", store)
+    result = cli("export", "--to", deploy, "--store", store)
+    assert result.exit_code == 1
+    rows = [line.split()[:3] for line in result.stdout.splitlines()]
+    assert rows[0] == ["scope", "model", "status"]
+    assert rows[2:] == [["FAN-7", f"{OTHER}:v1", "failed"], [SCOPE, f"{ACOUSTIC}:v1", "exported"]]
+    assert "no exporter is installed for family 'toy'" in result.stdout
+    only = ("--to", deploy, "--family", "acoustic", "--store", store)
+    assert ok_json("export", *only) == {SCOPE: {"model": f"{ACOUSTIC}:v1", "status": "unchanged"}}
+    ok("retire", ACOUSTIC, "--reason", "device removed", "--store", store)
+    assert ok_json("export", *only) == {SCOPE: {"model": f"{ACOUSTIC}:v1", "status": "removed"}}
+    assert export.exported(deploy) == {} and not (deploy / SCOPE).is_symlink()
 
 
 # ================================================================== reindex / gc
@@ -346,7 +613,15 @@ def test_reindex_and_gc(store: Path, tmp_path: Path) -> None:
     for number in range(1, 5):
         register(store, tmp_path, f"v{number}")
     ok("promote", NAME, "1", "--store", store)
-    assert ok("gc", "--keep", "1", "--store", store).splitlines() == [f"{NAME}:v2", f"{NAME}:v3"]
+    before = snapshot(store)
+    doomed = [f"{NAME}:v2", f"{NAME}:v3"]
+    assert ok("gc", "--keep", "1", "--dry-run", "--store", store).splitlines() == [
+        "would remove:",
+        *doomed,
+    ]
+    assert ok_json("gc", "--keep", "1", "--dry-run", "--store", store) == doomed
+    assert snapshot(store) == before
+    assert ok("gc", "--keep", "1", "--store", store).splitlines() == doomed
     assert ok("gc", "--keep", "1", "--store", store).strip() == "nothing to remove"
     before = ok_json("list", "--store", store)
     (store / "index.sqlite").unlink()
@@ -449,13 +724,31 @@ def test_console_script_reports_errors_in_one_line(two_models: Path) -> None:
     assert json.loads(shown.stdout)["version"] == 2
 
 
-@pytest.mark.parametrize("command", ["export", "reindex", "gc"])
-def test_every_command_has_json_output(store: Path, tmp_path: Path, command: str) -> None:
-    register(store, tmp_path, "v1")
-    ok("promote", NAME, "1", "--store", store)
-    args = {
-        "export": ["export", NAME, "--to", str(tmp_path / "deploy")],
-        "reindex": ["reindex"],
-        "gc": ["gc", "--keep", "1"],
-    }[command]
-    json.loads(ok(*args, "--store", store, "--json"))
+COMMANDS = [
+    ["list"],
+    ["show", ACOUSTIC],
+    ["history", ACOUSTIC],
+    ["diff", ACOUSTIC, "1", "2"],
+    ["verify"],
+    ["check", ACOUSTIC, "3"],
+    ["promote", ACOUSTIC, "3", "--alias", "staging"],
+    ["promote-experiment", "exp-a"],
+    ["rollback", ACOUSTIC],
+    ["export", ACOUSTIC, "--to", "deploy"],
+    ["export", "--to", "deploy"],
+    ["retire", ACOUSTIC],
+    ["policy"],
+    ["set-policy", "--floor", "auc=0.8"],
+    ["reindex"],
+    ["gc", "--keep", "1"],
+]
+
+
+def test_every_command_has_json_output(store: Path, tmp_path: Path) -> None:
+    for seed in (1, 2, 3):
+        register_acoustic(store, tmp_path, seed)
+    ok("promote", ACOUSTIC, "1", "--store", store)
+    ok("promote", ACOUSTIC, "2", "--store", store)
+    Registry(store).record_check(ACOUSTIC, 3, "exp-a")
+    for args in COMMANDS:
+        json.loads(ok(*args, "--store", store, "--json"))

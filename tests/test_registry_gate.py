@@ -1,9 +1,11 @@
-"""registry.gate and the gate inside Registry.promote: floors, degradation, force, aliases."""
+"""registry.gate and the gate inside Registry.promote: the store's policy, floors, the
+degradation check computed by the family, readmission, force, and refusals that change nothing."""
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +13,20 @@ import pytest
 
 from registry import events, gate
 from registry.api import Registry
-from registry.errors import GateError
-from tests.registry_helpers import FAMILY, MODEL_TYPE, NAME, SCOPE, make_artifacts, snapshot
+from registry.errors import GateError, InvalidNameError, UsageError
+from tests.registry_helpers import (
+    FAMILY,
+    INFERENCE,
+    MODEL_TYPE,
+    NAME,
+    SCOPE,
+    TOY,
+    make_acoustic_artifacts,
+    make_artifacts,
+    snapshot,
+)
+
+POLICY = gate.Policy({"auc": 0.9}, 2.0)
 
 
 @pytest.fixture(autouse=True)
@@ -21,213 +35,267 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MODEL_STORE", raising=False)
 
 
-def _candidate(version: int = 2, auc: Any = 0.95, **extra: Any) -> dict[str, Any]:
-    return {"name": NAME, "version": version, "metrics": {"auc": auc}, **extra}
-
-
-def _comparison(holder: int, holder_error: float, candidate_error: float) -> dict[str, Any]:
-    return {
-        "holder_version": holder,
-        "holder_error": holder_error,
-        "candidate_error": candidate_error,
-    }
-
-
 # ------------------------------------------------------------------ gate.check
 def test_floors_pass_and_record_the_figures() -> None:
-    result = gate.check(_candidate(auc=0.95), None, {"auc": 0.9}, 2.0)
-    assert result.passed
-    assert result.reasons == []
+    result = gate.check({"auc": 0.95}, POLICY, None)
+    assert result.passed and result.reasons == []
     assert result.figures == {"auc": 0.95}
 
 
 def test_floor_at_exactly_the_value_passes() -> None:
-    assert gate.check(_candidate(auc=0.9), None, {"auc": 0.9}, 2.0).passed
+    assert gate.check({"auc": 0.9}, POLICY, None).passed
 
 
 def test_floors_fail_with_the_figures_in_the_reason() -> None:
-    result = gate.check(_candidate(auc=0.8), None, {"auc": 0.9, "pauc": 0.5}, 2.0)
+    result = gate.check({"auc": 0.8}, gate.Policy({"auc": 0.9, "pauc": 0.5}, 2.0), None)
     assert not result.passed
     assert "auc = 0.8 is below the floor 0.9" in result.reasons
-    assert "pauc = None is below the floor 0.5" in result.reasons  # a missing metric fails
+    assert "pauc was not measured (no labelled test clips?); floor 0.5" in result.reasons
     assert result.figures == {"auc": 0.8, "pauc": None}
 
 
-def test_non_numeric_metric_fails_the_floor() -> None:
-    assert not gate.check(_candidate(auc="high"), None, {"auc": 0.9}, 2.0).passed
+@pytest.mark.parametrize("value", ["high", math.nan, math.inf, True])
+def test_a_value_that_is_not_a_finite_number_fails_the_floor(value: Any) -> None:
+    assert not gate.check({"auc": value}, POLICY, None).passed
 
 
-def test_no_metrics_at_all_fails_a_floor() -> None:
-    result = gate.check({"name": NAME, "version": 1}, None, {"auc": 0.9}, 2.0)
-    assert not result.passed
-
-
-def test_degradation_within_the_factor_passes() -> None:
-    candidate = _candidate(comparison=_comparison(1, 1.0, 1.9))
-    result = gate.check(candidate, 1, {}, 2.0)
+def test_degradation_within_the_factor_passes_with_the_figures() -> None:
+    result = gate.check({"auc": 0.95}, POLICY, gate.Comparison(1, 1.9, 1.0))
     assert result.passed
     assert result.figures == {
+        "auc": 0.95,
         "holder": 1,
-        "holder_version": 1,
-        "holder_error": 1.0,
         "candidate_error": 1.9,
+        "holder_error": 1.0,
         "rollback_factor": 2.0,
     }
 
 
 def test_degradation_beyond_the_factor_fails_with_the_figures() -> None:
-    candidate = _candidate(comparison=_comparison(1, 1.0, 2.5))
-    result = gate.check(candidate, 1, {}, 2.0)
-    assert not result.passed
+    result = gate.check({"auc": 0.95}, POLICY, gate.Comparison(1, 2.5, 1.0))
     assert result.reasons == ["candidate error 2.5 > holder v1 error 1 x 2 on the candidate's data"]
 
 
-def test_missing_comparison_with_the_holder_refuses() -> None:
-    result = gate.check(_candidate(), 1, {}, 2.0)
-    assert not result.passed
-    assert "no comparison with the current holder v1" in result.reasons[0]
+def test_a_comparison_that_could_not_be_made_refuses() -> None:
+    result = gate.check({"auc": 0.95}, POLICY, gate.Comparison(3, problem="no eval_windows"))
+    assert result.reasons == ["cannot compare with the holder v3: no eval_windows"]
+    assert result.figures["comparison_problem"] == "no eval_windows"
 
 
-def test_comparison_against_another_version_refuses() -> None:
-    result = gate.check(_candidate(version=3, comparison=_comparison(1, 1.0, 0.5)), 2, {}, 2.0)
-    assert not result.passed
-    assert "current holder v2" in result.reasons[0]
+@pytest.mark.parametrize("errors", [(math.nan, 1.0), (1.0, None), (math.inf, 1.0)])
+def test_error_figures_that_are_not_finite_refuse(errors: tuple[Any, Any]) -> None:
+    assert not gate.check({"auc": 0.95}, POLICY, gate.Comparison(1, *errors)).passed
 
 
-def test_no_holder_or_holder_is_candidate_skips_degradation() -> None:
-    assert gate.check(_candidate(version=2), None, {}, 2.0).passed
-    assert gate.check(_candidate(version=2), 2, {}, 2.0).passed
+def test_a_readmitted_version_is_judged_on_its_floors_only() -> None:
+    result = gate.check({"auc": 0.95}, POLICY, gate.Comparison(2, readmitted=True))
+    assert result.passed and result.figures == {"auc": 0.95, "holder": 2, "readmitted": True}
+    assert not gate.check({"auc": 0.5}, POLICY, gate.Comparison(2, readmitted=True)).passed
 
 
 def test_both_checks_report_together() -> None:
-    result = gate.check(
-        _candidate(auc=0.1, comparison=_comparison(1, 1.0, 9.0)), 1, {"auc": 0.9}, 2
-    )
-    assert not result.passed
+    result = gate.check({"auc": 0.1}, POLICY, gate.Comparison(1, 9.0, 1.0))
     assert len(result.reasons) == 2
 
 
-def test_nan_metric_fails_the_floor() -> None:
-    assert not gate.check(_candidate(auc=math.nan), None, {"auc": 0.9}, 2.0).passed
+@pytest.mark.parametrize(
+    ("floors", "factor", "says"),
+    [
+        ({"auc": math.nan}, 2.0, "floor auc=nan"),
+        ({"a uc": 0.9}, 2.0, "floor metric 'a uc'"),
+        ({"auc": "high"}, 2.0, "floor auc='high'"),
+        ({}, 0, "rollback factor 0"),
+        ({}, math.inf, "rollback factor inf"),
+    ],
+)
+def test_make_policy_refuses_bad_values(floors: dict, factor: Any, says: str) -> None:
+    with pytest.raises(InvalidNameError, match=says):
+        gate.make_policy(floors, factor)
 
 
-def test_nan_candidate_error_fails_the_degradation_check() -> None:
-    candidate = _candidate(comparison=_comparison(1, 1.0, math.nan))
-    assert not gate.check(candidate, 1, {}, 2.0).passed
+# ------------------------------------------------------------------ the store's policy
+@pytest.fixture
+def registry(tmp_path: Path) -> Registry:
+    return Registry(tmp_path / "store", actor="tester", families=TOY)
 
 
-def test_incomplete_comparison_refuses_with_a_reason() -> None:
-    result = gate.check(_candidate(comparison={"holder_version": 1}), 1, {}, 2.0)
-    assert not result.passed
+def _register(registry: Registry, tmp_path: Path, tag: str, **metrics: float) -> dict[str, Any]:
+    folder = make_artifacts(tmp_path / "art" / tag, tag.encode())
+    return registry.register(folder, FAMILY, SCOPE, MODEL_TYPE, metrics=metrics)
+
+
+def _v1_in_production_then(
+    registry: Registry, tmp_path: Path, **candidate: float
+) -> dict[str, Any]:
+    """v1 (auc 0.95, error 0.1) in production, then a candidate v2 with these metrics."""
+    holder = _register(registry, tmp_path, "v1", auc=0.95, error=0.1)
+    registry.promote(NAME, 1)
+    _register(registry, tmp_path, "v2", **candidate)
+    return holder
+
+
+def test_a_store_without_a_policy_applies_the_default(registry: Registry, tmp_path: Path) -> None:
+    assert registry.policy() == {"floors": {"auc": 0.9}, "rollback_factor": 2.0, "set": None}
+    _register(registry, tmp_path, "v1", auc=0.1)
+    with pytest.raises(GateError, match=re.escape("auc = 0.1 is below the floor 0.9")):
+        registry.promote(NAME, 1)
+
+
+def test_set_policy_is_an_event_and_changes_only_what_it_names(registry: Registry) -> None:
+    registry.set_policy({"pauc": 0.5}, reason="pAUC matters too")
+    record = registry.set_policy(drop_floors=["auc"], rollback_factor=1.5, reason="looser")
+    assert record["policy"] == {"floors": {"pauc": 0.5}, "rollback_factor": 1.5}
+    assert record["previous"] == {"floors": {"auc": 0.9, "pauc": 0.5}, "rollback_factor": 2.0}
+    found = registry.policy()
+    assert found["floors"] == {"pauc": 0.5} and found["rollback_factor"] == 1.5
+    assert (found["set"]["actor"], found["set"]["reason"]) == ("tester", "looser")
+    kinds = [e["type"] for e in events.read(registry.store.events_file)]
+    assert kinds == ["policy_set", "policy_set"]
+    assert registry.set_policy(rollback_factor=1.5)["type"] == "unchanged"
+    assert len(events.read(registry.store.events_file)) == 2
+
+
+def test_a_bad_policy_change_changes_nothing(registry: Registry) -> None:
+    registry.set_policy({"auc": 0.8})
+    before = snapshot(registry.store.root)
+    with pytest.raises(UsageError, match="no floor on pauc"):
+        registry.set_policy(drop_floors=["pauc"])
+    with pytest.raises(InvalidNameError):
+        registry.set_policy(rollback_factor=-1)
+    assert snapshot(registry.store.root) == before
+
+
+def test_the_policy_applies_from_any_directory_and_process(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A promotion elsewhere, with another Registry object, meets the store's own gate."""
+    registry.set_policy({"auc": 0.95})
+    _register(registry, tmp_path, "v1", auc=0.93)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "params.yaml").write_text("deploy:\n  gate:\n    floors: {auc: 0.0}\n")
+    monkeypatch.chdir(elsewhere)
+    with pytest.raises(GateError, match=re.escape("auc = 0.93 is below the floor 0.95")):
+        Registry(registry.store.root, families=TOY).promote(NAME, 1)
 
 
 # ------------------------------------------------------------------ Registry.promote
-@pytest.fixture
-def registry(tmp_path: Path) -> Registry:
-    return Registry(tmp_path / "store", actor="tester")
-
-
-def _register(registry: Registry, tmp_path: Path, tag: str, **kwargs: Any) -> dict[str, Any]:
-    folder = make_artifacts(tmp_path / "art" / tag, tag.encode())
-    return registry.register(folder, FAMILY, SCOPE, MODEL_TYPE, **kwargs)
-
-
-def _register_compared_with_v1(
-    registry: Registry, tmp_path: Path, tag: str, auc: float, errors: tuple[float, float]
-) -> dict[str, Any]:
-    """A candidate whose registration recorded (v1's error, its own) on its data."""
-    comparison = _comparison(1, *errors)
-    return _register(
-        registry, tmp_path, tag, metrics={"auc": auc}, extra={"comparison": comparison}
-    )
-
-
 def test_promote_passing_floors_records_the_gate(registry: Registry, tmp_path: Path) -> None:
-    _register(registry, tmp_path, "v1", metrics={"auc": 0.95})
-    record = registry.promote(NAME, 1, floors={"auc": 0.9}, rollback_factor=2.0)
+    _register(registry, tmp_path, "v1", auc=0.95)
+    record = registry.promote(NAME, 1)
     assert record["forced"] is False
     assert record["gate"] == {"passed": True, "reasons": [], "figures": {"auc": 0.95}}
     assert registry.get(f"{NAME}@production")["version"] == 1
 
 
-def test_promote_failing_floor_is_refused_with_figures_and_changes_nothing(
-    registry: Registry, tmp_path: Path
-) -> None:
-    _register(registry, tmp_path, "v1", metrics={"auc": 0.5})
+def test_a_refused_promote_changes_nothing_and_says_why(registry: Registry, tmp_path: Path) -> None:
+    _register(registry, tmp_path, "v1", auc=0.5)
     before = snapshot(registry.store.root)
     with pytest.raises(GateError) as caught:
-        registry.promote(NAME, 1, floors={"auc": 0.9})
+        registry.promote(NAME, 1)
     message = str(caught.value)
     assert f"{NAME}:v1 -> production refused by the gate" in message
-    assert "auc = 0.5 is below the floor 0.9" in message
-    assert "--force" in message
+    assert "auc = 0.5 is below the floor 0.9" in message and "--force" in message
+    assert caught.value.results[NAME].figures == {"auc": 0.5}
     assert snapshot(registry.store.root) == before
 
 
-def test_promote_degradation_check_uses_the_registered_comparison(
+def test_the_degradation_check_is_computed_against_the_current_holder(
     registry: Registry, tmp_path: Path
 ) -> None:
-    _register(registry, tmp_path, "v1", metrics={"auc": 0.95})
-    registry.promote(NAME, 1, floors={"auc": 0.9}, rollback_factor=1.5)
-    _register_compared_with_v1(registry, tmp_path, "v2", 0.96, (0.10, 0.20))
-    _register_compared_with_v1(registry, tmp_path, "v3", 0.97, (0.10, 0.12))
+    _register(registry, tmp_path, "v1", auc=0.95, error=0.10)
+    registry.promote(NAME, 1)
+    _register(registry, tmp_path, "v2", auc=0.96, error=0.25)
+    _register(registry, tmp_path, "v3", auc=0.97, error=0.12)
     before = snapshot(registry.store.root)
-    with pytest.raises(GateError) as caught:
-        registry.promote(NAME, 2, floors={"auc": 0.9}, rollback_factor=1.5)
-    assert "candidate error 0.2 > holder v1 error 0.1 x 1.5" in str(caught.value)
+    with pytest.raises(
+        GateError, match=re.escape("candidate error 0.25 > holder v1 error 0.1 x 2")
+    ):
+        registry.promote(NAME, 2)
     assert snapshot(registry.store.root) == before
-
-    record = registry.promote(NAME, 3, floors={"auc": 0.9}, rollback_factor=1.5)
-    assert record["gate"]["passed"] is True
-    assert record["gate"]["figures"]["candidate_error"] == 0.12
-    assert record["gate"]["figures"]["holder"] == 1
+    record = registry.promote(NAME, 3)
+    assert record["gate"]["figures"] == {
+        "auc": 0.97,
+        "holder": 1,
+        "candidate_error": 0.12,
+        "holder_error": 0.10,
+        "rollback_factor": 2.0,
+    }
     assert (record["from_version"], record["to_version"]) == (1, 3)
 
 
-def test_promote_without_comparison_against_the_holder_refuses(
-    registry: Registry, tmp_path: Path
-) -> None:
-    _register(registry, tmp_path, "v1", metrics={"auc": 0.95})
-    registry.promote(NAME, 1, rollback_factor=2.0)
-    _register(registry, tmp_path, "v2", metrics={"auc": 0.99})
-    with pytest.raises(GateError, match="no comparison with the current holder v1"):
-        registry.promote(NAME, 2, rollback_factor=2.0)
+def test_an_earlier_holder_comes_back_on_its_floors(registry: Registry, tmp_path: Path) -> None:
+    """v1 (error 0.5) was production; v2 (error 0.1) replaced it; v1 may return by hand even
+    though it is worse than v2 on v1's data, because it ran in production before."""
+    _register(registry, tmp_path, "v1", auc=0.95, error=0.5)
+    registry.promote(NAME, 1)
+    _register(registry, tmp_path, "v2", auc=0.95, error=0.1)
+    registry.promote(NAME, 2)
+    record = registry.promote(NAME, 1, reason="v2 misbehaves on site")
+    assert record["gate"]["figures"] == {"auc": 0.95, "holder": 2, "readmitted": True}
     assert registry.get(f"{NAME}@production")["version"] == 1
 
 
-def test_force_overrides_and_is_recorded_with_the_figures(
+def test_without_an_installed_family_the_comparison_refuses(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "store", families={})
+    _v1_in_production_then(registry, tmp_path, auc=0.99, error=0.1)
+    with pytest.raises(GateError, match="cannot compare with the holder v1: no family 'toy'"):
+        registry.promote(NAME, 2)
+
+
+def test_a_tampered_holder_cannot_be_compared_and_refuses(
     registry: Registry, tmp_path: Path
 ) -> None:
-    _register(registry, tmp_path, "v1", metrics={"auc": 0.95})
-    registry.promote(NAME, 1)
-    _register_compared_with_v1(registry, tmp_path, "v2", 0.5, (0.1, 0.9))
-    record = registry.promote(
-        NAME, 2, reason="hotfix", force=True, floors={"auc": 0.9}, rollback_factor=2.0
-    )
-    assert record["forced"] is True
-    assert record["gate"]["passed"] is False
+    holder = _v1_in_production_then(registry, tmp_path, auc=0.99, error=0.1)
+    (registry.store.root / holder["artifacts"]["model"]["file"]).write_bytes(b"tampered")
+    with pytest.raises(GateError, match=r"cannot compare with the holder v1: .*sha256"):
+        registry.promote(NAME, 2)
+
+
+def test_force_needs_a_reason_and_is_recorded_with_the_figures(
+    registry: Registry, tmp_path: Path
+) -> None:
+    _v1_in_production_then(registry, tmp_path, auc=0.5, error=0.9)
+    before = snapshot(registry.store.root)
+    with pytest.raises(UsageError, match="--force needs a --reason"):
+        registry.promote(NAME, 2, force=True)
+    assert snapshot(registry.store.root) == before
+    record = registry.promote(NAME, 2, reason="hotfix", force=True)
+    assert record["forced"] is True and record["gate"]["passed"] is False
     assert len(record["gate"]["reasons"]) == 2
-    assert record["gate"]["figures"]["auc"] == 0.5
     assert record["gate"]["figures"]["candidate_error"] == 0.9
-    assert record["gate"]["figures"]["rollback_factor"] == 2.0
     logged = events.read(registry.store.events_file)[-1]
-    assert logged == record
-    assert logged["reason"] == "hotfix"
+    assert logged == record and logged["reason"] == "hotfix"
     assert registry.get(f"{NAME}@production")["version"] == 2
 
 
-def test_non_production_alias_skips_the_gate(registry: Registry, tmp_path: Path) -> None:
-    _register(registry, tmp_path, "v1", metrics={"auc": 0.1})
-    record = registry.promote(NAME, 1, alias="staging", floors={"auc": 0.9}, rollback_factor=1.0)
-    assert "gate" not in record
-    assert record["forced"] is False
+def test_a_recorded_refusal_is_an_event_and_moves_nothing(
+    registry: Registry, tmp_path: Path
+) -> None:
+    _v1_in_production_then(registry, tmp_path, auc=0.95, error=0.5)
+    with pytest.raises(GateError):
+        registry.promote(NAME, 2, reason="auto", automatic=True)
+    refused = events.read(registry.store.events_file)[-1]
+    assert (refused["type"], refused["from_version"], refused["to_version"]) == ("refused", 1, 2)
+    assert refused["gate"]["figures"]["candidate_error"] == 0.5
+    assert registry.get(f"{NAME}@production")["version"] == 1
+
+
+def test_check_says_what_promote_would_do_and_changes_nothing(
+    registry: Registry, tmp_path: Path
+) -> None:
+    _v1_in_production_then(registry, tmp_path, auc=0.95, error=0.5)
+    before = snapshot(registry.store.root)
+    result = registry.check(NAME, 2)
+    assert not result.passed and "candidate error 0.5" in result.reasons[0]
+    assert snapshot(registry.store.root) == before
+
+
+def test_a_non_production_alias_has_no_gate(registry: Registry, tmp_path: Path) -> None:
+    _register(registry, tmp_path, "v1", auc=0.1)
+    record = registry.promote(NAME, 1, alias="staging")
+    assert "gate" not in record and record["forced"] is False
     assert registry.get(f"{NAME}@staging")["version"] == 1
-
-
-def test_no_floors_and_no_factor_means_no_gate(registry: Registry, tmp_path: Path) -> None:
-    _register(registry, tmp_path, "v1", metrics={"auc": 0.1})
-    record = registry.promote(NAME, 1)
-    assert "gate" not in record
 
 
 def _strict_json(line: str) -> Any:
@@ -237,12 +305,51 @@ def _strict_json(line: str) -> Any:
     return json.loads(line, parse_constant=refuse)
 
 
-def test_events_log_stays_strict_json_when_only_floors_are_given(
-    registry: Registry, tmp_path: Path
-) -> None:
-    _register(registry, tmp_path, "v1", metrics={"auc": 0.95})
-    registry.promote(NAME, 1)
-    _register_compared_with_v1(registry, tmp_path, "v2", 0.96, (1.0, 1.0))
-    registry.promote(NAME, 2, floors={"auc": 0.9})
+def test_events_log_stays_strict_json(registry: Registry, tmp_path: Path) -> None:
+    _v1_in_production_then(registry, tmp_path, auc=0.96, error=0.1)
+    registry.promote(NAME, 2)
     for line in registry.store.events_file.read_text().splitlines():
         _strict_json(line)
+
+
+# ------------------------------------------------------------------ with real acoustic models
+def _acoustic(registry: Registry, tmp_path: Path, seed: int, bias: float = 0.0) -> dict:
+    folder = make_acoustic_artifacts(tmp_path / "acoustic" / str(seed), seed, bias)
+    return registry.register(
+        folder, "acoustic", SCOPE, MODEL_TYPE, metrics={"auc": 0.95}, extra=INFERENCE
+    )
+
+
+def test_the_acoustic_family_compares_real_models_on_the_candidates_windows(
+    tmp_path: Path,
+) -> None:
+    registry = Registry(tmp_path / "store")  # the installed families: acoustic is one
+    name = f"acoustic_{SCOPE}_{MODEL_TYPE}"
+    _acoustic(registry, tmp_path, 0)
+    registry.promote(name, 1)
+    _acoustic(registry, tmp_path, 1, bias=10.0)  # reconstructs nothing: ~4x the error
+    _acoustic(registry, tmp_path, 2)
+    refused = registry.check(name, 2)
+    assert not refused.passed
+    figures = refused.figures
+    assert figures["candidate_error"] > 2 * figures["holder_error"] > 0
+    passed = registry.promote(name, 3)["gate"]["figures"]
+    assert passed["holder"] == 1
+    assert passed["candidate_error"] <= 2 * passed["holder_error"]
+    again = registry.check(name, 2)  # now against v3, on v2's own windows
+    assert again.figures["holder"] == 3 and not again.passed
+
+
+def test_an_automatic_promotion_never_goes_back(registry: Registry, tmp_path: Path) -> None:
+    """The pipeline re-deriving an older model must not undo a person's promotion."""
+    _v1_in_production_then(registry, tmp_path, auc=0.95, error=0.1)
+    _register(registry, tmp_path, "v3", auc=0.95, error=0.1)
+    registry.promote(NAME, 3, reason="the experiment we liked")
+    before = snapshot(registry.store.root)
+    for older in (1, 2):
+        kept = registry.promote(NAME, older, automatic=True)
+        assert (kept["type"], kept["from_version"]) == ("kept", 3)
+    assert snapshot(registry.store.root) == before
+    registry.rollback(NAME)
+    assert registry.promote(NAME, 3, automatic=True)["type"] == "kept"  # it held it before
+    assert registry.get(f"{NAME}@production")["version"] == 1

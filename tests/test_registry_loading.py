@@ -1,7 +1,9 @@
-"""registry.loading: sha256 before torch.load(weights_only=True), never an unsafe fallback."""
+"""registry.loading: verified bytes (Registry.read: sha256, no symlinks) before
+torch.load(weights_only=True), never an unsafe fallback."""
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import subprocess
@@ -11,10 +13,21 @@ from pathlib import Path
 import pytest
 import torch
 
+from pipelines.acoustic import model as acoustic_model
 from registry import loading
 from registry.api import Registry
 from registry.errors import IntegrityError, NotFoundError
-from tests.registry_helpers import FAMILY, MODEL_TYPE, NAME, SCOPE, flip_byte, make_artifacts
+from tests.registry_helpers import (
+    ARCHITECTURE,
+    FAMILY,
+    INFERENCE,
+    MODEL_TYPE,
+    NAME,
+    SCOPE,
+    flip_byte,
+    make_acoustic_artifacts,
+    make_artifacts,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,7 +54,7 @@ def _register_weights(registry: Registry, tmp_path: Path, payload: object, tag: 
     folder.mkdir(parents=True)
     torch.save(payload, folder / "model.pth")
     make_artifacts(folder, (folder / "model.pth").read_bytes())
-    return registry.register(folder, FAMILY, SCOPE, MODEL_TYPE)
+    return registry.register(folder, FAMILY, SCOPE, MODEL_TYPE, metrics={"auc": 0.95})
 
 
 class _Evil:
@@ -116,6 +129,55 @@ def test_garbage_weights_are_refused(registry: Registry, tmp_path: Path) -> None
     )
     with pytest.raises(IntegrityError, match="not a plain-tensor weights file"):
         loading.load_weights(registry, NAME)
+
+
+def test_a_symlink_in_place_of_the_weights_is_refused_even_with_the_same_bytes(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    meta = _register_weights(registry, tmp_path, _state_dict(), "v1")
+    weights = registry.store.root / meta["artifacts"]["model"]["file"]
+    elsewhere = tmp_path / "elsewhere.pth"
+    elsewhere.write_bytes(weights.read_bytes())
+    weights.unlink()
+    weights.symlink_to(elsewhere)
+    monkeypatch.setattr(torch, "load", _never)
+    with pytest.raises(IntegrityError, match="symlink") as caught:
+        loading.load_weights(registry, NAME)
+    assert str(weights) in str(caught.value) and f"{NAME}:v1" in str(caught.value)
+
+
+def _never(*args: object, **kwargs: object) -> None:
+    raise AssertionError("torch.load must not be reached")
+
+
+def test_a_real_acoustic_model_loads_into_its_architecture(
+    registry: Registry, tmp_path: Path
+) -> None:
+    folder = make_acoustic_artifacts(tmp_path / "acoustic", seed=3)
+    expected = torch.load(folder / "model.pth", weights_only=True)
+    registry.register(folder, "acoustic", SCOPE, MODEL_TYPE, extra=INFERENCE)
+    loaded = loading.load_weights(registry, f"acoustic_{SCOPE}_{MODEL_TYPE}:v1")
+    net = acoustic_model.from_architecture(ARCHITECTURE)
+    net.load_state_dict(loaded)
+    assert all(torch.equal(loaded[key], tensor) for key, tensor in expected.items())
+
+
+def test_state_dict_loads_plain_tensors_from_bytes() -> None:
+    original = _state_dict()
+    buffer = io.BytesIO()
+    torch.save(original, buffer)
+    loaded = loading.state_dict(buffer.getvalue(), "somewhere:v1")
+    assert all(torch.equal(loaded[key], tensor) for key, tensor in original.items())
+
+
+def test_state_dict_refuses_code_and_names_where_it_came_from(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned-bytes"
+    buffer = io.BytesIO()
+    torch.save({"w": _Evil(marker)}, buffer)
+    for data in (buffer.getvalue(), b"not a torch file"):
+        with pytest.raises(IntegrityError, match="somewhere:v7: not a plain-tensor weights file"):
+            loading.state_dict(data, "somewhere:v7")
+    assert not marker.exists()
 
 
 def test_unknown_ref_is_not_found(registry: Registry) -> None:

@@ -17,8 +17,8 @@ from registry.store import (
     REQUIRED,
     Store,
     copy_atomic,
+    locate,
     read_json,
-    resolve_root,
     sha256_file,
     write_atomic,
     write_json,
@@ -32,19 +32,60 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # ------------------------------------------------------------------ where things live
-def test_resolve_root_prefers_argument_then_env_then_default(
+def test_locate_prefers_argument_then_env_then_default(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert resolve_root(None) == Path("model_store")
+    assert locate(None) == tmp_path / "model_store"
     monkeypatch.setenv("MODEL_STORE", str(tmp_path / "env_store"))
-    assert resolve_root(None) == tmp_path / "env_store"
-    assert resolve_root(tmp_path / "arg") == tmp_path / "arg"
-    assert resolve_root(str(tmp_path / "arg")) == tmp_path / "arg"
+    assert locate(None) == tmp_path / "env_store"
+    assert locate(tmp_path / "arg") == tmp_path / "arg"
+    assert locate(str(tmp_path / "arg")) == tmp_path / "arg"
 
 
-def test_empty_env_falls_back_to_default(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_empty_env_falls_back_to_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MODEL_STORE", "")
-    assert resolve_root(None) == Path(store_mod.DEFAULT_STORE)
+    assert locate(None) == tmp_path / store_mod.DEFAULT_STORE
+
+
+def test_locate_finds_the_project_root_from_a_subfolder(tmp_path: Path) -> None:
+    (tmp_path / "project" / ".dvc").mkdir(parents=True)
+    deep = tmp_path / "project" / "eval" / "plots"
+    deep.mkdir(parents=True)
+    assert locate(cwd=deep) == tmp_path / "project" / "model_store"
+    assert locate(cwd=tmp_path) == tmp_path / "model_store"  # no project: here
+
+
+def test_locate_inside_a_dvc_stage_uses_dvc_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DVC points $DVC_ROOT at the original repository in an experiment's temp copy."""
+    copy = tmp_path / "project" / ".dvc" / "tmp" / "exps" / "tmpabc"
+    (copy / ".dvc").mkdir(parents=True)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path / "project"))
+    assert locate(cwd=copy) == tmp_path / "project" / "model_store"
+    monkeypatch.setenv("MODEL_STORE", str(tmp_path / "shared"))
+    assert locate(cwd=copy) == tmp_path / "shared"
+
+
+def test_the_cli_the_api_and_the_pipeline_agree_on_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from pipelines.acoustic import deployment
+    from registry.api import Registry
+    from registry.cli import app
+    from tests.registry_helpers import FAMILY, MODEL_TYPE, SCOPE, make_artifacts
+
+    (tmp_path / ".dvc").mkdir()
+    sub = tmp_path / "reports"
+    sub.mkdir()
+    monkeypatch.chdir(sub)
+    assert deployment.locate() == tmp_path / "model_store"
+    Registry().register(make_artifacts(tmp_path / "art"), FAMILY, SCOPE, MODEL_TYPE)
+    assert (tmp_path / "model_store" / "events.jsonl").is_file()
+    listed = CliRunner().invoke(app, ["list", "--json"])
+    assert listed.exit_code == 0 and len(json.loads(listed.stdout)) == 1
 
 
 def test_store_paths_follow_the_flat_layout(tmp_path: Path) -> None:
@@ -65,7 +106,14 @@ def test_store_paths_follow_the_flat_layout(tmp_path: Path) -> None:
 
 
 def test_artifact_kinds_and_required() -> None:
-    assert set(ARTIFACTS) == {"model", "scale", "threshold", "loss_curve", "checkpoint_best"}
+    assert set(ARTIFACTS) == {
+        "model",
+        "scale",
+        "threshold",
+        "loss_curve",
+        "checkpoint_best",
+        "eval_windows",
+    }
     assert ARTIFACTS["model"] == "model.pth"
     assert REQUIRED == ("model",)
 

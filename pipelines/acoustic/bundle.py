@@ -97,7 +97,11 @@ class Bundle:
 
 
 def load_bundle(folder: Path) -> Bundle:
-    """Load a deployed device bundle after checking every file against its sha256."""
+    """Load a deployed device bundle after checking every file against its sha256.
+
+    The folder is resolved once: a deployed `{device}` is a link that an export swaps, and
+    every file is read from the one bundle it pointed at."""
+    folder = Path(folder).resolve()
     try:
         manifest = fleet.read_json(folder / MANIFEST)
     except (OSError, ValueError) as exc:

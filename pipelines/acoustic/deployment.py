@@ -1,15 +1,15 @@
-"""The deploy stage: register each device's new model, promote it through the gate, export.
+"""The deploy stage: register each device's candidate, let the gate judge it, export production.
 
 Per device (in parallel): the candidate bundle is written and must reproduce the
 evaluation's scores from raw audio (`bundle.build`); its artifacts are registered as
-`{family}_{device}_{model_type}` (the same bytes again register nothing new), with the
-comparison the gate needs: the current production model's error and the candidate's,
-both on the candidate's evaluation windows (the original system's degradation check).
-With `deploy.auto_promote` the candidate is promoted to production if the gate passes.
-Then every device's production version is exported to the inference layout.
-
-The store is `deploy.store` resolved against the project root, or $MODEL_STORE; a queued
-experiment runs in a copy under `.dvc/tmp/exps/`, and still registers into the one store.
+`{family}_{device}_{model_type}` (the same bytes again register nothing new), with its
+evaluation windows, on which the gate compares it with the model in production. Then:
+- in a plain run (`dvc repro`, the scheduled job) with `deploy.auto_promote`, the candidate is
+  promoted through the store's gate; a refusal is recorded as an event;
+- in an experiment (`dvc exp run`, `--temp`, `--queue`: DVC sets $DVC_EXP_NAME) no alias
+  moves: what the gate would decide is recorded as a `checked` event.
+Last, in a plain run, `deploy/models/` is made to hold exactly the registry's production
+versions: a device whose run failed keeps its bundle while it has a production version.
 """
 
 from __future__ import annotations
@@ -22,37 +22,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from pipelines import fleet
-from pipelines.acoustic import bundle, features, model
+from pipelines.acoustic import bundle
 from pipelines.acoustic.extraction import load_device
 from pipelines.params import Params, as_dict
 from registry.api import Registry
-from registry.errors import GateError, NotFoundError
-from registry.loading import load_weights
-from registry.naming import model_name
+from registry.errors import GateError
+from registry.store import locate
 
 # registry artifact file -> where the pipeline keeps it, relative to models/{device}
 ARTIFACTS = {"model.pth": "model.pth", "checkpoint_best.pth": "checkpoints/best.pth"}
+REASON = "auto_promote by the deploy stage"
 
 
-def store_root(params: Params, cwd: Path | None = None) -> Path:
-    """$MODEL_STORE, else deploy.store against the project root (outside DVC's exp copies)."""
-    if os.environ.get("MODEL_STORE"):
-        return Path(os.environ["MODEL_STORE"])
-    store = Path(params.deploy.store)
-    if store.is_absolute():
-        return store
-    cwd = (cwd or Path.cwd()).resolve()
-    for parent in (cwd, *cwd.parents):
-        if (
-            parent.name == "exps"
-            and parent.parent.name == "tmp"
-            and parent.parent.parent.name == ".dvc"
-        ):
-            return parent.parent.parent.parent / store
-    return cwd / store
+def experiment() -> str | None:
+    """The DVC experiment this run is, or None for a plain run."""
+    return os.environ.get("DVC_EXP_NAME") or None
 
 
 @dataclass(frozen=True)
@@ -60,18 +46,21 @@ class DeployInput:
     candidate: bundle.DeployInput
     features: Path
     store: Path
+    experiment: str | None
 
 
 def plan(
     models_dir: Path, eval_dir: Path, features_dir: Path, root: Path, params: Params
 ) -> list[fleet.Job]:
-    store = store_root(params)
-    settings = [as_dict(params.deploy), str(store), fleet.code_digest(sys.modules[__name__])]
+    store, exp = locate(), experiment()
+    # An experiment's name is part of the fingerprint: each experiment, and then the next
+    # plain run, judges its candidates afresh even when they are the same bytes.
+    settings = [as_dict(params.deploy), str(store), exp, fleet.code_digest(sys.modules[__name__])]
     return [
         fleet.Job(
             job.device,
             fleet.fingerprint(settings, job.fingerprint),
-            DeployInput(job.inputs, features_dir / job.device, store),
+            DeployInput(job.inputs, features_dir / job.device, store, exp),
         )
         for job in bundle.plan(models_dir, eval_dir, root, params)
     ]
@@ -82,9 +71,8 @@ def build(job: fleet.Job, work: Path) -> dict[str, Any]:
     candidate, p = inp.candidate, inp.candidate.params
     summary = bundle.build(fleet.Job(job.device, job.fingerprint, candidate), work)
     registry = Registry(inp.store)
-    name = model_name(p.deploy.family, job.device, p.deploy.model_type)
     meta = registry.register(
-        _registration_folder(candidate, work),
+        _registration_folder(candidate, work, inp.features, p.deploy.eval_windows),
         p.deploy.family,
         job.device,
         p.deploy.model_type,
@@ -94,37 +82,50 @@ def build(job: fleet.Job, work: Path) -> dict[str, Any]:
             "train": as_dict(p.train),
             "split": as_dict(p.split),
         },
-        extra={
-            "comparison": _comparison(registry, name, work, inp.features),
-            "inference": _inference(work),
-        },
+        extra={"inference": _inference(work)},
         data_fingerprint=fleet.read_stamp(inp.features),
     )
     shutil.rmtree(work / "registration")
-    summary |= {"name": name, "version": meta["version"], "new": not meta.get("existing")}
-    if p.deploy.auto_promote:
-        gate = p.deploy.gate
-        try:
-            registry.promote(
-                name,
-                meta["version"],
-                reason="auto_promote by the deploy stage",
-                floors=gate.floors,
-                rollback_factor=gate.rollback_factor,
-            )
-        except GateError as exc:
-            summary["gate_refused"] = str(exc)
-    return summary
+    name, version = meta["name"], meta["version"]
+    summary |= {"name": name, "version": version, "new": not meta.get("existing")}
+    if inp.experiment is not None or not p.deploy.auto_promote:
+        record = registry.record_check(name, version, inp.experiment)
+        decision = {"action": "checked", "experiment": inp.experiment}
+        return summary | {"decision": decision | _gate(record)}
+    try:
+        record = registry.promote(name, version, reason=REASON, automatic=True)
+    except GateError as exc:
+        holder = registry.get(f"{name}@production")["version"]
+        decision = {"action": "refused", "from_version": holder} | exc.results[name].as_dict()
+        return summary | {"decision": decision}
+    return summary | {"decision": {"action": record["type"]} | _gate(record)}
 
 
-def _registration_folder(candidate: bundle.DeployInput, work: Path) -> Path:
+def _gate(record: dict[str, Any]) -> dict[str, Any]:
+    return {"from_version": record.get("from_version")} | record.get("gate", {})
+
+
+def _registration_folder(
+    candidate: bundle.DeployInput, work: Path, features_dir: Path, limit: int
+) -> Path:
     folder = work / "registration"
     folder.mkdir()
     for name, source in ARTIFACTS.items():
         shutil.copyfile(candidate.model / source, folder / name)
     shutil.copyfile(work / bundle.SCALE, folder / "scale.npy")
     shutil.copyfile(work / bundle.threshold_file(work.name), folder / "threshold.npy")
+    np.save(folder / "eval_windows.npy", evaluation_windows(features_dir, limit))
     return folder
+
+
+def evaluation_windows(features_dir: Path, limit: int) -> np.ndarray:
+    """The device's validation windows (all of them without a split), in decibels as
+    extracted, at most `limit`: the data on which the gate compares models."""
+    windows, _, index = load_device(features_dir)
+    validation = np.asarray(index["validation"], dtype=bool)
+    chosen = windows[validation] if validation.any() else windows
+    low, high = index["scale"]
+    return (chosen[:limit] * (high - low + 1e-6) + low).astype(np.float32)
 
 
 def _inference(work: Path) -> dict[str, Any]:
@@ -133,52 +134,78 @@ def _inference(work: Path) -> dict[str, Any]:
     return {key: manifest[key] for key in ("sample_rate", "features", "architecture")}
 
 
-def _comparison(registry: Registry, name: str, work: Path, features_dir: Path) -> dict[str, Any]:
-    """Production's error and the candidate's, on the candidate's evaluation windows."""
-    try:
-        holder = registry.get(f"{name}@production")
-    except NotFoundError:
-        return {}
-    windows, _, index = load_device(features_dir)
-    validation = np.asarray(index["validation"], dtype=bool)
-    raw = _unscale(windows[validation] if validation.any() else windows, tuple(index["scale"]))
-    candidate = bundle.load_bundle(work)
-    holder_scale = np.load(registry.store.root / holder["artifacts"]["scale"]["file"])
-    holder_net = model.from_architecture(holder["inference"]["architecture"])
-    holder_net.load_state_dict(load_weights(registry, f"{name}:v{holder['version']}"))
-    return {
-        "holder_version": holder["version"],
-        "holder_error": _error(holder_net.eval(), raw, tuple(holder_scale)),
-        "candidate_error": _error(candidate.net, raw, candidate.scale),
-    }
+def production(params: Params, target: Path) -> dict[str, dict[str, Any]]:
+    """Device -> {model, status} of the family's production versions. In a plain run `target`
+    is first made to hold exactly those (one bundle per device); an experiment exports nothing."""
+    registry = Registry()
+    if experiment() is not None:
+        held = registry.list(alias="production")
+        return {
+            m["scope"]: {"model": f"{m['name']}:v{m['version']}", "status": "not exported"}
+            for m in held
+            if m["family"] == params.deploy.family
+        }
+    return registry.export_all(
+        target, family=params.deploy.family, keep_backups=params.deploy.keep_backups
+    )
 
 
-def _unscale(windows: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
-    low, high = scale
-    return windows * (high - low + 1e-6) + low
+def describe(
+    devices: dict[str, dict[str, Any]], production: dict[str, dict[str, Any]]
+) -> list[tuple[str, str]]:
+    """One console line per device: what this run did, and what runs there now."""
+    return [
+        (device, f"{device}: {_line(devices.get(device), production.get(device))}")
+        for device in sorted(set(devices) | set(production))
+    ]
 
 
-def _error(net: torch.nn.Module, raw: np.ndarray, scale: tuple[float, float]) -> float:
-    scaled = torch.from_numpy(features.apply_scale(raw, scale)).unsqueeze(1)
-    return float(model.reconstruction_errors(net, scaled).mean())
+def _line(entry: dict[str, Any] | None, shipped: dict[str, Any] | None) -> str:
+    running = f"production {shipped['model']}" if shipped else "no production version"
+    if shipped and shipped["status"] == "failed":
+        running += f" (its export failed: {shipped['error']})"
+    if entry is None:
+        return f"no candidate from this run (see the earlier stages); {running} kept"
+    if entry["status"] == "failed":
+        return f"failed: {entry['error']}; {running} kept"
+    if entry["status"] == "unchanged":
+        return f"v{entry['version']} unchanged since the last run; {running}"
+    head = f"v{entry['version']} {'registered' if entry['new'] else 'already registered'}"
+    decision = entry["decision"]
+    action = decision["action"]
+    if action == "promoted":
+        return f"{head}; promoted{_was(decision)}{_figures(decision)}; {running}"
+    if action == "unchanged":
+        return f"{head}; already in production"
+    if action == "kept":
+        return (
+            f"{head}; not promoted: production v{decision['from_version']} is newer or this "
+            f"version held it before (going back is `registry rollback`); {running} kept"
+        )
+    if action == "refused":
+        return f"{head}; refused by the gate: {'; '.join(decision['reasons'])}; {running} kept"
+    who = f"experiment {decision['experiment']}" if decision["experiment"] else "auto_promote off"
+    verdict = (
+        "would promote it"
+        if decision["passed"]
+        else ("would refuse it: " + "; ".join(decision["reasons"]))
+    )
+    return f"{head}; {who}, not promoted: the gate {verdict}{_figures(decision)}; {running}"
 
 
-def export_production(devices: list[str], params: Params, target: Path) -> dict[str, str]:
-    """Export each device's production version to `target/{device}/`; drop the others."""
-    registry = Registry(store_root(params))
-    target.mkdir(parents=True, exist_ok=True)  # a DVC output, even when nothing is in production
-    exported = {}
-    for device in devices:
-        ref = f"{model_name(params.deploy.family, device, params.deploy.model_type)}@production"
-        try:
-            meta = registry.get(ref)
-        except NotFoundError:
-            continue
-        exported[device] = f"{meta['name']}:v{meta['version']}"
-        current = target / device / bundle.MANIFEST
-        if not current.is_file() or fleet.read_json(current).get("model") != exported[device]:
-            registry.export(ref, target, params.deploy.keep_backups)
-    for folder in target.iterdir():
-        if folder.is_dir() and not folder.name.startswith(".") and folder.name not in exported:
-            shutil.rmtree(folder)
-    return exported
+def _was(decision: dict[str, Any]) -> str:
+    holder = decision.get("from_version")
+    return f" from v{holder}" if holder else ""
+
+
+def _figures(decision: dict[str, Any]) -> str:
+    figures = decision.get("figures") or {}
+    shown = [f"{k} {v:.3f}" for k, v in figures.items() if k in ("auc", "pauc") and v is not None]
+    if isinstance(figures.get("candidate_error"), float):
+        shown.append(
+            f"error {figures['candidate_error']:.4g} vs v{figures['holder']}'s "
+            f"{figures['holder_error']:.4g} (x{figures['rollback_factor']:g} allowed)"
+        )
+    if figures.get("readmitted"):
+        shown.append(f"held production before v{figures['holder']}")
+    return f" [{', '.join(shown)}]" if shown else ""

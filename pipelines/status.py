@@ -1,0 +1,140 @@
+"""One view of what runs where: per device, the registry, the deploy folder, the last run.
+
+For each device of the fleet (a folder under `data.root`, or a model of the family in the
+registry): its production version and since when, the version its exported bundle holds,
+the latest candidate and the gate's verdict on it now, the last evaluation's AUC, what failed
+in the last run, and a flag for every disagreement between them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from registry import events, export
+from registry.api import Registry
+from registry.naming import is_device_code
+
+STAGES = ("extract", "train", "evaluate", "deploy")
+
+
+@dataclass
+class DeviceStatus:
+    device: str
+    production: int | None = None
+    since: str | None = None
+    bundle: str | None = None  # "vN", "damaged" or None
+    candidate: int | None = None  # the latest version, when it is not in production
+    gate: str | None = None  # the gate's verdict on promoting the candidate now
+    auc: float | None = None
+    last_run: str | None = None  # what failed for the device in the last run
+    flags: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Sources:
+    registry: Registry
+    family: str
+    data_root: Path
+    deploy: Path
+    metrics: Path
+    reports: Path
+
+
+def fleet_status(src: Sources) -> list[DeviceStatus]:
+    versions: dict[str, list[dict[str, Any]]] = {}
+    for meta in src.registry.list():
+        if meta["family"] == src.family:
+            versions.setdefault(meta["scope"], []).append(meta)
+    in_data = _data_devices(src.data_root)
+    metrics = _read(src.metrics)
+    failures = _failures(src.reports)
+    since = _production_since(src.registry.history())
+    found = []
+    for device in sorted(set(versions) | in_data):
+        status = _device(src, device, versions.get(device, []), device in in_data, since)
+        status.auc = (metrics.get(device) or {}).get("auc")
+        status.last_run = failures.get(device)
+        if status.last_run:
+            status.flags.append("failed in the last run")
+        found.append(status)
+    return found
+
+
+def _device(
+    src: Sources,
+    device: str,
+    metas: list[dict[str, Any]],
+    in_data: bool,
+    since: dict[tuple[str, int], str],
+) -> DeviceStatus:
+    status = DeviceStatus(device)
+    holder = next((m for m in metas if "production" in m["aliases"]), None)
+    if holder is not None:
+        status.production = holder["version"]
+        status.since = since.get((holder["name"], holder["version"]))
+    latest = metas[-1] if metas else None
+    if latest is not None and latest is not holder:
+        status.candidate = latest["version"]
+        result = src.registry.check(latest["name"], latest["version"])
+        status.gate = "would pass" if result.passed else "refuses: " + "; ".join(result.reasons)
+    status.bundle = _bundle(src.deploy, device)
+    shipped = f"v{status.production}" if holder is not None else None
+    if holder is None:
+        status.flags.append("no production version")
+    if status.bundle != shipped:
+        status.flags.append("bundle differs from production")
+    if metas and not in_data:
+        status.flags.append("not in data.root")
+    return status
+
+
+def _bundle(deploy: Path, device: str) -> str | None:
+    folder = export.current(deploy, device)
+    if folder is None:
+        return None
+    try:
+        model = json.loads((folder / export.MANIFEST).read_text())["model"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "damaged"
+    return f"v{model.rsplit(':v', 1)[1]}" if export.is_intact(folder, model) else "damaged"
+
+
+def _production_since(records: list[dict[str, Any]]) -> dict[tuple[str, int], str]:
+    """(name, version) -> when it last took production."""
+    found = {}
+    for record in records:
+        if record["type"] in (events.PROMOTED, events.ROLLED_BACK) and (
+            record.get("alias") == "production"
+        ):
+            found[(record["name"], record["to_version"])] = record["time"]
+    return found
+
+
+def _data_devices(root: Path) -> set[str]:
+    if not root.is_dir():
+        return set()
+    return {p.name for p in root.iterdir() if p.is_dir() and is_device_code(p.name)}
+
+
+def _failures(reports: Path) -> dict[str, str]:
+    """Device -> the first stage of the last run that failed for it, with its error."""
+    found: dict[str, str] = {}
+    for stage in STAGES:
+        for device, entry in _read(reports / f"{stage}.json").get("devices", {}).items():
+            if entry.get("status") == "failed" and device not in found:
+                found[device] = f"{stage} failed: {entry.get('error', '')}"
+    return found
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -1,0 +1,171 @@
+"""End to end, the governed lifecycle in a temp git + DVC repo: a plain `dvc repro` promotes,
+experiments (in the workspace, queued two at a time) only register and record the gate's
+verdict, a person promotes an experiment and rolls it back, and a device whose audio turns bad
+keeps its production bundle."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from registry.api import Registry
+from tests.pipeline_repo import TINY, make_repo, merge, run
+
+pytestmark = pytest.mark.e2e
+DEVICES = ("A-1", "B-2")
+
+
+def production(repo: Path) -> dict[str, int]:
+    return {
+        m["scope"]: m["version"] for m in Registry(repo / "model_store").list(alias="production")
+    }
+
+
+def bundles(repo: Path) -> dict[str, Any]:
+    """deploy/models as links and files: what a reader of the deploy folder sees."""
+    folder = repo / "deploy" / "models"
+    found: dict[str, Any] = {}
+    for path in sorted(folder.rglob("*")):
+        key = path.relative_to(folder).as_posix()
+        if path.is_symlink():
+            found[key] = os.readlink(path)
+        elif path.is_file() and not key.endswith(".lock"):
+            found[key] = path.read_bytes()
+    return found
+
+
+def shipped(repo: Path, device: str) -> str:
+    manifest = repo / "deploy" / "models" / device / "bundle.json"
+    return json.loads(manifest.read_text())["model"]
+
+
+def status(repo: Path) -> dict[str, dict[str, Any]]:
+    out = run(repo, "fleet", "status", "--json").stdout
+    return {row["device"]: row for row in json.loads(out)}
+
+
+def wait_for_queue(repo: Path, timeout: float = 400) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = run(repo, "dvc", "queue", "status").stdout
+        if "Queued" not in out and "Running" not in out:
+            return out
+        time.sleep(2)
+    raise AssertionError(f"the queue did not finish in {timeout} s:\n{out}")
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    repo = make_repo(tmp_path_factory.mktemp("lifecycle") / "repo")
+    run(repo, "dvc", "repro")
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-qm", "baseline: dvc.lock for dvc exp show")
+    return repo
+
+
+@pytest.fixture(scope="module")
+def experiments(repo: Path) -> list[str]:
+    """One experiment in the workspace and two queued ones run two at a time."""
+    before = bundles(repo)
+    ran = run(repo, "dvc", "exp", "run", "-S", "train.lr=0.0005")
+    assert "not promoted: the gate would" in ran.stderr + ran.stdout
+    run(repo, "git", "checkout", "--", "params.yaml")
+    run(repo, "dvc", "exp", "run", "--queue", "-S", "train.lr=0.0003,0.003")
+    run(repo, "dvc", "queue", "start", "-j", "2")
+    assert wait_for_queue(repo).count("Success") == 2
+    assert bundles(repo) == before  # no experiment touched the deploy folder
+    return sorted(
+        {m["lineage"]["dvc_experiment"] for m in Registry(repo / "model_store").list()} - {None}
+    )
+
+
+def test_a_plain_repro_promotes_and_exports_v1(repo: Path) -> None:
+    assert production(repo) == {"A-1": 1, "B-2": 1}
+    for device in DEVICES:
+        assert shipped(repo, device) == f"acoustic_{device}_convae:v1"
+        assert status(repo)[device]["flags"] == []
+
+
+def test_experiments_register_with_their_names_and_never_move_production(
+    repo: Path, experiments: list[str]
+) -> None:
+    assert len(experiments) == 3
+    registry = Registry(repo / "model_store")
+    assert production(repo) == {"A-1": 1, "B-2": 1}
+    for device in DEVICES:
+        name = f"acoustic_{device}_convae"
+        checked = [e for e in registry.history(name) if e["type"] == "checked"]
+        assert sorted(e["experiment"] for e in checked) == experiments
+        assert all(e["from_version"] == 1 and "gate" in e for e in checked)
+        assert not [e for e in registry.history(name) if e["type"] == "promoted"][1:]
+        assert shipped(repo, device) == f"{name}:v1"
+
+
+def test_an_experiment_is_promoted_with_one_command_and_rolled_back(
+    repo: Path, experiments: list[str]
+) -> None:
+    chosen = experiments[0]
+    registry = Registry(repo / "model_store")
+    theirs = {m["scope"]: m["version"] for m in registry.list(experiment=chosen)}
+    assert set(theirs) == set(DEVICES)
+    run(repo, "registry", "promote-experiment", chosen, "--reason", "the best pAUC")
+    assert production(repo) == theirs
+    for row in status(repo).values():
+        assert "bundle differs from production" in row["flags"]
+    ran = run(repo, "dvc", "repro")  # re-derives v1 from the committed params
+    assert "not promoted: production v" in ran.stdout + ran.stderr
+    assert production(repo) == theirs  # the pipeline never undoes a person's decision
+    for device in DEVICES:
+        assert shipped(repo, device) == f"acoustic_{device}_convae:v{theirs[device]}"
+        run(repo, "registry", "rollback", f"acoustic_{device}_convae", "--reason", "no, v1")
+    assert production(repo) == {"A-1": 1, "B-2": 1}
+    run(repo, "registry", "export", "--to", "deploy/models")
+    assert all(not row["flags"] for row in status(repo).values())
+
+
+def test_exp_apply_does_not_touch_what_runs(repo: Path, experiments: list[str]) -> None:
+    before = bundles(repo)
+    run(repo, "dvc", "exp", "apply", experiments[-1])
+    assert bundles(repo) == before
+    assert all(not s["flags"] for s in status(repo).values())
+    run(repo, "git", "checkout", "--", ".")
+    run(repo, "dvc", "checkout")
+
+
+# ------------------------------------------------------------------ a device that turns bad
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A repo whose data.root is the user's own folder (not the generate stage's output)."""
+    repo = make_repo(
+        tmp_path_factory.mktemp("site") / "repo", merge(TINY, {"data": {"root": "site"}})
+    )
+    run(repo, "dvc", "repro", "generate")
+    shutil.copytree(repo / "data" / "demo", repo / "site")
+    run(repo, "dvc", "repro")
+    return repo
+
+
+def test_a_device_whose_audio_turns_bad_keeps_its_production_bundle(site: Path) -> None:
+    before = bundles(site)
+    for clip in (site / "site" / "B-2").rglob("*.wav"):
+        if "test" not in clip.parts:
+            clip.write_bytes(b"not audio any more")
+    ran = run(site, "dvc", "repro")
+    console = ran.stdout + ran.stderr
+    assert "device B-2 failed" in console
+    assert "B-2: no candidate from this run" in console
+    assert "production acoustic_B-2_convae:v1 kept" in console
+    assert production(site) == {"A-1": 1, "B-2": 1}
+    assert {k: v for k, v in bundles(site).items() if "B-2" in k} == {
+        k: v for k, v in before.items() if "B-2" in k
+    }
+    row = status(site)["B-2"]
+    assert row["production"] == 1 and row["bundle"] == "v1"
+    assert "failed in the last run" in row["flags"]
+    assert row["last_run"].startswith("extract failed:")

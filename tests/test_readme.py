@@ -1,0 +1,44 @@
+"""The README's lifecycle and registry examples, run as written, top to bottom, in a temp repo
+with the demo fleet's device names."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from registry.api import Registry
+from tests.pipeline_repo import PROJECT, TINY, make_repo, merge, run
+
+pytestmark = pytest.mark.e2e
+SECTIONS = ("## The lifecycle", "## The model registry")
+
+
+def readme_commands(section: str) -> list[list[str]]:
+    """The commands of the first fenced block under `section`, comments dropped."""
+    text = (PROJECT / "README.md").read_text()
+    block = re.search(re.escape(section) + r".*?\n```\n(.*?)```", text, re.S)
+    assert block, f"README has no code block under {section!r}"
+    return [words for line in block[1].splitlines() if (words := shlex.split(line, comments=True))]
+
+
+def test_the_readme_examples_work_as_written(tmp_path: Path) -> None:
+    fleet = {"generate": {"devices": ["LT-2", "FAN-7", "PMP-3"]}}
+    repo = make_repo(tmp_path / "repo", merge(TINY, fleet))
+    run(repo, "dvc", "repro")
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-qm", "baseline")
+    ran = []
+    for section in SECTIONS:
+        for words in readme_commands(section):
+            if "EXP" in words:
+                names = {
+                    m["lineage"]["dvc_experiment"] for m in Registry(repo / "model_store").list()
+                }
+                words = [next(iter(names - {None})) if w == "EXP" else w for w in words]
+            run(repo, *words)
+            ran.append(words[:2])
+    assert ["registry", "promote-experiment"] in ran and ["fleet", "status"] in ran
+    assert len(ran) >= 20
