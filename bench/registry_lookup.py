@@ -119,9 +119,13 @@ def use_reference() -> None:
         return reference_get(self.store.root, ref)
 
     def list_(
-        self: Registry, name: str | None = None, scope: str | None = None, alias: str | None = None
+        self: Registry,
+        name: str | None = None,
+        scope: str | None = None,
+        alias: str | None = None,
+        experiment: str | None = None,
     ) -> list[dict[str, Any]]:
-        if name is not None or scope is not None or alias is None:
+        if name is not None or scope is not None or experiment is not None or alias is None:
             raise NotImplementedError("the reference lists by alias only")
         return reference_list_alias(self.store.root, alias)
 

@@ -502,7 +502,8 @@ class Registry:
     def export(self, ref: str, to: Path, keep_backups: int = 3) -> Path:
         """Ship a version to `to/{scope}/` in the layout of its family, in one atomic swap,
         keeping `keep_backups` earlier bundles; unchanged when that bundle is already there."""
-        with export.locked(Path(to)) as own:
+        self.get(ref)  # an unknown ref is refused before the deploy folder is touched
+        with export.locked(Path(to)) as own:  # resolved again: an alias may have moved
             return self._export(own, self.get(ref), keep_backups)[0]
 
     def export_all(

@@ -16,7 +16,7 @@ import pytest
 
 from registry import export
 from registry.api import Registry
-from registry.errors import ExportError
+from registry.errors import ExportError, NotFoundError
 from tests import faults
 from tests.registry_helpers import (
     FAMILY,
@@ -274,3 +274,11 @@ def test_kill_9_at_any_moment_of_an_export_leaves_a_whole_bundle(
         registry.export(f"{NAME}:v{version}", to, keep_backups=1)
     leftovers = [p.name for p in (to / ".bundles" / SCOPE).iterdir()]
     assert len(leftovers) == 2 and not any(name.endswith(".partial") for name in leftovers)
+
+
+def test_an_unknown_version_is_refused_before_the_folder_is_touched(
+    registry: Registry, tmp_path: Path
+) -> None:
+    with pytest.raises(NotFoundError):
+        registry.export(f"{NAME}:v9", tmp_path / "deploy")
+    assert not (tmp_path / "deploy").exists()
