@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from pipelines import fleet
-from pipelines.acoustic import bundle
+from pipelines.acoustic import bundle, features
 from pipelines.acoustic.extraction import load_device
 from pipelines.params import Params, as_dict
 from registry.api import Registry
@@ -68,13 +68,20 @@ def plan(
 
 def build(job: fleet.Job, work: Path) -> dict[str, Any]:
     inp: DeployInput = job.inputs
-    candidate, p = inp.candidate, inp.candidate.params
-    summary = bundle.build(fleet.Job(job.device, job.fingerprint, candidate), work)
+    summary = bundle.build(fleet.Job(job.device, job.fingerprint, inp.candidate), work)
     registry = Registry(inp.store)
+    meta = _register(registry, job.device, inp, work)
+    name, version = meta["name"], meta["version"]
+    summary |= {"name": name, "version": version, "new": not meta.get("existing")}
+    return summary | {"decision": _decide(registry, name, version, inp)}
+
+
+def _register(registry: Registry, device: str, inp: DeployInput, work: Path) -> dict[str, Any]:
+    candidate, p = inp.candidate, inp.candidate.params
     meta = registry.register(
         _registration_folder(candidate, work, inp.features, p.deploy.eval_windows),
         p.deploy.family,
-        job.device,
+        device,
         p.deploy.model_type,
         metrics=fleet.read_json(candidate.evaluation / "summary.json"),
         params={
@@ -86,19 +93,22 @@ def build(job: fleet.Job, work: Path) -> dict[str, Any]:
         data_fingerprint=fleet.read_stamp(inp.features),
     )
     shutil.rmtree(work / "registration")
-    name, version = meta["name"], meta["version"]
-    summary |= {"name": name, "version": version, "new": not meta.get("existing")}
-    if inp.experiment is not None or not p.deploy.auto_promote:
+    return meta
+
+
+def _decide(registry: Registry, name: str, version: int, inp: DeployInput) -> dict[str, Any]:
+    """Promote in a plain run with auto_promote; otherwise record what the gate would say."""
+    if inp.experiment is not None or not inp.candidate.params.deploy.auto_promote:
         record = registry.record_check(name, version, inp.experiment)
-        decision = {"action": "checked", "experiment": inp.experiment}
-        return summary | {"decision": decision | _gate(record)}
+        return {"action": "checked", "experiment": inp.experiment} | _gate(record)
     try:
         record = registry.promote(name, version, reason=REASON, automatic=True)
     except GateError as exc:
-        holder = registry.get(f"{name}@production")["version"]
-        decision = {"action": "refused", "from_version": holder} | exc.results[name].as_dict()
-        return summary | {"decision": decision}
-    return summary | {"decision": {"action": record["type"]} | _gate(record)}
+        result = exc.results[name]
+        return {"action": "refused", "from_version": result.figures.get("holder")} | (
+            result.as_dict()
+        )
+    return {"action": record["type"]} | _gate(record)
 
 
 def _gate(record: dict[str, Any]) -> dict[str, Any]:
@@ -124,8 +134,7 @@ def evaluation_windows(features_dir: Path, limit: int) -> np.ndarray:
     windows, _, index = load_device(features_dir)
     validation = np.asarray(index["validation"], dtype=bool)
     chosen = windows[validation] if validation.any() else windows
-    low, high = index["scale"]
-    return (chosen[:limit] * (high - low + 1e-6) + low).astype(np.float32)
+    return features.unscale(chosen[:limit], tuple(index["scale"]))
 
 
 def _inference(work: Path) -> dict[str, Any]:

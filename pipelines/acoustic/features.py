@@ -151,6 +151,12 @@ def apply_scale(windows: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
     return scaled
 
 
+def unscale(scaled: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
+    """The decibels `apply_scale` was given back."""
+    low, high = scale
+    return (scaled * (high - low + 1e-6) + low).astype(np.float32)
+
+
 def probe_rms(y: np.ndarray, sample_rate: int, q: QualityParams) -> float:
     """RMS of a clip's first `probe_sec` seconds: the quality filter's statistic."""
     head = y[: int(q.probe_sec * sample_rate)]
