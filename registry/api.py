@@ -1,9 +1,11 @@
 """The registry's Python API; the `registry` CLI is a thin layer over it, one command a method.
 
-A version exists once its `registered` event is in events.jsonl. Registration checks its
-input first, then under the store's lock: allocates the number (versions.json is written
-first, so a crash can skip a number but never hand one out twice), writes the artifacts and
-the metadata, appends the event, and updates the index. Every refused operation raises a
+A version exists once its `registered` event is in events.jsonl. Every write goes through
+the ledger (registry/ledger.py): under the store's lock, with the log, the index and
+versions.json checked to agree, the index and the log change together. Registration checks
+its input first, then allocates the number (versions.json is written first, so a crash can
+skip a number but never hand one out twice), writes the artifacts and the metadata, and
+commits the event with the metadata's digest. Every refused operation raises a
 RegistryError before anything in the store has changed.
 
 Aliases move only here: `promote` (through the store's gate for `production`), `rollback`,
@@ -19,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from registry import events, export, families, gate, lineage
+from registry import events, export, families, gate, integrity, ledger, lineage
 from registry.errors import (
     ArtifactError,
     CorruptStoreError,
@@ -37,8 +39,8 @@ from registry.store import (
     ARTIFACTS,
     REQUIRED,
     Store,
+    canonical_sha256,
     copy_atomic,
-    read_json,
     sha256_file,
     write_json,
 )
@@ -59,22 +61,20 @@ class Registry:
 
     # ----------------------------------------------------------------- reading
     @contextmanager
-    def _index(self, create: bool = False) -> Iterator[Index]:
-        if not self.store.index_file.exists():
-            if self.store.events_file.exists():
-                raise CorruptStoreError(
-                    f"{self.store.index_file}: the index is missing; run `registry reindex`"
-                )
-            if not create:
-                yield _EMPTY
-                return
-        index = Index(self.store.index_file, create=create)
+    def _index(self) -> Iterator[Index]:
+        """The index, read-only; a store nothing was ever written to answers empty."""
+        self.store.check_regular()
+        if not self.store.index_file.exists() and not self.store.events_file.exists():
+            yield _EMPTY
+            return
+        index = Index(self.store.index_file)
         try:
             yield index
         finally:
             index.close()
 
     def _events(self) -> list[dict[str, Any]]:
+        self.store.check_regular()
         return events.read(self.store.events_file)
 
     def get(self, ref: str) -> dict[str, Any]:
@@ -128,22 +128,9 @@ class Registry:
         }
 
     def verify(self, name: str | None = None) -> list[dict[str, Any]]:
-        """Recompute every recorded sha256; one entry per file that is missing or differs."""
-        problems = []
-        for meta in self.list(name=name):
-            for kind, entry in meta["artifacts"].items():
-                path = self.store.root / entry["file"]
-                if not path.is_file():
-                    problem = "missing"
-                elif sha256_file(path) != entry["sha256"]:
-                    problem = "sha256 mismatch"
-                else:
-                    continue
-                problems.append(
-                    {"name": meta["name"], "version": meta["version"], "kind": kind}
-                    | {"file": str(path), "problem": problem}
-                )
-        return problems
+        """Every disagreement in the store (artifacts, metadata, the index and versions.json
+        against the log, stray files), each with what repairs it; empty when all agree."""
+        return integrity.verify(self.store, str(parse_name(name)) if name else None)
 
     def read(self, meta: dict[str, Any], kind: str) -> bytes:
         """The bytes of one artifact of a version, after checking them against the sha256
@@ -210,19 +197,28 @@ class Registry:
         shas = {kind: sha256_file(path) for kind, path in files.items()}
         content = hashlib.sha256(json.dumps(shas, sort_keys=True).encode()).hexdigest()
         origin = lineage.capture(data_fingerprint=data_fingerprint, parent_version=parent_version)
-        with self.store.locked(), self._index(create=True) as index:
-            existing = index.find_content(name, content)
+        with ledger.open_ledger(self.store, create=True) as book:
+            existing = book.index.find_content(name, content)
             if existing:
                 return existing | {"existing": True}
-            version = self._allocate(name, index)
+            version = max(book.versions.get(name, 0), book.index.latest(name) or 0) + 1
+            targets = {kind: self.store.artifact(name, version, kind) for kind in files}
+            taken = [
+                p for p in [*targets.values(), self.store.metadata(name, version)] if p.exists()
+            ]
+            if taken:
+                raise CorruptStoreError(
+                    f"{taken[0]}: already exists, though {name}:v{version} is the next number; "
+                    "run `registry reindex`; nothing was changed"
+                )
+            write_json(self.store.versions_file, book.versions | {name: version})
             artifacts = {}
             for kind, path in files.items():
-                target = self.store.artifact(name, version, kind)
-                copy_atomic(path, target)
+                copy_atomic(path, targets[kind])
                 artifacts[kind] = {
-                    "file": target.relative_to(self.store.root).as_posix(),
+                    "file": targets[kind].relative_to(self.store.root).as_posix(),
                     "sha256": shas[kind],
-                    "bytes": target.stat().st_size,
+                    "bytes": targets[kind].stat().st_size,
                 }
             meta = {
                 "name": name,
@@ -240,30 +236,15 @@ class Registry:
                 **(extra or {}),
             }
             write_json(self.store.metadata(name, version), meta)
-            events.append(
-                self.store.events_file, events.event(events.REGISTERED, name, version, self.actor)
+            record = events.event(
+                events.REGISTERED,
+                name,
+                version,
+                self.actor,
+                metadata_sha256=canonical_sha256(meta),
             )
-            index.add(meta)
+            book.commit([record], lambda index: index.add(meta))
         return meta
-
-    def _allocate(self, name: str, index: Index) -> int:
-        versions = self._versions()
-        version = max(versions.get(name, 0), index.latest(name) or 0) + 1
-        write_json(self.store.versions_file, versions | {name: version})
-        return version
-
-    def _versions(self) -> dict[str, int]:
-        if not self.store.versions_file.exists():
-            return {}
-        data = read_json(self.store.versions_file, "versions.json")
-        if not isinstance(data, dict) or not all(
-            isinstance(v, int) and not isinstance(v, bool) for v in data.values()
-        ):
-            raise CorruptStoreError(
-                f"{self.store.versions_file}: expected a mapping of name -> latest version; "
-                "run `registry reindex`"
-            )
-        return data
 
     def set_policy(
         self,
@@ -274,9 +255,8 @@ class Registry:
     ) -> dict[str, Any]:
         """Change the store's promotion policy: set or change `floors`, drop `drop_floors`,
         set `rollback_factor`; what is not named stays. Recorded as an event."""
-        with self.store.locked(), self._index(create=True):  # a policy first makes a store
-            records = self._events()
-            current = _policy(events.last_policy(records))
+        with ledger.open_ledger(self.store, create=True) as book:  # it may make the store
+            current = _policy(events.last_policy(book.records))
             dropped = set(drop_floors)
             unknown = sorted(dropped - set(current.floors))
             if unknown:
@@ -295,7 +275,7 @@ class Registry:
                 policy=new.as_dict(),
                 previous=current.as_dict(),
             )
-            events.append(self.store.events_file, record)
+            book.commit([record])
         return record
 
     def promote(
@@ -317,26 +297,25 @@ class Registry:
         name, version, alias = str(parse_name(name)), check_version(version), check_alias(alias)
         _check_force(force, reason)
         self._require_store()
-        with self.store.locked(), self._index() as index:
-            meta = self._existing(index, name, version)
+        with ledger.open_ledger(self.store) as book:
+            meta = self._existing(book.index, name, version)
             self._check_files(meta)
-            records = self._events()
-            holder = index.alias(name, alias)
+            holder = book.index.alias(name, alias)
             if holder == version:
                 return {"type": "unchanged", "name": name, "alias": alias, "version": version}
-            if automatic and holder is not None and _backwards(records, meta, alias, holder):
+            if automatic and holder is not None and _backwards(book.records, meta, alias, holder):
                 return {"type": "kept", "name": name, "alias": alias, "version": version} | {
                     "from_version": holder
                 }
-            holder, result = self._judge(index, records, meta, alias)
+            holder, result = self._judge(book.index, book.records, meta, alias)
             if result is not None and not result.passed and not force:
                 if automatic:
                     record = _alias_event(
                         events.REFUSED, self.actor, meta, alias, holder, result, reason
                     )
-                    events.append(self.store.events_file, record)
+                    book.commit([record])
                 raise GateError(_refusal(name, version, alias, result), {name: result})
-            return self._move(index, meta, alias, holder, result, reason, force)
+            return self._move(book, meta, alias, holder, result, reason, force)
 
     def promote_experiment(
         self,
@@ -352,8 +331,8 @@ class Registry:
         alias = check_alias(alias)
         _check_force(force, reason)
         self._require_store()
-        with self.store.locked(), self._index() as index:
-            records = self._events()
+        with ledger.open_ledger(self.store) as book:
+            index, records = book.index, book.records
             checked = {
                 e["name"]: e["version"]
                 for e in records
@@ -387,7 +366,7 @@ class Registry:
                     refused,
                 )
             return [
-                self._move(index, meta, alias, holder, result, reason, force)
+                self._move(book, meta, alias, holder, result, reason, force)
                 if holder != meta["version"]
                 else {"type": "unchanged", "name": meta["name"], "alias": alias}
                 | {"version": holder}
@@ -401,14 +380,14 @@ class Registry:
         `checked` event; no alias moves."""
         name, version, alias = str(parse_name(name)), check_version(version), check_alias(alias)
         self._require_store()
-        with self.store.locked(), self._index() as index:
-            meta = self._existing(index, name, version)
-            holder, result = self._judge(index, self._events(), meta, alias)
+        with ledger.open_ledger(self.store) as book:
+            meta = self._existing(book.index, name, version)
+            holder, result = self._judge(book.index, book.records, meta, alias)
             if result is None:
                 result = gate.GateResult(True)
             record = _alias_event(events.CHECKED, self.actor, meta, alias, holder, result, "")
             record["experiment"] = experiment
-            events.append(self.store.events_file, record)
+            book.commit([record])
         return record
 
     def _judge(
@@ -444,7 +423,7 @@ class Registry:
 
     def _move(
         self,
-        index: Index,
+        book: ledger.Ledger,
         meta: dict[str, Any],
         alias: str,
         holder: int | None,
@@ -454,19 +433,18 @@ class Registry:
     ) -> dict[str, Any]:
         record = _alias_event(events.PROMOTED, self.actor, meta, alias, holder, result, reason)
         record["forced"] = force and result is not None and not result.passed
-        events.append(self.store.events_file, record)
-        index.set_alias(meta["name"], alias, meta["version"])
+        book.commit([record], lambda index: index.set_alias(meta["name"], alias, meta["version"]))
         return record
 
     def rollback(self, name: str, alias: str = "production", reason: str = "") -> dict[str, Any]:
         """Return `alias` to the version that held it before, by its history."""
         name, alias = str(parse_name(name)), check_alias(alias)
         self._require_store()
-        with self.store.locked(), self._index() as index:
-            stack = events.alias_stacks(self._events()).get((name, alias), [])
+        with ledger.open_ledger(self.store) as book:
+            stack = events.alias_stacks(book.records).get((name, alias), [])
             if len(stack) < 2:
                 raise HistoryError(f"{name}@{alias}: no previous holder to roll back to")
-            previous = index.get(name, stack[-2])
+            previous = book.index.get(name, stack[-2])
             if previous is None:
                 raise NotFoundError(f"{name}:v{stack[-2]}: the previous holder is gone")
             self._check_files(previous)
@@ -480,23 +458,21 @@ class Registry:
                 from_version=stack[-1],
                 to_version=stack[-2],
             )
-            events.append(self.store.events_file, record)
-            index.set_alias(name, alias, stack[-2])
+            book.commit([record], lambda index: index.set_alias(name, alias, stack[-2]))
         return record
 
     def retire(self, name: str, alias: str = "production", reason: str = "") -> dict[str, Any]:
         """Take `alias` off a model (its device leaves the fleet); its versions stay."""
         name, alias = str(parse_name(name)), check_alias(alias)
         self._require_store()
-        with self.store.locked(), self._index() as index:
-            holder = index.alias(name, alias)
+        with ledger.open_ledger(self.store) as book:
+            holder = book.index.alias(name, alias)
             if holder is None:
                 raise NotFoundError(f"{name} has no alias {alias!r}; nothing retired")
             record = events.event(
                 events.RETIRED, name, holder, self.actor, reason, alias=alias, from_version=holder
             )
-            events.append(self.store.events_file, record)
-            index.set_alias(name, alias, None)
+            book.commit([record], lambda index: index.set_alias(name, alias, None))
         return record
 
     def export(self, ref: str, to: Path, keep_backups: int = 3) -> Path:
@@ -559,33 +535,10 @@ class Registry:
         return export.write(own, meta["scope"], files, manifest, keep), "exported"
 
     def reindex(self) -> dict[str, int]:
-        """Rebuild versions.json and the index from the metadata files and events.jsonl."""
-        with self.store.locked():
-            records = self._events()
-            registered = {
-                (e["name"], e["version"]) for e in records if e["type"] == events.REGISTERED
-            }
-            archived = {(e["name"], e["version"]) for e in records if e["type"] == events.ARCHIVED}
-            metadata = []
-            for key in sorted(registered - archived):
-                path = self.store.metadata(*key)
-                if not path.is_file():
-                    raise CorruptStoreError(f"{path}: metadata of a registered version is missing")
-                metadata.append(read_json(path, "metadata"))
-            latest: dict[str, int] = {}
-            for name, version in registered:
-                latest[name] = max(latest.get(name, 0), version)
-            write_json(self.store.versions_file, latest)
-            self.store.index_file.unlink(missing_ok=True)  # derived data, rebuilt whole
-            for suffix in ("-wal", "-shm"):
-                Path(f"{self.store.index_file}{suffix}").unlink(missing_ok=True)
-            holders = {key: stack[-1] for key, stack in events.alias_stacks(records).items()}
-            index = Index(self.store.index_file, create=True)
-            try:
-                index.rebuild(metadata, holders)
-            finally:
-                index.close()
-        return latest
+        """Rebuild versions.json and the index from events.jsonl and the metadata files, after
+        checking every event and metadata file; on any problem the store is left as it was.
+        Temp files and files of no live version are swept."""
+        return integrity.reindex(self.store)
 
     def gc(self, keep: int, dry_run: bool = False) -> list[str]:
         """Delete the files of old versions: all but the newest `keep` of each model, never a
@@ -594,20 +547,16 @@ class Registry:
         if keep < 1:
             raise UsageError(f"keep {keep!r}: expected an integer >= 1")
         self._require_store()
-        with self.store.locked(), self._index() as index:
-            held = {(n, v) for n, _, v in events.ever_held(self._events())}
-            doomed = _collectable(index.search(), keep, held)
+        with ledger.open_ledger(self.store) as book:
+            held = {(n, v) for n, _, v in events.ever_held(book.records)}
+            doomed = _collectable(book.index.search(), keep, held)
             if dry_run:
                 return [f"{m['name']}:v{m['version']}" for m in doomed]
-            for meta in doomed:  # the event first: a crash leaves files of an archived version
-                record = events.event(
-                    events.ARCHIVED, meta["name"], meta["version"], self.actor, "gc"
-                )
-                events.append(self.store.events_file, record)
-                index.remove(meta["name"], meta["version"])
-                for entry in meta["artifacts"].values():
-                    (self.store.root / entry["file"]).unlink(missing_ok=True)
-                self.store.metadata(meta["name"], meta["version"]).unlink(missing_ok=True)
+            for meta in doomed:  # the event first: a kill leaves files of an archived version
+                name, version = meta["name"], meta["version"]
+                record = events.event(events.ARCHIVED, name, version, self.actor, "gc")
+                book.commit([record], lambda index, n=name, v=version: index.remove(n, v))
+            integrity.sweep(self.store, set(integrity.live_versions(book.records)))
         return [f"{m['name']}:v{m['version']}" for m in doomed]
 
     def _require_store(self) -> None:

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import typer
 
 from registry.api import Registry
-from registry.errors import RegistryError, UsageError
+from registry.errors import NotFoundError, RegistryError, UsageError
 from registry.tables import render
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -32,6 +32,14 @@ Force = Annotated[
     bool, typer.Option(help="promote even though the gate refuses (needs --reason; recorded)")
 ]
 KeepBackups = Annotated[int, typer.Option(min=1, help="earlier bundles to keep per device")]
+
+
+def _existing(store: Path | None) -> Registry:
+    """The registry of a store that exists: a read command on a missing store says so."""
+    registry = Registry(store)
+    if not registry.store.root.is_dir():
+        raise NotFoundError(f"{registry.store.root}: no model store here (see --store)")
+    return registry
 
 
 def _out(data: Any, as_json: bool, header: list[str], rows: list[list[Any]]) -> None:
@@ -111,7 +119,7 @@ def list_(
     as_json: Json = False,
 ) -> None:
     """List versions, filtered by name, scope, alias or experiment."""
-    metas = Registry(store).list(name=name, scope=scope, alias=alias, experiment=experiment)
+    metas = _existing(store).list(name=name, scope=scope, alias=alias, experiment=experiment)
     _out(metas, as_json, VERSION_HEADER, _version_rows(metas))
 
 
@@ -122,7 +130,7 @@ def show(
     as_json: Json = False,
 ) -> None:
     """One version: its artifacts, metrics, params and lineage."""
-    meta = Registry(store).get(ref)
+    meta = _existing(store).get(ref)
     rows = [[key, json.dumps(meta[key], sort_keys=True)] for key in sorted(meta)]
     _out(meta, as_json, ["field", "value"], rows)
 
@@ -133,7 +141,7 @@ def check(
 ) -> None:
     """What the gate would decide on promoting VERSION now (changes nothing); exit 1 if it
     would refuse."""
-    result = Registry(store).check(name, version, alias)
+    result = _existing(store).check(name, version, alias)
     rows = [["passed" if result.passed else "refused", r] for r in result.reasons or ["-"]]
     rows += [["figure", f"{key} = {value}"] for key, value in result.figures.items()]
     _out(result.as_dict(), as_json, ["verdict", "detail"], rows)
@@ -202,7 +210,7 @@ def retire(
 def history(name: str, store: Store = None, as_json: Json = False) -> None:
     """Every event of a model, oldest first: registered, promoted (forced), refused, checked,
     rolled back, retired, archived."""
-    records = Registry(store).history(name)
+    records = _existing(store).history(name)
     rows = [
         [
             r["time"][:19],
@@ -234,7 +242,7 @@ def _detail(record: dict[str, Any]) -> str:
 @app.command()
 def diff(name: str, v1: int, v2: int, store: Store = None, as_json: Json = False) -> None:
     """Params and metrics of two versions side by side."""
-    result = Registry(store).diff(name, v1, v2)
+    result = _existing(store).diff(name, v1, v2)
     rows = [
         [section, key, a, b, "" if a == b else "*"]
         for section, values in result.items()
@@ -247,19 +255,17 @@ def diff(name: str, v1: int, v2: int, store: Store = None, as_json: Json = False
 def verify(
     name: Annotated[str | None, typer.Argument()] = None, store: Store = None, as_json: Json = False
 ) -> None:
-    """Recompute every sha256; list what does not match; exit 1 if anything does not."""
+    """Check everything the store holds (artifacts, metadata, the index and versions.json
+    against the event log, stray files); list each disagreement with what repairs it; exit 1
+    if there is any."""
     problems = Registry(store).verify(name)
     if as_json:
         typer.echo(json.dumps(problems, indent=2))
     elif problems:
-        typer.echo(
-            render(
-                ["name", "version", "file", "problem"],
-                [[p["name"], p["version"], p["file"], p["problem"]] for p in problems],
-            )
-        )
+        rows = [[p["file"], p["problem"], p["repair"]] for p in problems]
+        typer.echo(render(["file", "problem", "repair"], rows))
     else:
-        typer.echo("all artifacts match their recorded sha256")
+        typer.echo("the store agrees with itself: every file, digest, index row and alias")
     if problems:
         raise typer.Exit(1)
 
@@ -267,7 +273,7 @@ def verify(
 @app.command()
 def policy(store: Store = None, as_json: Json = False) -> None:
     """The store's promotion gate: metric floors and rollback factor, and who set them."""
-    found = Registry(store).policy()
+    found = Registry(store).policy()  # a missing store: the default it would start with
     rows = [[f"floor {metric}", value] for metric, value in found["floors"].items()]
     rows.append(["rollback factor", found["rollback_factor"]])
     setter = found["set"]
@@ -332,7 +338,7 @@ def export(
     """Ship NAME@ALIAS (or every holder of ALIAS) to TO/{device}/, each in one atomic swap;
     without NAME, bundles of devices that no longer hold ALIAS are taken out of service.
     Only what the exporter wrote is ever replaced."""
-    registry = Registry(store)
+    registry = _existing(store)
     if name is not None:
         target = registry.export(f"{name}@{alias}", to, keep_backups)
         typer.echo(json.dumps({"exported": str(target)}) if as_json else str(target))
@@ -392,3 +398,7 @@ def main() -> None:
     except RegistryError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2 if isinstance(exc, UsageError) else 1)
+    except OSError as exc:  # a read-only store, a full disk, a folder where a file should be
+        where = f"{exc.filename}: " if exc.filename else ""
+        typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
+        sys.exit(1)

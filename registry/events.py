@@ -16,9 +16,11 @@ Written under the store's lock, one `write` and an fsync per event.
 from __future__ import annotations
 
 import getpass
+import hashlib
 import json
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -47,42 +49,117 @@ def event(
     return base | {"version": version} | extra
 
 
-def append(path: Path, record: dict[str, Any]) -> None:
-    line = (json.dumps(record, sort_keys=True) + "\n").encode()
-    _cut_torn_tail(path)
+def line_of(record: dict[str, Any]) -> bytes:
+    """The bytes one event takes in the log."""
+    return (json.dumps(record, sort_keys=True) + "\n").encode()
+
+
+def append(path: Path, record: dict[str, Any]) -> bytes:
+    """Append one event (the caller holds the store's lock and has checked the log); returns
+    the bytes written, for the caller's running digest of the log."""
+    line = line_of(record)
     with open(path, "ab") as handle:
         handle.write(line)
         handle.flush()
         os.fsync(handle.fileno())
+    return line
 
 
-def _cut_torn_tail(path: Path) -> None:
-    """Drop a last line without its newline: a write that never finished (caller holds the lock)."""
-    if not path.exists() or path.stat().st_size == 0:
-        return
-    with open(path, "r+b") as handle:
-        data = handle.read()
-        if data.endswith(b"\n"):
-            return
-        handle.truncate(data.rfind(b"\n") + 1)
+@dataclass(frozen=True)
+class Position:
+    """Where the log ends: what the index records, and what a writer checks before it writes."""
+
+    size: int  # bytes up to the end of the last complete line
+    tail: str  # sha256 of that last line ("" for an empty log)
+    torn: bool = False  # bytes after it: a write that never finished
+
+    def after(self, lines: list[bytes]) -> Position:
+        if not lines:
+            return self
+        return Position(self.size + sum(map(len, lines)), hashlib.sha256(lines[-1]).hexdigest())
 
 
-def read(path: Path) -> list[dict[str, Any]]:
-    """Every committed event; a torn last line (a writer killed mid-write) is not one."""
+def position(path: Path, chunk: int = 1 << 16) -> Position:
+    """The log's Position, from its last bytes only (the log may be long)."""
     if not path.exists():
-        return []
-    lines = path.read_bytes().split(b"\n")
-    records = []
-    for number, line in enumerate(lines, start=1):
+        return Position(0, "")
+    with open(path, "rb") as handle:
+        length = handle.seek(0, os.SEEK_END)
+        data, start = b"", length
+        while start > 0 and data.count(b"\n") < 2:  # the last complete line and the one before
+            start = max(0, start - chunk)
+            handle.seek(start)
+            data = handle.read(length - start)
+    complete = data[: data.rfind(b"\n") + 1]
+    size = start + len(complete)
+    last = complete[complete.rfind(b"\n", 0, len(complete) - 1) + 1 :]
+    return Position(size, hashlib.sha256(last).hexdigest() if last else "", size < length)
+
+
+def load(path: Path) -> tuple[list[dict[str, Any]], Position]:
+    """Every event, each checked against its type's fields, and where the log ends;
+    CorruptStoreError names the first line that is not a valid event. A last line without its
+    newline is not an event."""
+    data = path.read_bytes() if path.exists() else b""
+    complete = data[: data.rfind(b"\n") + 1]
+    records, last = [], b""
+    for number, line in enumerate(complete.split(b"\n")[:-1], start=1):
+        last = line + b"\n"
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except ValueError as exc:
-            if number == len(lines):  # no newline after it: the write never finished
-                break
             raise CorruptStoreError(f"{path}: line {number} is not valid JSON ({exc})") from exc
-    return records
+        problem = invalid(record)
+        if problem:
+            raise CorruptStoreError(f"{path}: line {number} is not a valid event: {problem}")
+        records.append(record)
+    tail = hashlib.sha256(last).hexdigest() if last else ""
+    return records, Position(len(complete), tail, torn=len(complete) < len(data))
+
+
+def read(path: Path) -> list[dict[str, Any]]:
+    """Every committed event (see `load`)."""
+    return load(path)[0]
+
+
+# Fields each type of event must have, beyond type/time/actor/reason/name/version.
+_INT, _OPT_INT, _STR, _DICT, _NONE = (int,), (int, type(None)), (str,), (dict,), (type(None),)
+_COMMON = {"time": _STR, "actor": _STR, "reason": _STR}
+_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
+    REGISTERED: {},
+    PROMOTED: {"alias": _STR, "from_version": _OPT_INT, "to_version": _INT},
+    ROLLED_BACK: {"alias": _STR, "from_version": _INT, "to_version": _INT},
+    RETIRED: {"alias": _STR, "from_version": _INT},
+    REFUSED: {"alias": _STR, "from_version": _OPT_INT, "to_version": _INT, "gate": _DICT},
+    CHECKED: {"alias": _STR, "from_version": _OPT_INT, "to_version": _INT, "gate": _DICT},
+    ARCHIVED: {},
+    POLICY_SET: {"policy": _DICT},
+}
+
+
+def invalid(record: Any) -> str | None:
+    """What makes `record` not a valid event, or None."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    fields = _FIELDS.get(record.get("type"))  # type: ignore[arg-type]
+    if fields is None:
+        return f"unknown type {record.get('type')!r}"
+    if record["type"] == POLICY_SET:  # about the store, not one model
+        ident = {"name": _NONE, "version": _NONE}
+    else:
+        ident = {"name": _STR, "version": _INT}
+    for key, types in (_COMMON | ident | fields).items():
+        value = record.get(key, _MISSING)
+        if value is _MISSING:
+            return f"{record['type']} event without {key!r}"
+        if not isinstance(value, types) or isinstance(value, bool):
+            return f"{key} = {value!r} is not what a {record['type']} event holds"
+    return None
+
+
+_MISSING = object()
 
 
 def alias_stacks(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str], list[int]]:
@@ -94,6 +171,8 @@ def alias_stacks(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str], lis
         if record["type"] == PROMOTED:
             stacks.setdefault(key, []).append(record["to_version"])
         elif record["type"] == ROLLED_BACK:
+            if not stacks.get(key):
+                raise CorruptStoreError(f"{key[0]}@{key[1]}: a rollback with no earlier holder")
             stacks[key].pop()
         elif record["type"] == RETIRED:
             stacks[key] = []

@@ -65,9 +65,17 @@ def check_alias(text: str) -> str:
     return check_device_code(text, where="alias")
 
 
+MAX_VERSION = 2**63 - 1  # SQLite's largest integer
+
+
 def check_version(version: int) -> int:
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise InvalidNameError(f"version {version!r}: expected an integer >= 1")
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= MAX_VERSION:
+        shown = (
+            f"{str(version)[:20]}..."
+            if isinstance(version, int) and version > MAX_VERSION
+            else repr(version)
+        )
+        raise InvalidNameError(f"version {shown}: expected an integer from 1 to {MAX_VERSION}")
     return version
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -63,6 +64,7 @@ class Store:
         self.versions_file = self.root / "versions.json"
         self.events_file = self.root / "events.jsonl"
         self.index_file = self.root / "index.sqlite"
+        self.lock_file = self.root / ".lock"
 
     def artifact(self, name: str, version: int, kind: str) -> Path:
         file = f"{name}_v{version}_{kind}{Path(ARTIFACTS[kind]).suffix}"
@@ -71,11 +73,32 @@ class Store:
     def metadata(self, name: str, version: int) -> Path:
         return self.root / f"{name}_v{version}_metadata.json"
 
+    def check_regular(self) -> None:
+        """Refuse a store whose own files are links or not what they should be: nothing is
+        ever read or written through a symlink that could lead out of the store."""
+        if self.root.exists() and not self.root.is_dir():
+            raise CorruptStoreError(f"{self.root}: not a folder; expected a model store")
+        for path in (self.lock_file, self.events_file, self.index_file, self.versions_file):
+            if path.is_symlink() or (path.exists() and not path.is_file()):
+                raise CorruptStoreError(
+                    f"{path}: not a regular file (a link or a folder); the store's files must "
+                    "be regular files inside it; nothing was changed"
+                )
+        checkpoints = self.root / "checkpoints"
+        if checkpoints.is_symlink() or (checkpoints.exists() and not checkpoints.is_dir()):
+            raise CorruptStoreError(f"{checkpoints}: not a folder inside the store")
+
+    def files(self) -> list[Path]:
+        """Every file in the store's two folders (not the store's lock)."""
+        folders = [self.root, self.root / "checkpoints"]
+        return sorted(p for f in folders if f.is_dir() for p in f.iterdir() if p.is_file())
+
     @contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the store's lock; LockTimeoutError if it stays taken past the timeout."""
+        self.check_regular()
         self.root.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(self.root / ".lock", timeout=self.lock_timeout)
+        lock = FileLock(self.lock_file, timeout=self.lock_timeout)
         try:
             lock.acquire()
         except Timeout as exc:
@@ -115,6 +138,27 @@ def write_json(path: Path, data: Any) -> None:
 
 def copy_atomic(src: Path, dst: Path) -> None:
     write_atomic(dst, src.read_bytes())
+
+
+_STORED = re.compile(r"(?P<name>[^_]+_[^_]+_[^_]+)_v(?P<version>\d+)_[a-z_]+\.[a-z]+")
+_TEMP = re.compile(r"\..+\.\d+\.tmp")
+
+
+def owner(path: Path) -> tuple[str, int] | None:
+    """The (name, version) a stored file belongs to, by its name; None for any other file."""
+    match = _STORED.fullmatch(path.name)
+    return (match["name"], int(match["version"])) if match else None
+
+
+def is_temp(path: Path) -> bool:
+    """A temp file of `write_atomic` or of the index's rebuild, left by a killed writer."""
+    return bool(_TEMP.fullmatch(path.name))
+
+
+def canonical_sha256(data: Any) -> str:
+    """The digest of JSON data, whatever its formatting in a file."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def read_json(path: Path, what: str) -> Any:

@@ -197,7 +197,12 @@ def test_check_version_accepts(version: int) -> None:
     assert check_version(version) == version
 
 
-@pytest.mark.parametrize("version", [0, -1, True, False, 1.0, "1", None])
+@pytest.mark.parametrize("version", [0, -1, True, False, 1.0, "1", None, 2**63, 10**40])
 def test_check_version_refuses(version: object) -> None:
-    with pytest.raises(InvalidNameError, match="expected an integer >= 1"):
+    with pytest.raises(InvalidNameError, match="expected an integer from 1 to 9223372036854775807"):
         check_version(version)  # type: ignore[arg-type]
+
+
+def test_a_huge_version_is_shown_cut() -> None:
+    with pytest.raises(InvalidNameError, match=r"version 10000000000000000000\.\.\.:"):
+        check_version(10**40)

@@ -17,10 +17,16 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = make_repo(tmp_path_factory.mktemp("e2e") / "repo")
     run(repo, "dvc", "repro")
     return repo
+
+
+@pytest.fixture
+def repo(built: Path, tmp_path: Path) -> Path:
+    """A copy of the built repo for each test, so that no test depends on another's changes."""
+    return Path(shutil.copytree(built, tmp_path / "repo", symlinks=True))
 
 
 def report(repo: Path, stage: str) -> dict:
@@ -88,7 +94,7 @@ def test_exp_run_shows_per_device_metrics(repo: Path) -> None:
 
 
 def test_new_device_is_the_only_one_rebuilt(repo: Path) -> None:
-    # after an experiment in the workspace, a plain run judges its candidates afresh
+    # the copy's store is at another path, which is part of each candidate's fingerprint
     run(repo, "dvc", "repro", "--force", "--single-item", "deploy")
     demo = repo / "data" / "demo"
     shutil.copytree(demo / "A-1", demo / "C-3")
@@ -109,7 +115,10 @@ def test_registry_holds_one_production_version_per_device(repo: Path) -> None:
         assert manifest["model"] == f"{meta['name']}:v{meta['version']}"
         assert meta["lineage"]["git_commit"] and meta["metrics"]["auc"] >= 0
     events = (repo / "model_store" / "events.jsonl").read_bytes()
-    run(repo, "dvc", "repro", "-f", "deploy")  # the same models again: nothing new registered
+    shutil.rmtree(repo / "deploy" / "candidates")  # so that every device is built again
+    run(repo, "dvc", "repro", "-f", "--single-item", "deploy")
+    assert report(repo, "deploy")["built"] == ["A-1", "B-2"]
+    # the same models registered again: the same versions, nothing new in the log
     assert (repo / "model_store" / "events.jsonl").read_bytes() == events
 
 

@@ -261,7 +261,9 @@ def test_history_and_diff(registry: Registry, art: Artifacts) -> None:
 def test_store_that_does_not_exist_answers_empty_and_creates_nothing(tmp_path: Path) -> None:
     registry = Registry(tmp_path / "nowhere")
     assert registry.list() == []
-    assert registry.verify() == []
+    for check in (registry.verify, registry.reindex):
+        with pytest.raises(NotFoundError, match="no model store here"):
+            check()
     for ref in (NAME, f"{NAME}:v1", f"{NAME}@production"):
         with pytest.raises(NotFoundError):
             registry.get(ref)
@@ -632,6 +634,7 @@ def test_flipped_byte_is_reported_by_verify_and_refused_by_promote_and_export(
             "kind": "model",
             "file": str(weights),
             "problem": "sha256 mismatch",
+            "repair": "restore it from a backup of the store",
         }
     ]
     assert registry.verify(NAME) == registry.verify()
@@ -872,7 +875,7 @@ def test_reindex_refuses_when_a_registered_version_lost_its_metadata(
 ) -> None:
     _reg(registry, art())
     registry.store.metadata(NAME, 1).unlink()
-    with pytest.raises(CorruptStoreError, match="metadata of a registered version is missing"):
+    with pytest.raises(CorruptStoreError, match=f"the metadata of {NAME}:v1 is missing"):
         registry.reindex()
 
 
@@ -930,10 +933,12 @@ def test_gc_records_the_archive_before_it_deletes_files(
         patch.setattr(Path, "unlink", dies_on_v1)
         with pytest.raises(OSError, match="killed"):
             registry.gc(keep=1)
-    assert [(e["type"], e["version"]) for e in _events(registry)][-1] == ("archived", 1)
+    archived = [(e["type"], e["version"]) for e in _events(registry)][-2:]
+    assert archived == [("archived", 1), ("archived", 2)]
     assert (registry.store.root / f"{NAME}_v1_model.pth").exists()
     registry.reindex()
-    assert [m["version"] for m in registry.list()] == [2, 3]
+    assert [m["version"] for m in registry.list()] == [3]
+    assert not (registry.store.root / f"{NAME}_v1_model.pth").exists()  # swept
     with pytest.raises(NotFoundError):
         registry.get(f"{NAME}:v1")
 
@@ -1096,7 +1101,6 @@ def test_corrupt_index_refuses_reads_and_writes_until_reindex(
         lambda: populated.list(),
         lambda: populated.get(NAME),
         lambda: populated.get(f"{NAME}@production"),
-        lambda: populated.verify(),
         lambda: _reg(populated, folder),
         lambda: populated.promote(NAME, 2),
         lambda: populated.rollback(NAME),
@@ -1113,6 +1117,7 @@ def test_corrupt_index_refuses_reads_and_writes_until_reindex(
             call()
     assert snapshot(populated.store.root) == before
     assert _shipped(tmp_path / "deploy") == {}
+    assert {p["repair"] for p in populated.verify()} == {"registry reindex"}
     populated.reindex()
     assert populated.list() == good
     assert _reg(populated, folder)["version"] == 3
@@ -1209,31 +1214,28 @@ def test_connections_are_closed_after_each_operation(
     _no_wal(registry.store.root)
 
 
-# ================================================================== known gaps (bugs)
-def test_register_never_reuses_a_number_while_the_index_is_missing(
+# ================================================================== a missing index
+def test_register_with_a_missing_index_is_refused_until_reindex(
     populated: Registry, art: Artifacts
 ) -> None:
     v1_model = (populated.store.root / f"{NAME}_v1_model.pth").read_bytes()
     populated.store.index_file.unlink()
     populated.store.versions_file.unlink()
-    try:
-        meta = _reg(populated, art())
-    except CorruptStoreError:
-        pass  # refusing (run reindex) is fine too
-    else:
-        assert meta["version"] == 3
+    before = snapshot(populated.store.root)
+    with pytest.raises(CorruptStoreError, match=r"the index is missing.*registry reindex"):
+        _reg(populated, art())
+    assert snapshot(populated.store.root) == before
+    populated.reindex()
+    assert _reg(populated, art())["version"] == 3
     assert (populated.store.root / f"{NAME}_v1_model.pth").read_bytes() == v1_model
 
 
-def test_register_with_a_missing_index_keeps_the_store_consistent(
+def test_the_same_bytes_after_a_reindex_are_the_existing_version(
     populated: Registry, tmp_path: Path
 ) -> None:
     populated.store.index_file.unlink()
-    again = make_artifacts(tmp_path / "v2-again", b"weights-2")  # the bytes of v2
-    try:
-        meta = _reg(populated, again)
-    except CorruptStoreError:
-        return
+    populated.reindex()
+    meta = _reg(populated, make_artifacts(tmp_path / "v2-again", b"weights-2"))  # v2's bytes
     assert meta["version"] == 2 and meta.get("existing")
     assert [m["version"] for m in populated.list()] == [1, 2]
 

@@ -267,7 +267,8 @@ def test_store_from_env_and_option_precedence(two_models: Path, tmp_path: Path) 
     assert len(json.loads(ok("list", "--json", env=env))) == 3
     assert json.loads(ok("show", NAME, "--json", env=env))["version"] == 2
     empty = tmp_path / "empty-store"
-    assert json.loads(ok("list", "--json", "--store", empty, env=env)) == []  # --store wins
+    missing = cli("list", "--json", "--store", empty, env=env)  # --store wins
+    assert missing.exit_code == 1 and "empty-store: no model store here" in str(missing.exception)
     assert not empty.exists()
 
 
@@ -503,7 +504,7 @@ def test_verify_clean_and_tampered(store: Path, tmp_path: Path) -> None:
     register(store, tmp_path, "v2")
     result = cli("verify", "--store", store)
     assert result.exit_code == 0
-    assert "all artifacts match" in result.stdout
+    assert "the store agrees with itself" in result.stdout
     assert json.loads(ok("verify", "--json", "--store", store)) == []
 
     weights = store / f"{NAME}_v2_model.pth"
@@ -520,6 +521,7 @@ def test_verify_clean_and_tampered(store: Path, tmp_path: Path) -> None:
             "kind": "model",
             "file": str(weights),
             "problem": "sha256 mismatch",
+            "repair": "restore it from a backup of the store",
         }
     ]
     real = run_main("verify", "--store", store)
@@ -697,7 +699,9 @@ def test_corrupt_versions_json_and_missing_version(two_models: Path, tmp_path: P
     result = run_main(*register_args(folder), "--store", two_models)
     assert_one_error_line(result, "versions.json", "registry reindex")
     assert_one_error_line(
-        run_main("promote", NAME, "9", "--store", two_models, cwd=tmp_path), f"{NAME}:v9"
+        run_main("promote", NAME, "9", "--store", two_models, cwd=tmp_path),
+        "versions.json",
+        "registry reindex",
     )
     assert snapshot(two_models) == before
 

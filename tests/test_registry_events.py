@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from registry import events
 from registry.api import Registry
 from registry.errors import CorruptStoreError
-from tests.registry_helpers import FAMILY, MODEL_TYPE, NAME, SCOPE, make_artifacts
+from tests.registry_helpers import FAMILY, MODEL_TYPE, NAME, SCOPE, make_artifacts, snapshot
 
 OTHER = f"{FAMILY}_FAN-7_{MODEL_TYPE}"
 
@@ -127,10 +128,15 @@ def test_read_of_a_missing_log_is_empty(tmp_path: Path) -> None:
     assert not (tmp_path / "nope.jsonl").exists()
 
 
+def _lines(*records: object) -> str:
+    return "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+
+
 def test_read_skips_blank_lines(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
-    path.write_text('{"a": 1}\n\n   \n{"a": 2}\n')
-    assert events.read(path) == [{"a": 1}, {"a": 2}]
+    one, two = (events.event(events.REGISTERED, NAME, v, "t") for v in (1, 2))
+    path.write_text(_lines(one) + "\n   \n" + _lines(two))
+    assert events.read(path) == [one, two]
 
 
 def test_read_tolerates_a_torn_last_line_without_newline(tmp_path: Path) -> None:
@@ -139,12 +145,27 @@ def test_read_tolerates_a_torn_last_line_without_newline(tmp_path: Path) -> None
     events.append(path, good)
     with open(path, "ab") as handle:
         handle.write(b'{"type": "registered", "na')  # a writer killed mid-write
-    assert events.read(path) == [good]
+    records, end = events.load(path)
+    assert records == [good] and end.torn
+    assert end.size == len(events.line_of(good))
+    assert events.position(path) == end
+
+
+def test_position_reads_the_end_of_a_long_log_only(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    for version in range(1, 400):
+        events.append(path, events.event(events.REGISTERED, NAME, version, "t"))
+    end = events.position(path, chunk=64)
+    assert end == events.load(path)[1]
+    line = events.append(path, events.event(events.ARCHIVED, NAME, 1, "t"))
+    assert events.position(path) == end.after([line]) != end
+    assert end.after([]) == end
 
 
 def test_read_refuses_a_corrupt_middle_line(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
-    path.write_text('{"a": 1}\n{"a": 2, broken\n{"a": 3}\n')
+    good = _lines(events.event(events.REGISTERED, NAME, 1, "t"))
+    path.write_text(good + '{"a": 2, broken\n' + good)
     with pytest.raises(CorruptStoreError, match=r"line 2 is not valid JSON"):
         events.read(path)
 
@@ -152,19 +173,83 @@ def test_read_refuses_a_corrupt_middle_line(tmp_path: Path) -> None:
 def test_read_refuses_a_corrupt_last_line_that_has_its_newline(tmp_path: Path) -> None:
     """A complete (newline-terminated) line was committed: garbage there is corruption."""
     path = tmp_path / "events.jsonl"
-    path.write_text('{"a": 1}\n{"a": 2, broken\n')
+    path.write_text(_lines(events.event(events.REGISTERED, NAME, 1, "t")) + '{"a": 2, broken\n')
     with pytest.raises(CorruptStoreError, match=r"line 2"):
         events.read(path)
 
 
-def test_appending_after_a_torn_tail_keeps_the_log_readable(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"type": "renamed"}, "unknown type 'renamed'"),
+        ({"version": None}, "version = None"),
+        ({"version": "1"}, "version = '1'"),
+        ({"version": True}, "version = True"),
+        ({"name": None}, "name = None"),
+        ({"time": 5}, "time = 5"),
+    ],
+)
+def test_a_valid_json_line_that_is_not_a_valid_event_is_named(
+    tmp_path: Path, change: dict[str, object], says: str
+) -> None:
+    path = tmp_path / "events.jsonl"
+    good = events.event(events.REGISTERED, NAME, 1, "t")
+    path.write_text(_lines(good, good | change))
+    with pytest.raises(
+        CorruptStoreError, match=f"line 2 is not a valid event: .*{re.escape(says)}"
+    ):
+        events.read(path)
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"type": "promoted", "name": NAME, "version": 1, "time": "t", "actor": "a", "reason": ""},
+        {"type": "rolled_back", "name": NAME, "version": 1, "time": "t", "actor": "a"}
+        | {"reason": "", "alias": "production", "to_version": 1},
+        {"type": "policy_set", "name": None, "version": None, "time": "t", "actor": "a"}
+        | {"reason": ""},
+        [1, 2],
+    ],
+)
+def test_an_event_without_the_fields_of_its_type_is_invalid(record: object) -> None:
+    assert events.invalid(record)
+
+
+def test_every_event_the_registry_writes_is_valid(tmp_path: Path) -> None:
+    for kind, extra in (
+        (events.PROMOTED, {"alias": "production", "from_version": None, "to_version": 1}),
+        (events.ROLLED_BACK, {"alias": "production", "from_version": 2, "to_version": 1}),
+        (events.RETIRED, {"alias": "production", "from_version": 1}),
+        (events.ARCHIVED, {}),
+    ):
+        assert events.invalid(events.event(kind, NAME, 1, "t", **extra)) is None
+    policy = {"floors": {"auc": 0.9}, "rollback_factor": 2.0}
+    assert events.invalid(events.event(events.POLICY_SET, None, None, "t", policy=policy)) is None
+
+
+def test_a_rollback_with_no_earlier_holder_is_a_corrupt_log() -> None:
+    record = events.event(
+        events.ROLLED_BACK, NAME, 1, "t", alias="production", from_version=2, to_version=1
+    )
+    with pytest.raises(CorruptStoreError, match="a rollback with no earlier holder"):
+        events.alias_stacks([record])
+
+
+def test_a_torn_tail_stops_writes_until_reindex_drops_it(tmp_path: Path) -> None:
     registry = Registry(tmp_path / "store", actor="t")
     registry.register(make_artifacts(tmp_path / "a1", b"one"), FAMILY, SCOPE, MODEL_TYPE)
     with open(registry.store.events_file, "ab") as handle:
         handle.write(b'{"type": "registered", "na')  # a writer killed mid-write
+    before = snapshot(registry.store.root)
+    with pytest.raises(CorruptStoreError, match=r"unfinished line.*registry reindex"):
+        registry.register(make_artifacts(tmp_path / "a2", b"two"), FAMILY, SCOPE, MODEL_TYPE)
+    assert snapshot(registry.store.root) == before
+    registry.reindex()
     registry.register(make_artifacts(tmp_path / "a2", b"two"), FAMILY, SCOPE, MODEL_TYPE)
     records = events.read(registry.store.events_file)
     assert [(r["type"], r["version"]) for r in records] == [("registered", 1), ("registered", 2)]
+    assert registry.verify() == []
 
 
 # ------------------------------------------------------------------ alias replay

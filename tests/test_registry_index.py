@@ -1,4 +1,5 @@
-"""registry.index: the SQLite lookup index (WAL, busy timeout, lookups, rebuild, corruption)."""
+"""registry.index: the SQLite lookup index (built whole, transactions, the log it reflects,
+read-only readers, lookups, corruption)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 
 from registry.errors import CorruptStoreError
-from registry.index import BUSY_TIMEOUT_MS, Index
+from registry.index import BUSY_TIMEOUT_MS, Index, build
 from tests.registry_helpers import snapshot
 
 
@@ -35,17 +36,20 @@ A, B = "acoustic_LT-2_convae", "acoustic_FAN-7_convae"
 
 @pytest.fixture
 def index(tmp_path: Path) -> Iterator[Index]:
-    idx = Index(tmp_path / "index.sqlite", create=True)
+    """A new, empty index, open for writing, each test's changes in a transaction."""
+    build(tmp_path / "index.sqlite", [], {}, (0, ""))
+    idx = Index(tmp_path / "index.sqlite", write=True)
     try:
-        yield idx
+        with idx.transaction():
+            yield idx
     finally:
         idx.close()
 
 
-def test_new_index_has_tables_wal_and_indexes(tmp_path: Path, index: Index) -> None:
+def test_a_new_index_has_its_tables_a_rollback_journal_and_indexes(index: Index) -> None:
     tables = {row[0] for row in index.conn.execute("select name from sqlite_master")}
-    assert {"versions", "aliases"} <= tables
-    assert index.conn.execute("pragma journal_mode").fetchone()[0] == "wal"
+    assert {"versions", "aliases", "log"} <= tables
+    assert index.conn.execute("pragma journal_mode").fetchone()[0] == "delete"
     assert index.conn.execute("pragma busy_timeout").fetchone()[0] == BUSY_TIMEOUT_MS
     indexed = {
         tuple(col[2] for col in index.conn.execute(f"pragma index_info('{row[0]}')"))
@@ -120,48 +124,69 @@ def test_search_filters_by_name_scope_and_alias(index: Index) -> None:
     assert index.search(name="acoustic_X-1_convae") == []
 
 
-def test_rebuild_replaces_everything(index: Index) -> None:
-    index.add(_meta(A, 1))
-    index.set_alias(A, "production", 1)
-    index.rebuild([_meta(B, 4), _meta(B, 5)], {(B, "production"): 5})
-    assert index.get(A, 1) is None
-    assert index.aliases_of(A) == {}
-    assert [m["version"] for m in index.search()] == [4, 5]
-    assert index.alias(B, "production") == 5
-
-
-def test_reopening_keeps_the_data(tmp_path: Path) -> None:
+def test_build_replaces_everything_in_one_step(tmp_path: Path) -> None:
     path = tmp_path / "index.sqlite"
-    first = Index(path, create=True)
-    first.add(_meta(A, 1))
-    first.set_alias(A, "production", 1)
-    first.close()
-    second = Index(path)
+    build(path, [_meta(A, 1)], {(A, "production"): 1}, (10, "aaa"))
+    reader = Index(path)  # open across the rebuild: keeps reading what it opened
+    build(path, [_meta(B, 4), _meta(B, 5)], {(B, "production"): 5}, (20, "bbb"))
     try:
-        assert second.get(A, 1) == _meta(A, 1)
-        assert second.alias(A, "production") == 1
+        assert reader.get(A, 1) == _meta(A, 1)
     finally:
-        second.close()
-
-
-def test_close_leaves_no_wal_or_shm(tmp_path: Path) -> None:
-    path = tmp_path / "index.sqlite"
-    idx = Index(path, create=True)
-    idx.add(_meta(A, 1))
-    idx.set_alias(A, "production", 1)
-    idx.close()
-    assert sorted(snapshot(tmp_path)) == ["index.sqlite"]
-
-
-def test_readers_see_a_writers_committed_rows(tmp_path: Path) -> None:
-    path = tmp_path / "index.sqlite"
-    writer = Index(path, create=True)
-    reader = Index(path)
+        reader.close()
+    index = Index(path)
     try:
-        writer.add(_meta(A, 1))
+        assert index.get(A, 1) is None and index.aliases_of(A) == {}
+        assert [m["version"] for m in index.search()] == [4, 5]
+        assert index.alias(B, "production") == 5
+        assert index.log() == (20, "bbb")
+    finally:
+        index.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index.sqlite"]
+
+
+def test_a_transaction_is_all_or_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "index.sqlite"
+    build(path, [], {}, (0, ""))
+    index = Index(path, write=True)
+    try:
+        with pytest.raises(RuntimeError), index.transaction():
+            index.add(_meta(A, 1))
+            index.set_log(99, "new")
+            raise RuntimeError("killed before the commit")
+        assert index.get(A, 1) is None and index.log() == (0, "")
+        with index.transaction():
+            index.add(_meta(A, 1))
+            index.set_log(99, "new")
+        assert index.get(A, 1) == _meta(A, 1) and index.log() == (99, "new")
+    finally:
+        index.close()
+
+
+def test_readers_see_only_committed_rows(tmp_path: Path) -> None:
+    path = tmp_path / "index.sqlite"
+    build(path, [], {}, (0, ""))
+    writer, reader = Index(path, write=True), Index(path)
+    try:
+        with writer.transaction():
+            writer.add(_meta(A, 1))
+            assert reader.get(A, 1) is None
         assert reader.get(A, 1) == _meta(A, 1)
     finally:
         writer.close()
+        reader.close()
+
+
+def test_a_reader_cannot_write_or_create(tmp_path: Path) -> None:
+    path = tmp_path / "index.sqlite"
+    with pytest.raises(CorruptStoreError, match="the index is missing"):
+        Index(path)
+    assert not path.exists()
+    build(path, [], {}, (0, ""))
+    reader = Index(path)
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            reader.conn.execute("insert into log (key, value) values ('x', 'y')")
+    finally:
         reader.close()
 
 
@@ -169,10 +194,11 @@ def test_garbage_file_is_refused_and_left_alone(tmp_path: Path) -> None:
     path = tmp_path / "index.sqlite"
     path.write_bytes(b"this is not a database, just garbage bytes " * 100)
     before = snapshot(tmp_path)
-    with pytest.raises(CorruptStoreError) as caught:
-        Index(path)
-    assert str(path) in str(caught.value)
-    assert "registry reindex" in str(caught.value)
+    for write in (False, True):
+        with pytest.raises(CorruptStoreError) as caught:
+            Index(path, write=write)
+        assert str(path) in str(caught.value)
+        assert "registry reindex" in str(caught.value)
     assert snapshot(tmp_path) == before
 
 
@@ -185,21 +211,30 @@ def test_query_on_a_broken_database_is_a_corrupt_store_error(index: Index) -> No
         index.search()
 
 
-def test_a_plain_sqlite_database_without_the_tables_gets_them(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "schema",
+    [
+        "",  # a 0-byte file: a crash right after it was created
+        "create table other (x int)",
+        "create table versions (name text, version int); create table aliases (name text);"
+        "create table log (key text, value text)",
+    ],
+)
+def test_an_index_without_this_registrys_tables_is_refused(tmp_path: Path, schema: str) -> None:
     path = tmp_path / "index.sqlite"
-    with sqlite3.connect(path) as conn:
-        conn.execute("create table other (x int)")
-    conn.close()
-    idx = Index(path, create=True)
-    try:
-        idx.add(_meta(A, 1))
-        assert idx.get(A, 1) == _meta(A, 1)
-    finally:
-        idx.close()
-
-
-def test_a_database_without_the_tables_is_refused_unless_creating(tmp_path: Path) -> None:
-    path = tmp_path / "index.sqlite"
-    path.write_bytes(b"")  # a crash right after the file was created
+    path.write_bytes(b"")
+    if schema:
+        with sqlite3.connect(path) as conn:
+            conn.executescript(schema)
+        conn.close()
+    before = snapshot(tmp_path)
     with pytest.raises(CorruptStoreError, match="run `registry reindex`"):
-        Index(path)
+        Index(path, write=True)
+    assert snapshot(tmp_path) == before
+
+
+def test_a_symlinked_index_is_refused(tmp_path: Path) -> None:
+    build(tmp_path / "elsewhere.sqlite", [], {}, (0, ""))
+    (tmp_path / "index.sqlite").symlink_to(tmp_path / "elsewhere.sqlite")
+    with pytest.raises(CorruptStoreError, match="not a regular file"):
+        Index(tmp_path / "index.sqlite")
