@@ -18,6 +18,19 @@ flat layout `{root}/{device}/*.wav`) into a temp folder and times, on the same f
 
 Each row is the best of `--repeat` rounds (the median beside it); the ratio is the reference's
 best time over the row's.
+
+With `--whole-stage` it times instead, each in a fresh process, on `--devices` x `--clips`
+one-minute clips (default 4 x 30, flat layout) in a temp git + DVC repo holding a copy of the
+pipeline (`dvc.yaml`, `params.yaml` with `data.root: data/fleet`, `pipelines/`, `stages/`,
+`registry/`, taken from `--code`, default this checkout):
+
+    extract stage  `dvc repro -f -s extract`: DVC, the interpreter and its imports, hashing,
+                   decoding, writing, as a user runs it
+    seed-style     the original system's extraction (seed 000): for each device the RMS
+                   probe (the first 10 s of each clip, librosa.load), then two passes of
+                   librosa.load + one librosa melspectrogram per window, the first for the
+                   min and max, the second to scale (one array per device written, where
+                   the seed wrote one file per window)
 """
 
 from __future__ import annotations
@@ -27,6 +40,8 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -36,6 +51,7 @@ from typing import Any, TypeVar
 import librosa
 import numpy as np
 import soundfile as sf
+import yaml
 from threadpoolctl import threadpool_info
 
 from pipelines import fleet
@@ -53,11 +69,11 @@ STAGE = "ours, extract stage"
 T = TypeVar("T")
 
 
-def make_clips(root: Path, minutes: int) -> list[Path]:
+def make_clips(root: Path, minutes: int, per_device: int = CLIPS_PER_DEVICE) -> list[Path]:
     """One-minute clips of the demo fleet's machine sound, deterministic, 16-bit PCM."""
     paths = []
     for i in range(minutes):
-        index = i // CLIPS_PER_DEVICE
+        index = i // per_device
         device = f"BENCH-{index}"
         profile = synth.device_profile(device, SEED, index)
         audio = synth.render_normal(profile, CLIP_SEC, RATE, np.random.default_rng([SEED, i]))
@@ -205,14 +221,118 @@ def print_table(result: dict[str, Any]) -> None:
     )
 
 
+def seed_style(root: Path, out: Path) -> None:
+    """The original system's extraction of every device under `root` (see the docstring)."""
+    p, q = FeatureParams(), Params().quality
+    out.mkdir(parents=True, exist_ok=True)
+    for device in sorted(d for d in root.iterdir() if d.is_dir()):
+        files = sorted(device.glob("*.wav"))
+        rms = [
+            features.probe_rms(librosa.load(f, sr=RATE, duration=q.probe_sec)[0], RATE, q)
+            for f in files
+        ]
+        files = [
+            f for f, k in zip(files, features.quality_keep(np.array(rms), q), strict=True) if k
+        ]
+        low, high = np.inf, -np.inf
+        for f in files:  # pass 1: the scale
+            windows = features.reference_log_mel_windows(librosa.load(f, sr=RATE)[0], RATE, p)
+            low, high = min(low, float(windows.min())), max(high, float(windows.max()))
+        scaled = [  # pass 2: the windows again, scaled
+            features.apply_scale(
+                features.reference_log_mel_windows(librosa.load(f, sr=RATE)[0], RATE, p),
+                (low, high),
+            )
+            for f in files
+        ]
+        np.save(out / f"{device.name}.npy", np.concatenate(scaled))
+
+
+def stage_repo(base: Path, code: Path, devices: int, clips: int) -> Path:
+    """A copy of `code`'s pipeline with `devices` x `clips` one-minute clips."""
+    repo = base / "repo"
+    repo.mkdir(parents=True)
+    for name in ("dvc.yaml", "pipelines", "stages", "registry"):
+        copy = shutil.copytree if (code / name).is_dir() else shutil.copy2
+        copy(code / name, repo / name)
+    params = yaml.safe_load((code / "params.yaml").read_text())
+    params["data"]["root"] = "data/fleet"
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    make_clips(repo / "data" / "fleet", devices * clips, per_device=clips)
+    return repo
+
+
+def whole_stage(code: Path, devices: int, clips: int, repeat: int) -> dict[str, Any]:
+    """Best and median seconds of `dvc repro -f -s extract` and of the seed-style reference."""
+    # Not at the top: worker processes spawned by the in-process rows import this module,
+    # and fleet_scale imports torch.
+    from bench.fleet_scale import BIN, Workspace
+
+    load_before = round(os.getloadavg()[0], 2)
+    times: dict[str, list[float]] = {"extract stage": [], "seed-style": [], "stage command": []}
+    with tempfile.TemporaryDirectory(prefix="bench-extract-stage-") as tmp:
+        ws = Workspace(stage_repo(Path(tmp), code, devices, clips))
+        ws.init()  # git and DVC
+        seed = [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; from bench.extract import seed_style; "
+            "seed_style(*map(Path, sys.argv[1:]))",
+            str(ws.repo / "data" / "fleet"),
+            str(Path(tmp) / "seed"),
+        ]
+        for _ in range(repeat):
+            shutil.rmtree(ws.repo / "features", ignore_errors=True)  # else: all unchanged
+            ws.log.write_text("")
+            seconds, proc = timed(lambda: ws.sh(BIN / "dvc", "repro", "-f", "-s", "extract"))
+            Workspace.check(proc)
+            times["extract stage"].append(seconds)
+            times["stage command"].append(ws._commands()["extract"])
+            seconds, proc = timed(lambda: subprocess.run(seed, capture_output=True, text=True))
+            Workspace.check(proc)
+            times["seed-style"].append(seconds)
+    return {
+        "code": str(code),
+        "devices": devices,
+        "clips_per_device": clips,
+        "repeat": repeat,
+        "seconds": {k: round(min(v), 2) for k, v in times.items()},
+        "median_seconds": {k: round(statistics.median(v), 2) for k, v in times.items()},
+        "ratio": round(min(times["seed-style"]) / min(times["extract stage"]), 2),
+        "load_before": load_before,
+        "load_after": round(os.getloadavg()[0], 2),
+    }
+
+
+def print_whole_stage(r: dict[str, Any]) -> None:
+    print(
+        f"{r['devices']} devices x {r['clips_per_device']} one-minute clips, code from "
+        f"{r['code']}; best of {r['repeat']} rounds, each in a fresh process"
+    )
+    for name, seconds in r["seconds"].items():
+        print(f"{name:40} {seconds:7.2f} s  (median {r['median_seconds'][name]:.2f})")
+    print(f"seed-style / extract stage: {r['ratio']:.2f}x (target >= 5x)")
+    print(f"load average (1 min) before / after: {r['load_before']} / {r['load_after']}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=int, default=24, help="one-minute clips to time")
     parser.add_argument("--repeat", type=int, default=3, help="rounds; the best of each counts")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--whole-stage", action="store_true", help="time `dvc repro` instead")
+    parser.add_argument("--devices", type=int, default=4, help="--whole-stage: devices")
+    parser.add_argument("--clips", type=int, default=30, help="--whole-stage: clips each")
+    parser.add_argument(
+        "--code", type=Path, default=Path.cwd(), help="--whole-stage: the checkout to copy"
+    )
     args = parser.parse_args()
-    result = run(args.minutes, args.repeat)
-    print_table(result)
+    if args.whole_stage:
+        result = whole_stage(args.code.resolve(), args.devices, args.clips, args.repeat)
+        print_whole_stage(result)
+    else:
+        result = run(args.minutes, args.repeat)
+        print_table(result)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -34,13 +34,14 @@ def run(
     report_path: str,
     work: Callable[[Params], Mapping[str, fleet.Outcome]],
     describe: Callable[[dict[str, Any]], list[tuple[str, str]]] | None = None,
+    extra: Callable[[], dict[str, Any]] = dict,
 ) -> int:
     """Run a stage over the fleet; 0 unless every device failed or the input is unusable.
 
     One failing device does not fail the stage (the others go on); it is named on stderr
     and in the report, and is retried on the next run because it left no fingerprint.
     `describe(report)` gives the stage's own (device, line) per device; by default only the
-    failed devices get one.
+    failed devices get one. `extra()` is what the stage found beside its devices, for the report.
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -51,7 +52,7 @@ def run(
     except RegistryError as exc:  # the store as a whole refused (locked, damaged)
         log.error("%s: %s", name, exc)
         return 1
-    report = fleet.stage_report(outcomes)
+    report = fleet.stage_report(outcomes) | extra()
     Path(report_path).parent.mkdir(parents=True, exist_ok=True)
     fleet.write_json(Path(report_path), report)
     for device, entry in report["devices"].items():

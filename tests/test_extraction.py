@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from pathlib import Path
 
+import librosa
 import numpy as np
 import pytest
 import soundfile as sf
 
 from pipelines import fleet
-from pipelines.acoustic import extraction, features
+from pipelines.acoustic import data, extraction, features
 from pipelines.acoustic.synth import generate_fleet
 from pipelines.params import SplitParams, parse_params
 from tests.pipeline_repo import TINY, merge
 
 PARAMS = parse_params(TINY)
+RATE = PARAMS.data.sample_rate
+# A regular file that every read fails on (EIO), even for root, who may read a mode-000 file.
+UNREADABLE = Path("/proc/self/mem")
 
 
 @pytest.fixture
@@ -40,8 +45,8 @@ def test_one_array_per_device_with_its_index(root: Path, tmp_path: Path) -> None
     assert roles == {"recorded", "verified"}
     assert {c["role"] for c in index["test_clips"]} == {"normal", "anomaly"}
     assert all(len(c["sha256"]) == 64 for c in index["train_clips"] + index["test_clips"])
-    # 5 training clips of 6 s: 5 windows each with 2 s windows every 1 s
-    assert len(train) == 25 and outcomes["A-1"].summary["windows"] == 25
+    per_clip = len(features.window_starts(6 * RATE, *features.window_samples(f, RATE)))
+    assert len(train) == 5 * per_clip == outcomes["A-1"].summary["windows"]  # 5 clips of 6 s
 
 
 def test_scale_is_fitted_on_training_windows_only(root: Path, tmp_path: Path) -> None:
@@ -148,3 +153,70 @@ def test_clips_read_on_threads_come_back_in_order_with_the_unusable_ones_skipped
         assert np.array_equal(a.windows, b.windows) and a.rms == b.rms
     reason = "cannot decode audio (Format not recognised.)"
     assert two[1] == one[1] == [{"file": "A-1/broken.wav", "reason": reason}]
+
+
+def _summary(outcomes: dict[str, fleet.Outcome], device: str) -> dict:
+    assert outcomes[device].status == "built", outcomes[device].error
+    return outcomes[device].summary
+
+
+@pytest.mark.skipif(not UNREADABLE.is_file(), reason="needs Linux's /proc/self/mem")
+def test_an_unreadable_clip_is_skipped_and_the_fleet_goes_on(root: Path, tmp_path: Path) -> None:
+    (root / "A-1" / "20261101" / "eio.wav").symlink_to(UNREADABLE)
+    outcomes = extract(root, tmp_path / "features")
+    skipped = _summary(outcomes, "A-1")["skipped"]
+    assert skipped == [
+        {"file": "A-1/20261101/eio.wav", "reason": "cannot read (Input/output error)"}
+    ]
+    assert _summary(outcomes, "B-2")["skipped"] == []
+    _, _, index = extraction.load_device(tmp_path / "features" / "A-1")
+    assert index["skipped"] == skipped
+
+
+def test_odd_entries_are_reported_and_each_clip_is_read_once(root: Path, tmp_path: Path) -> None:
+    before = _summary(extract(root, tmp_path / "before"), "A-1")
+    device = root / "A-1"
+    (device / "20261101" / "normal").symlink_to("..")  # the device folder, again
+    (device / "20261109").symlink_to("20261102")  # and those of 20261102/normal
+    (device / "gone.wav").symlink_to("nowhere.wav")
+    (device / "loop.wav").symlink_to("loop.wav")
+    got = _summary(extract(root, tmp_path / "features"), "A-1")
+    assert got["windows"] == before["windows"] and got["train_clips"] == before["train_clips"]
+    assert {s["file"]: s["reason"] for s in got["skipped"]} == {
+        "A-1/20261101/normal": "same folder as A-1",
+        "A-1/20261109": "same folder as A-1/20261102",
+        "A-1/20261109/normal": "same folder as A-1/20261102/normal",
+        "A-1/gone.wav": "link to nowhere.wav cannot be followed (No such file or directory)",
+        "A-1/loop.wav": "link to loop.wav cannot be followed (Too many levels of symbolic links)",
+    }
+    (device / "loop.wav").unlink()  # what is skipped is part of the fingerprint
+    outcomes = extract(root, tmp_path / "features")
+    assert outcomes["A-1"].status == "built" and outcomes["B-2"].status == "unchanged"
+
+
+@pytest.mark.parametrize("rate", [48000, 16000])
+def test_a_long_stereo_clip_is_read_in_blocks_with_the_whole_clips_features(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rate: int
+) -> None:
+    block = 1 << 14
+    rng = np.random.default_rng(rate)
+    y = 0.1 * rng.standard_normal((200 * block, 2)).astype(np.float32)  # 200 blocks, 26 MB
+    path = tmp_path / "data" / "L-1" / "long.wav"
+    path.parent.mkdir(parents=True)
+    sf.write(path, y, rate, subtype="FLOAT")
+    monkeypatch.setattr(data, "BLOCK", block)
+    job = extraction.plan(tmp_path / "data", PARAMS)[0]
+    tracemalloc.start()
+    try:
+        [clip], skipped = extraction.read_clips([(path, "recorded")], job.inputs, threads=1)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert skipped == []
+    whole = librosa.resample(y.mean(axis=1), orig_sr=rate, target_sr=RATE)
+    expected = features.log_mel_windows(whole, RATE, PARAMS.features)
+    assert clip.windows.shape == expected.shape
+    assert float(np.abs(clip.windows - expected).max()) < 1e-4  # dB
+    assert clip.rms == pytest.approx(features.probe_rms(whole, RATE, PARAMS.quality), rel=1e-6)
+    # A few blocks, the FFT's working arrays (4 MB) and the windows: not the clip.
+    assert peak < y.nbytes / 4

@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
+import librosa
 import numpy as np
 import pytest
 from scipy.signal import chirp
 
+from pipelines.acoustic import features
 from pipelines.acoustic.features import (
     apply_scale,
+    clip_features,
     fit_scale,
     log_mel_windows,
     probe_rms,
@@ -31,7 +34,9 @@ RATE = 16000
 # mistake (a frame off by one, a missed edge frame, a wrong reference) costs whole dB.
 TOLERANCE_DB = 1e-3
 
-SMALL = FeatureParams(window_sec=2.0, hop_sec=1.0, n_mels=32, frames=64)
+# The hop is on the STFT frame grid (16384 samples = 32 frames of 512), as with the default
+# params, so `log_mel_windows` takes its fast path (see `fast_path_only`).
+SMALL = FeatureParams(window_sec=2.0, hop_sec=1.024, n_mels=32, frames=64)
 
 CONFIGS: dict[str, tuple[FeatureParams, float]] = {
     # name: (params, clip seconds)
@@ -39,10 +44,32 @@ CONFIGS: dict[str, tuple[FeatureParams, float]] = {
     "ref-fixed": (replace(FeatureParams(), ref="fixed"), 18.5),
     "frames-200-crop": (replace(FeatureParams(), frames=200), 18.5),
     "top-db-20": (replace(FeatureParams(), top_db=20.0), 18.5),
-    "window-2-hop-1": (SMALL, 6.3),
-    "window-2-hop-1-fixed-top-db-30": (replace(SMALL, ref="fixed", top_db=30.0), 6.3),
-    "hop-off-grid": (replace(SMALL, hop_sec=0.3), 4.1),
+    "window-2-hop-1.024": (SMALL, 6.3),
+    "window-2-hop-1.024-fixed-top-db-30": (replace(SMALL, ref="fixed", top_db=30.0), 6.3),
+    "window-1-hop-0.512-odd-frames": (
+        replace(SMALL, window_sec=1.0, hop_sec=0.512, frames=37),
+        4.1,
+    ),
 }
+
+
+@pytest.fixture
+def allow_reference() -> None:
+    """Asked for by a test in which `log_mel_windows` is meant to run the reference."""
+
+
+@pytest.fixture(autouse=True)
+def fast_path_only(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`log_mel_windows` may not fall back on the per-window reference (the tests call it by
+    the name imported above): a test of the fast path that ran the reference would compare
+    the reference with itself, and pass whatever became of the fast path."""
+    if "allow_reference" in request.fixturenames:
+        return
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("log_mel_windows fell back on the per-window reference")
+
+    monkeypatch.setattr(features, "reference_log_mel_windows", refuse)
 
 
 def _signal(kind: str, seconds: float, seed: int = 0) -> np.ndarray:
@@ -81,7 +108,7 @@ def test_fast_windows_equal_the_reference(config: str, kind: str) -> None:
     assert float(np.abs(fast - reference).max()) < TOLERANCE_DB
 
 
-def test_a_hop_off_the_frame_grid_is_the_reference_itself() -> None:
+def test_a_hop_off_the_frame_grid_is_the_reference_itself(allow_reference: None) -> None:
     p = replace(SMALL, hop_sec=0.3)
     assert window_samples(p, RATE)[1] % p.hop_length != 0
     y = _signal("random", 3.0, seed=4)
@@ -92,7 +119,8 @@ def test_a_hop_off_the_frame_grid_is_the_reference_itself() -> None:
 
 def test_a_click_only_changes_the_windows_that_hold_it() -> None:
     p = SMALL
-    y = _signal("silence+click", 6.3)  # the click sits at 3.15 s: windows 2 and 3 (2-4, 3-5 s)
+    y = _signal("silence+click", 6.3)  # the click, at 3.16 s, is in windows 2 and 3 only:
+    # windows of 2 s from 1.024, 2.048, 3.072 and 4.096 s
     windows = log_mel_windows(y, RATE, p)
     assert len(windows) == 5
     for i in (0, 1, 4):
@@ -103,7 +131,7 @@ def test_a_click_only_changes_the_windows_that_hold_it() -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "window_sec", "hop_sec"),
-    [(6.3, 2.0, 1.0), (2.0, 2.0, 1.0), (5.99, 2.0, 1.0), (7.0, 2.0, 0.5), (10.0, 3.0, 2.5)],
+    [(6.3, 2.0, 1.024), (2.0, 2.0, 1.024), (5.99, 2.0, 0.992), (7.0, 2.0, 0.512), (10, 3.0, 2.56)],
 )
 def test_window_count(seconds: float, window_sec: float, hop_sec: float) -> None:
     p = replace(SMALL, window_sec=window_sec, hop_sec=hop_sec, n_mels=8)
@@ -129,7 +157,7 @@ def test_a_clip_shorter_than_a_window_has_no_windows() -> None:
 
 @pytest.mark.parametrize("kind", SIGNALS)
 def test_ref_max_puts_each_window_peak_at_zero(kind: str) -> None:
-    p = replace(SMALL, hop_sec=0.5)
+    p = replace(SMALL, hop_sec=0.512)
     windows = log_mel_windows(_signal(kind, 5.0, seed=2), RATE, p)
     assert (windows <= 0).all()
     assert (windows >= -p.top_db).all()
@@ -150,7 +178,7 @@ def test_ref_fixed_keeps_the_absolute_level() -> None:
 
 @pytest.mark.parametrize("compute", [log_mel_windows, reference_log_mel_windows])
 def test_padding_columns_are_exactly_zero(compute: Compute) -> None:
-    p = replace(SMALL, window_sec=1.0, hop_sec=0.5, frames=48, ref="fixed")
+    p = replace(SMALL, window_sec=1.0, hop_sec=0.512, frames=48, ref="fixed")
     natural = 1 + window_samples(p, RATE)[0] // p.hop_length  # centred frames: 32
     assert natural < p.frames
     y = 0.01 * _signal("random", 3.0)  # real columns well below 0 dB
@@ -180,6 +208,16 @@ def test_fit_and_apply_scale() -> None:
     # Later data is mapped with the training scale, not its own.
     other = apply_scale(np.array([scale[0] - 10.0, scale[1] + 10.0], dtype=np.float32), scale)
     assert other[0] < 0.0 < 1.0 < other[1]
+
+
+def test_scale_fitted_on_marked_windows_and_applied_in_place() -> None:
+    windows = np.random.default_rng(2).uniform(-80.0, 0.0, size=(6, 4, 5)).astype(np.float32)
+    fitted = np.array([True, False, True, True, False, True])
+    scale = fit_scale(windows, fitted)
+    assert scale == fit_scale(windows[fitted])
+    expected = apply_scale(windows, scale)
+    assert apply_scale(windows, scale, out=windows) is windows
+    np.testing.assert_array_equal(windows, expected)
 
 
 def test_apply_scale_of_a_constant_device_is_finite() -> None:
@@ -214,6 +252,45 @@ def test_quality_keep_disabled_keeps_all() -> None:
     rms = _rms_with_outlier(20)
     assert quality_keep(rms, QualityParams(enabled=False)).all()
     assert quality_keep(np.zeros(0), QualityParams()).shape == (0,)
+
+
+@pytest.mark.parametrize(
+    ("rate", "n_fft", "n_mels"),
+    [(16000, 1024, 128), (16000, 1024, 32), (48000, 2048, 64), (22050, 65, 8), (1600, 256, 16)],
+)
+def test_mel_filters_and_window_are_librosas(rate: int, n_fft: int, n_mels: int) -> None:
+    expected = librosa.filters.mel(sr=rate, n_fft=n_fft, n_mels=n_mels)
+    np.testing.assert_allclose(
+        features._mel_basis(rate, n_fft, n_mels).toarray(), expected, rtol=1e-6, atol=0
+    )
+    window = librosa.filters.get_window("hann", n_fft, fftbins=True)
+    np.testing.assert_allclose(features._hann(n_fft), window, rtol=0, atol=1e-7)
+
+
+def _blocks(y: np.ndarray, size: int) -> list[np.ndarray]:
+    return [y[i : i + size] for i in range(0, len(y), size)]
+
+
+@pytest.mark.parametrize("block", [1000, 16384 + 7, 50_000, 10**9])  # 10**9: one block
+@pytest.mark.parametrize("config", ["default", "window-2-hop-1.024", "frames-200-crop"])
+def test_windows_of_blocks_equal_those_of_the_whole_clip(config: str, block: int) -> None:
+    p, _ = CONFIGS[config]
+    q = QualityParams(probe_sec=1.5)
+    y = _signal("chirp", 41.3, seed=3)
+    blocks = _blocks(y, block)
+    blocks.insert(1, y[:0])  # a resampler may hand out an empty block
+    got = clip_features(blocks, RATE, p, q)
+    whole = log_mel_windows(y, RATE, p)
+    assert got.windows.shape == whole.shape and got.windows.dtype == np.float32
+    assert float(np.abs(got.windows - whole).max()) < 1e-4  # float32 rounding at most
+    assert got.seconds == len(y) / RATE
+    assert got.rms == probe_rms(y, RATE, q)
+
+
+def test_a_clip_of_blocks_shorter_than_a_window_has_no_windows() -> None:
+    got = clip_features(_blocks(_signal("random", 1.99), 5000), RATE, SMALL, QualityParams())
+    assert got.windows.shape == (0, SMALL.n_mels, SMALL.frames)
+    assert got.seconds == pytest.approx(1.99)
 
 
 def test_probe_rms_reads_only_the_first_probe_sec() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import soundfile as sf
 
 from pipelines.acoustic.synth import generate_fleet
 from pipelines.params import parse_params
-from tests.pipeline_repo import PROJECT, TINY, merge, write_params
+from tests.pipeline_repo import PROJECT, TINY, make_repo, merge, run, write_params
 
 
 def stage(cwd: Path, name: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -90,12 +91,66 @@ def test_stage_fails_when_every_device_fails(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ["bad_name", "has space", "-dash"])
-def test_invalid_device_folder_stops_before_any_work(fleet_dir: Path, name: str) -> None:
+def test_invalid_device_folder_is_skipped_and_named(fleet_dir: Path, name: str) -> None:
     (fleet_dir / "data" / "demo" / name).mkdir()
     result = stage(fleet_dir, "extract", "data/demo", "features")
-    assert result.returncode == 2
-    assert repr(name) in result.stderr and "not a valid device code" in result.stderr
-    assert not (fleet_dir / "features").exists()
+    assert result.returncode == 0, result.stderr
+    reason = f"device folder {name!r} is not a valid device code"
+    assert f"skipped data/demo/{name}: {reason}" in result.stderr
+    report = json.loads((fleet_dir / "reports" / "extract.json").read_text())
+    assert report["built"] == ["A-1", "B-2"]
+    [skipped] = report["skipped_folders"]
+    assert skipped["folder"] == name and skipped["reason"].startswith(reason)
+
+
+@pytest.mark.skipif(not Path("/proc/self/mem").is_file(), reason="needs Linux's /proc/self/mem")
+def test_unreadable_and_odd_files_are_skipped_and_reported(fleet_dir: Path) -> None:
+    device = fleet_dir / "data" / "demo" / "A-1"
+    (device / "eio.wav").symlink_to("/proc/self/mem")  # every read fails, even for root
+    (device / "gone.wav").symlink_to("nowhere.wav")
+    (device / "folder.wav").mkdir()
+    os.mkfifo(device / "pipe.wav")  # opened, it would wait for a writer forever
+    result = stage(fleet_dir, "extract", "data/demo", "features")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((fleet_dir / "reports" / "extract.json").read_text())
+    assert report["built"] == ["A-1", "B-2"]
+    skipped = {s["file"]: s["reason"] for s in report["devices"]["A-1"]["skipped"]}
+    assert skipped == {
+        "A-1/eio.wav": "cannot read (Input/output error)",
+        "A-1/gone.wav": "link to nowhere.wav cannot be followed (No such file or directory)",
+        "A-1/folder.wav": "not a regular file",
+        "A-1/pipe.wav": "not a regular file",
+    }
+    for file, reason in skipped.items():
+        assert f"A-1: skipped {file}: {reason}" in result.stderr
+
+
+@pytest.mark.e2e
+def test_dvc_repro_runs_over_odd_input_that_dvcignore_names(tmp_path: Path) -> None:
+    """DVC hashes every file under a dependency folder, following links, and refuses a link
+    it cannot follow (or blocks on a named pipe) before any stage runs: what it must not
+    read is named in `.dvcignore`; the extract stage still skips and reports it."""
+    overrides = merge(TINY, {"data": {"root": "data/fleet"}})  # not the generate stage's
+    repo = make_repo(tmp_path / "repo", overrides)
+    params = parse_params(overrides)
+    generate_fleet(repo / "data" / "fleet", params.generate, params.data.sample_rate)
+    device = repo / "data" / "fleet" / "A-1"
+    (device / "loop.wav").symlink_to("loop.wav")
+    (device / "20261109").symlink_to(".")  # DVC does not walk into a linked folder
+    (device.parent / "bad_name").mkdir()
+    with (repo / ".dvcignore").open("a") as ignore:
+        ignore.write("data/fleet/A-1/loop.wav\n")
+    result = run(repo, "dvc", "repro", "-s", "extract")
+    assert "skipped data/fleet/bad_name" in result.stderr
+    report = json.loads((repo / "reports" / "extract.json").read_text())
+    assert report["built"] == ["A-1", "B-2"]
+    assert [s["folder"] for s in report["skipped_folders"]] == ["bad_name"]
+    skipped = {s["file"]: s["reason"] for s in report["devices"]["A-1"]["skipped"]}
+    assert skipped == {
+        "A-1/20261109": "same folder as A-1",
+        "A-1/loop.wav": "link to loop.wav cannot be followed (Too many levels of symbolic links)",
+    }
+    assert report["devices"]["A-1"]["windows"] == report["devices"]["B-2"]["windows"]
 
 
 def test_missing_data_root_is_named(tmp_path: Path) -> None:

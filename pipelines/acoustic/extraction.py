@@ -1,13 +1,15 @@
 """The extract stage: a device's audio to one array of scaled log-Mel windows on disk.
 
-Each file is read and decoded once. Recorded clips go through the RMS/IQR quality filter,
-verified_normal clips are always kept, labelled test clips are kept apart. The validation
-split is drawn here, by whole clips where there are several (neighbouring windows overlap,
-so a split by window would leak), and the min-max scale is fitted on the training part only.
+Each file is hashed (for the fingerprint), then decoded once, a block at a time, so that a
+long clip costs the memory of its windows, not of its samples. Recorded clips go through
+the RMS/IQR quality filter, verified_normal clips are always kept, labelled test clips are
+kept apart. The validation split is drawn here, by whole clips where there are several
+(neighbouring windows overlap, so a split by window would leak), and the min-max scale is
+fitted on the training part only.
 
 Written per device: `train.npy` and `test.npy` (float32, (n, n_mels, frames), scaled),
 `scale.npy` ([min, max]) and `index.json` (clips, their sha256, window-to-clip maps,
-the validation mask, and every skipped clip with its reason).
+the validation mask, and every skipped file with its reason).
 """
 
 from __future__ import annotations
@@ -47,26 +49,41 @@ class Clip:
     rms: float
 
 
-def plan(root: Path, params: Params) -> list[fleet.Job]:
-    """One job per device, fingerprinted by its files' bytes, the params and this code."""
+def plan(root: Path, params: Params, found: data.Found | None = None) -> list[fleet.Job]:
+    """One job per device, fingerprinted by its files' bytes, the params and this code.
+
+    `found` is `data.discover(root, ...)` when the caller has it already. A file that cannot
+    be read for its digest is skipped, and reported with the device's other skipped files."""
     code = fleet.code_digest(data, features, sys.modules[__name__])
     settings = [as_dict(params.data), as_dict(params.features), as_dict(params.quality)]
     settings += [as_dict(params.split), code, librosa.__version__]
-    devices = data.discover(root, params.data.extensions)
-    files = [path for sources in devices.values() for path in sources.all_files]
+    if found is None:
+        found = data.discover(root, params.data.extensions)
+    files = [path for sources in found.devices.values() for path in sources.all_files]
     with ThreadPoolExecutor(fleet.job_cores()) as pool:  # hashlib releases the GIL
-        digest_of = dict(zip(files, pool.map(sha256_file, files), strict=True))
+        digest_of = dict(zip(files, pool.map(_digest, files), strict=True))
     jobs = []
-    for device, sources in devices.items():
+    for device, sources in found.devices.items():
+        unreadable = [d for p in sources.all_files if isinstance(d := digest_of[p], data.Skipped)]
+        sources = sources.without(unreadable)
         digests = {_rel(p, root): digest_of[p] for p in sources.all_files}
+        skipped = [_skip_entry(s, root) for s in sources.skipped]
         jobs.append(
             fleet.Job(
                 device,
-                fleet.fingerprint(settings, digests),
+                fleet.fingerprint(settings, digests, skipped),
                 ExtractInput(root, sources, digests, params),
             )
         )
     return jobs
+
+
+def _digest(path: Path) -> str | data.Skipped:
+    """The file's sha256, or why it cannot be read: one such file stops no device."""
+    try:
+        return sha256_file(path)
+    except OSError as exc:
+        return data.Skipped(path, data.cannot_read(exc))
 
 
 def build(job: fleet.Job, work: Path) -> dict[str, Any]:
@@ -80,7 +97,8 @@ def build(job: fleet.Job, work: Path) -> dict[str, Any]:
         "anomaly": src.test_anomaly,
     }
     files = [(path, role) for role, paths in roles.items() for path in paths]
-    clips, skipped = read_clips(files, inp, fleet.job_cores())
+    clips, unusable = read_clips(files, inp, fleet.job_cores())
+    skipped = [_skip_entry(s, inp.root) for s in src.skipped] + unusable
     recorded = [c for c in clips if c.role == "recorded"]
     keep = features.quality_keep(np.array([c.rms for c in recorded]), p.quality)
     filtered = [c.file for c, k in zip(recorded, keep, strict=True) if not k]
@@ -94,8 +112,9 @@ def build(job: fleet.Job, work: Path) -> dict[str, Any]:
     train_windows = np.concatenate([c.windows for c in train])
     clip_of_window = np.repeat(np.arange(len(train)), [len(c.windows) for c in train])
     validation = validation_mask(clip_of_window, p.split)
-    scale = features.fit_scale(train_windows[~validation])
-    np.save(work / "train.npy", features.apply_scale(train_windows, scale))
+    scale = features.fit_scale(train_windows, ~validation)
+    # In place: a long clip's windows are the largest arrays the stage holds.
+    np.save(work / "train.npy", features.apply_scale(train_windows, scale, out=train_windows))
     np.save(work / "scale.npy", np.array(scale, dtype=np.float64))
     test_windows = [c.windows for c in test]
     shape = (0, p.features.n_mels, p.features.frames)
@@ -134,7 +153,7 @@ def read_clips(
         results = list(pool.map(lambda file: _try_clip(*file, inp), files))
     clips = [r for r in results if isinstance(r, Clip)]
     skipped = [
-        {"file": _rel(e.path, inp.root), "reason": e.reason}
+        _skip_entry(data.Skipped(e.path, e.reason), inp.root)
         for e in results
         if isinstance(e, ClipError)
     ]
@@ -150,13 +169,12 @@ def _try_clip(path: Path, role: str, inp: ExtractInput) -> Clip | ClipError:
 
 def _clip(path: Path, role: str, inp: ExtractInput) -> Clip:
     p, rate = inp.params, inp.params.data.sample_rate
-    y = data.decode(path.read_bytes(), path, rate)
-    windows = features.log_mel_windows(y, rate, p.features)
-    if len(windows) == 0:
+    found = features.clip_features(data.read_blocks(path, rate), rate, p.features, p.quality)
+    if len(found.windows) == 0:
         raise ClipError(
-            path, f"too short: {len(y) / rate:.2f} s, need at least {p.features.window_sec} s"
+            path, f"too short: {found.seconds:.2f} s, need at least {p.features.window_sec} s"
         )
-    return Clip(_rel(path, inp.root), role, windows, features.probe_rms(y, rate, p.quality))
+    return Clip(_rel(path, inp.root), role, found.windows, found.rms)
 
 
 def _clip_entry(clip: Clip, inp: ExtractInput) -> dict[str, Any]:
@@ -192,6 +210,11 @@ def validation_mask(clip_of_window: np.ndarray, p: SplitParams) -> np.ndarray:
 
 def _rel(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix()
+
+
+def _skip_entry(skipped: data.Skipped, root: Path) -> dict[str, str]:
+    """A skipped file as the report and index.json show it."""
+    return {"file": _rel(skipped.path, root), "reason": skipped.reason}
 
 
 def load_device(folder: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:

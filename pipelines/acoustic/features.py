@@ -9,10 +9,16 @@ to `frames` columns. `reference_log_mel_windows` computes exactly that, one wind
 `log_mel_windows` computes the same numbers faster: windows overlap, so it transforms every
 STFT frame of the clip once and shares it between windows; only the frames that touch a
 window's edge (where that window sees zeros and the clip sees audio) are transformed again.
+
+A window depends on its own samples only, so `clip_features` computes a clip's windows as
+its decoded blocks arrive, keeping just the samples of windows not yet complete: the same
+numbers, in memory bounded by the block size rather than by the clip's length.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import lru_cache
 
 import librosa
@@ -94,17 +100,73 @@ def log_mel_windows(y: np.ndarray, sample_rate: int, p: FeatureParams) -> np.nda
     return np.ascontiguousarray(out[:, :, : p.frames])
 
 
+@dataclass(frozen=True)
+class ClipFeatures:
+    """What the extract stage keeps of a clip."""
+
+    windows: np.ndarray  # (windows, n_mels, frames)
+    seconds: float
+    rms: float  # of the first `probe_sec` seconds: the quality filter's statistic
+
+
+def clip_features(
+    blocks: Iterable[np.ndarray], sample_rate: int, p: FeatureParams, q: QualityParams
+) -> ClipFeatures:
+    """`log_mel_windows` and `probe_rms` of the concatenated `blocks`, block by block."""
+    win, hop = window_samples(p, sample_rate)
+    probe = int(q.probe_sec * sample_rate)
+    pending = np.zeros(0, np.float32)  # samples of the windows not yet complete
+    head, parts, seen = [pending], [], 0
+    for block in blocks:
+        if seen < probe:  # a slice of a block keeps all of it: only the first blocks
+            head.append(block[: probe - seen])
+        seen += len(block)
+        pending = np.concatenate([pending, block]) if len(pending) else block
+        count = len(window_starts(len(pending), win, hop))
+        if count:
+            parts.append(log_mel_windows(pending, sample_rate, p))
+            pending = pending[count * hop :]
+    empty = np.zeros((0, p.n_mels, p.frames), dtype=np.float32)
+    windows = parts[0] if len(parts) == 1 else np.concatenate([empty, *parts])
+    rms = probe_rms(np.concatenate(head), sample_rate, q)
+    return ClipFeatures(windows, seen / sample_rate, rms)
+
+
+# Slaney's mel scale, as librosa has it by default: linear below 1 kHz, logarithmic above.
+_HZ_PER_MEL = 200.0 / 3
+_LOG_HZ = 1000.0
+_LOG_MEL = _LOG_HZ / _HZ_PER_MEL
+_LOG_STEP = np.log(6.4) / 27.0
+
+
 @lru_cache(maxsize=8)
 def _mel_basis(sample_rate: int, n_fft: int, n_mels: int) -> scipy.sparse.csr_array:
-    """librosa's mel filter bank, sparse: each filter spans a few FFT bins, and a sparse
-    product needs no BLAS threads, which clip threads would oversubscribe."""
-    basis = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)
-    return scipy.sparse.csr_array(basis.astype(np.float32))
+    """`librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)`, its steps in its
+    order (so the same floats), but not imported from librosa: `librosa.filters` imports
+    scipy.signal and numba, 0.8 s of every stage run. Sparse: each filter spans a few FFT
+    bins, and a sparse product needs no BLAS threads, which clip threads would oversubscribe."""
+    nyquist = sample_rate / 2
+    top = (  # in mels
+        nyquist / _HZ_PER_MEL
+        if nyquist < _LOG_HZ
+        else _LOG_MEL + np.log(nyquist / _LOG_HZ) / _LOG_STEP
+    )
+    mels = np.linspace(0.0, top, n_mels + 2)
+    edges = np.where(
+        mels >= _LOG_MEL, _LOG_HZ * np.exp(_LOG_STEP * (mels - _LOG_MEL)), _HZ_PER_MEL * mels
+    )
+    ramps = np.subtract.outer(edges, np.fft.rfftfreq(n_fft, 1.0 / sample_rate))
+    widths = np.diff(edges)[:, None]
+    rising, falling = -ramps[:-2] / widths[:-1], ramps[2:] / widths[1:]
+    weights = np.maximum(0, np.minimum(rising, falling)).astype(np.float32)
+    weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]  # Slaney's norm: equal area
+    return scipy.sparse.csr_array(weights)
 
 
 @lru_cache(maxsize=8)
 def _hann(n_fft: int) -> np.ndarray:
-    return librosa.filters.get_window("hann", n_fft, fftbins=True).astype(np.float32)
+    """The periodic Hann window, as scipy.signal computes it for librosa."""
+    return (0.5 + 0.5 * np.cos(np.linspace(-np.pi, np.pi, n_fft + 1)))[:-1].astype(np.float32)
 
 
 def _mel_power(frames: np.ndarray, basis: scipy.sparse.csr_array) -> np.ndarray:
@@ -139,14 +201,22 @@ def _fit_frames(db: np.ndarray, frames: int) -> np.ndarray:
     return np.ascontiguousarray(db[..., :frames], dtype=np.float32)
 
 
-def fit_scale(windows: np.ndarray) -> tuple[float, float]:
-    """Min-max scale of a device, fitted on its training windows."""
-    return float(windows.min()), float(windows.max())
+def fit_scale(windows: np.ndarray, fitted: np.ndarray | None = None) -> tuple[float, float]:
+    """Min-max scale of a device, fitted on its training windows: those `fitted` marks
+    (all by default), read in place rather than copied out."""
+    where = True if fitted is None else fitted.reshape(-1, *[1] * (windows.ndim - 1))
+    return (
+        float(windows.min(initial=np.inf, where=where)),
+        float(windows.max(initial=-np.inf, where=where)),
+    )
 
 
-def apply_scale(windows: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
+def apply_scale(
+    windows: np.ndarray, scale: tuple[float, float], out: np.ndarray | None = None
+) -> np.ndarray:
+    """Windows mapped with `scale` (training windows to [0, 1]); into `out` if given."""
     low, high = scale
-    scaled = np.subtract(windows, low, dtype=np.float32)
+    scaled = np.subtract(windows, low, dtype=np.float32, out=out)
     scaled /= high - low + 1e-6
     return scaled
 
