@@ -161,7 +161,8 @@ def _soak(root: str, deploy: str, seconds: float, out: str) -> None:
                 meta = _register_new(registry, scope)
                 registered.append([meta["name"], meta["version"]])
             elif op == "promote":
-                registry.promote(name, rng.randint(1, registry.get(name)["version"]))
+                latest = registry.get(name)["version"]
+                registry.promote(name, rng.randint(max(1, latest - 3), latest))
             elif op == "rollback":
                 registry.rollback(name)
             elif op == "export":
