@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from registry.errors import CorruptStoreError
+from registry.store import open_new
 
 REGISTERED, PROMOTED, ROLLED_BACK, ARCHIVED = "registered", "promoted", "rolled_back", "archived"
 RETIRED, REFUSED, CHECKED, POLICY_SET = "retired", "refused", "checked", "policy_set"
@@ -58,7 +59,7 @@ def append(path: Path, record: dict[str, Any]) -> bytes:
     """Append one event (the caller holds the store's lock and has checked the log); returns
     the bytes written, for the caller's running digest of the log."""
     line = line_of(record)
-    with open(path, "ab") as handle:
+    with open_new(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT) as handle:
         handle.write(line)
         handle.flush()
         os.fsync(handle.fileno())

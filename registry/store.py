@@ -124,12 +124,18 @@ def write_atomic(path: Path, data: bytes) -> None:
     """Temp file, fsync, os.replace, fsync of the folder: all of it or none of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
+    tmp.unlink(missing_ok=True)  # a killed writer's; a link there goes, not what it points to
+    with open_new(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL) as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
     fsync_dir(path.parent)
+
+
+def open_new(path: Path, flags: int) -> Any:
+    """Open for writing without following a symlink at `path` (ELOOP instead)."""
+    return os.fdopen(os.open(path, flags | os.O_NOFOLLOW, 0o644), "wb")
 
 
 def write_json(path: Path, data: Any) -> None:

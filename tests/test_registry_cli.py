@@ -756,3 +756,53 @@ def test_every_command_has_json_output(store: Path, tmp_path: Path) -> None:
     Registry(store).record_check(ACOUSTIC, 3, "exp-a")
     for args in COMMANDS:
         json.loads(ok(*args, "--store", store, "--json"))
+
+
+@pytest.fixture
+def read_only_store(two_models: Path, tmp_path: Path) -> Any:
+    """The store, bind-mounted read-only (root and mount privileges, as CI has; skipped else)."""
+    view = tmp_path / "read-only"
+    view.mkdir()
+    mounted = subprocess.run(["mount", "--bind", str(two_models), str(view)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"a read-only store needs bind mounts: {mounted.stderr.decode().strip()}")
+    try:
+        remount = ["mount", "-o", "remount,bind,ro", str(view)]
+        subprocess.run(remount, capture_output=True, check=True)
+        yield view
+    finally:
+        subprocess.run(["umount", str(view)], capture_output=True, check=False)
+
+
+def test_a_read_only_store_reads_and_refuses_writes_in_one_line(
+    read_only_store: Path, tmp_path: Path
+) -> None:
+    listed = run_main("list", "--json", "--store", read_only_store)
+    assert listed.returncode == 0 and len(json.loads(listed.stdout)) == 3
+    assert run_main("verify", "--store", read_only_store).returncode == 0
+    folder = make_artifacts(tmp_path / "new", b"new")
+    for args in (
+        register_args(folder),
+        ["promote", NAME, "1"],
+        ["reindex"],
+        ["gc", "--keep", "1"],
+    ):
+        result = run_main(*args, "--store", read_only_store)
+        assert_one_error_line(result, "Read-only file system")
+
+
+def test_a_store_path_that_is_a_file_is_one_clear_line(tmp_path: Path) -> None:
+    not_a_store = tmp_path / "store.txt"
+    not_a_store.write_text("a file")
+    folder = make_artifacts(tmp_path / "new", b"new")
+    assert_one_error_line(run_main("list", "--store", not_a_store), "no model store here")
+    assert_one_error_line(run_main(*register_args(folder), "--store", not_a_store), "not a folder")
+    assert not_a_store.read_text() == "a file"
+
+
+def test_a_huge_version_is_one_clear_line(two_models: Path) -> None:
+    huge = f"{NAME}:v{10**30}"
+    assert_one_error_line(run_main("show", huge, "--store", two_models), "from 1 to")
+    assert_one_error_line(
+        run_main("promote", NAME, str(10**30), "--store", two_models), "from 1 to"
+    )

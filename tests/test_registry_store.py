@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 
@@ -234,3 +235,15 @@ def test_locked_releases_the_lock_when_the_body_raises(tmp_path: Path) -> None:
         raise RuntimeError("boom")
     with store.locked():
         pass
+
+
+def test_an_atomic_write_never_writes_through_a_planted_link(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not the store's")
+    target = tmp_path / "store" / "versions.json"
+    target.parent.mkdir()
+    (target.parent / f".versions.json.{os.getpid()}.tmp").symlink_to(outside)
+    target.symlink_to(outside)
+    write_json(target, {"a": 1})
+    assert outside.read_text() == "not the store's"
+    assert not target.is_symlink() and json.loads(target.read_text()) == {"a": 1}
