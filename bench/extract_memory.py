@@ -120,7 +120,7 @@ def run(minutes: int, rate: int) -> dict[str, Any]:
         "channels": 2,
         "file_mb": round(file_mb, 1),
         "windows": windows,
-        "max_abs_diff_scaled": diff,
+        "max_abs_diff_db": diff,
         "variants": results,
         "ratio": round(results["reference"]["peak_mb"] / results["ours"]["peak_mb"], 2),
         "load_before": load_before,
@@ -142,7 +142,7 @@ def main() -> None:
     for name, row in result["variants"].items():
         print(f"{name:10} peak RSS {row['peak_mb']:8.1f} MB  {row['seconds']:7.2f} s")
     print(f"reference / ours: {result['ratio']}x less memory")
-    print(f"max |reference - ours| of the scaled windows: {result['max_abs_diff_scaled']:.2e}")
+    print(f"max |reference - ours| of the windows, dB: {result['max_abs_diff_db']:.2e}")
     print(f"load average (1 min) before / after: {result['load_before']} / {result['load_after']}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

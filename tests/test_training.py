@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -97,3 +99,21 @@ def test_same_inputs_give_the_same_weights(features: Path, tmp_path: Path) -> No
         assert outcomes["A-1"].status == "built"
         states.append(weights(tmp_path / run))
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_the_scale_is_fitted_on_the_training_windows_only(features: Path, tmp_path: Path) -> None:
+    """A validation window far outside the others does not move the scale."""
+    copy = Path(shutil.copytree(features, tmp_path / "features"))
+    windows, _, index = extraction.load_device(copy / "A-1")
+    validation = np.asarray(index["validation"], dtype=bool)
+    assert validation.any() and not validation.all()
+    windows[np.flatnonzero(validation)[0]] = -500.0
+    np.save(copy / "A-1" / "train.npy", windows)
+    params = parse_params(merge(TINY, {"generate": {"devices": ["A-1"]}}))
+    jobs = training.plan(copy, params)
+    assert fleet.run_stage(tmp_path / "models", jobs, training.build, 1, "train")["A-1"].status == (
+        "built"
+    )
+    scale = np.load(tmp_path / "models" / "A-1" / "scale.npy")
+    fitted = windows[~validation]
+    assert tuple(scale) == (float(fitted.min()), float(fitted.max())) and scale[0] > -500

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from pipelines import fleet
-from pipelines.acoustic import bundle, features
+from pipelines.acoustic import bundle
 from pipelines.acoustic.extraction import load_device
 from pipelines.params import Params, as_dict
 from registry.api import Registry
@@ -134,7 +134,7 @@ def evaluation_windows(features_dir: Path, limit: int) -> np.ndarray:
     windows, _, index = load_device(features_dir)
     validation = np.asarray(index["validation"], dtype=bool)
     chosen = windows[validation] if validation.any() else windows
-    return features.unscale(chosen[:limit], tuple(index["scale"]))
+    return chosen[:limit]
 
 
 def _inference(work: Path) -> dict[str, Any]:

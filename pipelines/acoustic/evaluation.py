@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from pipelines import fleet, scoring
-from pipelines.acoustic import model
+from pipelines.acoustic import features, model
 from pipelines.acoustic.extraction import load_device
 from pipelines.acoustic.training import load_model
 from pipelines.params import Params, as_dict
@@ -52,7 +52,8 @@ def build(job: fleet.Job, work: Path) -> dict[str, Any]:
     train, test, index = load_device(inp.features)
     trained = fleet.read_json(inp.model / "summary.json")
     net = load_model(inp.model / "model.pth", trained["model_sha256"], trained["architecture"])
-    train_errors = _errors(net, train)
+    scale = tuple(np.load(inp.model / "scale.npy", allow_pickle=False))
+    train_errors = _errors(net, features.apply_scale(train, scale, out=train))
     threshold = scoring.fit_threshold(train_errors, p)
     validation = np.asarray(index["validation"], dtype=bool)
     result: dict[str, Any] = {
@@ -66,6 +67,7 @@ def build(job: fleet.Job, work: Path) -> dict[str, Any]:
     if not index["test_clips"]:
         return result
     clips = index["test_clips"]
+    test = features.apply_scale(test, scale, out=test)
     scores = scoring.mean_by_clip(_errors(net, test), index["test_clip_of_window"], len(clips))
     labels = np.array([int(c["role"] == "anomaly") for c in clips])
     fleet.write_json(

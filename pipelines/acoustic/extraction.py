@@ -1,15 +1,16 @@
-"""The extract stage: a device's audio to one array of scaled log-Mel windows on disk.
+"""The extract stage: a device's audio to one array of log-Mel windows (decibels) on disk.
 
 Each file is hashed (for the fingerprint), then decoded once, a block at a time, so that a
 long clip costs the memory of its windows, not of its samples. Recorded clips go through
 the RMS/IQR quality filter, verified_normal clips are always kept, labelled test clips are
 kept apart. The validation split is drawn here, by whole clips where there are several
-(neighbouring windows overlap, so a split by window would leak), and the min-max scale is
-fitted on the training part only.
+(neighbouring windows overlap, so a split by window would leak). The windows are kept in
+decibels: the min-max scale belongs to a model (fitted when it is trained from scratch, kept
+from its parent when it is fine-tuned), not to the data.
 
-Written per device: `train.npy` and `test.npy` (float32, (n, n_mels, frames), scaled),
-`scale.npy` ([min, max]) and `index.json` (clips, their sha256, window-to-clip maps,
-the validation mask, and every skipped file with its reason).
+Written per device: `train.npy` and `test.npy` (float32, (n, n_mels, frames), decibels)
+and `index.json` (clips, their sha256, window-to-clip maps, the validation mask, and every
+skipped file with its reason).
 """
 
 from __future__ import annotations
@@ -112,17 +113,14 @@ def build(job: fleet.Job, work: Path) -> dict[str, Any]:
     train_windows = np.concatenate([c.windows for c in train])
     clip_of_window = np.repeat(np.arange(len(train)), [len(c.windows) for c in train])
     validation = validation_mask(clip_of_window, p.split)
-    scale = features.fit_scale(train_windows, ~validation)
-    # In place: a long clip's windows are the largest arrays the stage holds.
-    np.save(work / "train.npy", features.apply_scale(train_windows, scale, out=train_windows))
-    np.save(work / "scale.npy", np.array(scale, dtype=np.float64))
+    np.save(work / "train.npy", train_windows)
     test_windows = [c.windows for c in test]
     shape = (0, p.features.n_mels, p.features.frames)
-    stacked = np.concatenate(test_windows) if test else np.zeros(shape, np.float32)
-    np.save(work / "test.npy", features.apply_scale(stacked, scale))
+    np.save(
+        work / "test.npy", np.concatenate(test_windows) if test else np.zeros(shape, np.float32)
+    )
     index = {
         "device": job.device,
-        "scale": list(scale),
         "train_clips": [_clip_entry(c, inp) for c in train],
         "train_clip_of_window": clip_of_window.tolist(),
         "validation": validation.tolist(),

@@ -221,12 +221,6 @@ def apply_scale(
     return scaled
 
 
-def unscale(scaled: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
-    """The decibels `apply_scale` was given back."""
-    low, high = scale
-    return (scaled * (high - low + 1e-6) + low).astype(np.float32)
-
-
 def probe_rms(y: np.ndarray, sample_rate: int, q: QualityParams) -> float:
     """RMS of a clip's first `probe_sec` seconds: the quality filter's statistic."""
     head = y[: int(q.probe_sec * sample_rate)]

@@ -7,7 +7,6 @@ killed run resumes.
 
 from __future__ import annotations
 
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ import numpy as np
 import torch
 
 from pipelines import engine, fleet
-from pipelines.acoustic import model
+from pipelines.acoustic import features, model
 from pipelines.acoustic.extraction import load_device
 from pipelines.errors import ParamError
 from pipelines.params import Params, as_dict
@@ -50,8 +49,10 @@ def build(job: fleet.Job, work: Path) -> dict[str, Any]:
     p = inp.params.train
     torch.set_num_threads(p.torch_threads)
     windows, _, index = load_device(inp.features)
-    x = torch.from_numpy(windows).unsqueeze(1)
-    validation = torch.from_numpy(np.asarray(index["validation"], dtype=bool))
+    validation = np.asarray(index["validation"], dtype=bool)
+    scale = features.fit_scale(windows, ~validation)  # on the training part only
+    x = torch.from_numpy(features.apply_scale(windows, scale, out=windows)).unsqueeze(1)
+    validation = torch.from_numpy(validation)
     result = engine.fit(
         lambda: model.ConvAutoencoder(p.channels, p.latent_channels),
         x[~validation],
@@ -60,7 +61,7 @@ def build(job: fleet.Job, work: Path) -> dict[str, Any]:
         work / "checkpoints",
     )
     sha = engine.save_checkpoint(work / "model.pth", result.state)
-    shutil.copyfile(inp.features / "scale.npy", work / "scale.npy")
+    np.save(work / "scale.npy", np.array(scale, dtype=np.float64))
     fleet.write_json(work / "history.json", result.history)
     return {
         "windows": len(x),
