@@ -3,6 +3,7 @@
 fleet table [--metrics eval/metrics.json] [--json]   per-device results of the last run
 fleet status [--json]                                what runs where, and every disagreement
 fleet score BUNDLE_DIR CLIP... [--json]              score audio with a deployed bundle
+fleet daily [--day YYYYMMDD | --days-ago N]         the daily job: fine-tune, gate, promote
 """
 
 from __future__ import annotations
@@ -133,6 +134,45 @@ def score(
         typer.echo(render(["clip", "score", "threshold", "verdict"], rows))
     if any(v.error for v in verdicts):
         raise typer.Exit(1)
+
+
+@app.command()
+def daily(
+    day: Annotated[str | None, typer.Option(help="the date folder to train on, YYYYMMDD")] = None,
+    days_ago: Annotated[
+        int, typer.Option(min=0, help="else the day this many days before today")
+    ] = 1,
+    init_from: Annotated[
+        str, typer.Option(help="scratch | production | NAME:vN,... (see train.init_from)")
+    ] = "production",
+    project: Annotated[Path, typer.Option(help="the project (holds params.yaml)")] = Path("."),
+) -> None:
+    """The daily job: every device fine-tuned from production on the day's audio, gated,
+    promoted or kept. Exit status 0 done, 1 a failure, 3 every candidate refused."""
+    from datetime import date
+
+    from pipelines import daily as job
+    from pipelines.errors import ParamError
+
+    if day is not None and not (len(day) == 8 and day.isdigit()):
+        raise typer.BadParameter(f"--day {day!r}: expected a date YYYYMMDD")
+    when = job.day_of(day, days_ago, date.today())
+    try:
+        outcome = job.run(project, when, init_from)
+    except (ParamError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"daily {when}: " + ("ran" if outcome.ran else "already done, nothing to run"))
+    for line in outcome.lines:
+        typer.echo(line)
+    if outcome.status == job.DEGRADED:
+        typer.echo("FLEET-WIDE DEGRADATION: every candidate was refused; production untouched")
+    if outcome.ran:
+        typer.echo(
+            f"commit the day: git add params.yaml dvc.lock reports eval/metrics.json && "
+            f'git commit -m "daily {when}"'
+        )
+    raise typer.Exit(outcome.status)
 
 
 def _verdict(anomalous: bool | None, error: str) -> str:

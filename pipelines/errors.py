@@ -37,3 +37,13 @@ class DeviceError(PipelineError):
         super().__init__(f"device {device}: {reason}")
         self.device = device
         self.reason = reason
+
+
+class DeviceSkipped(PipelineError):
+    """A device with nothing to learn from this run (no clips on the day, too few usable
+    clips): it is skipped with its reason, which is not a failure."""
+
+    def __init__(self, device: str, reason: str) -> None:
+        super().__init__(f"device {device}: {reason}")
+        self.device = device
+        self.reason = reason

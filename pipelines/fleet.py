@@ -27,7 +27,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from pipelines.errors import PipelineError
+from pipelines.errors import DeviceSkipped, PipelineError
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class Job:
 @dataclass
 class Outcome:
     device: str
-    status: str  # "built", "unchanged" or "failed"
+    status: str  # "built", "unchanged", "skipped" or "failed"
     seconds: float = 0.0
     error: str = ""
     summary: dict[str, Any] = field(default_factory=dict)
@@ -120,7 +120,7 @@ def run_stage(
     todo = [job for job in jobs if job.device not in outcomes]
     for job, result in _map(todo, build, out, workers, desc):
         outcomes[job.device] = result
-        if result.status == "failed":  # what is there was built from other inputs
+        if result.status in ("failed", "skipped"):  # what is there came from other inputs
             shutil.rmtree(out / job.device, ignore_errors=True)
     return {job.device: outcomes[job.device] for job in jobs}
 
@@ -174,6 +174,8 @@ def _build_one(job: Job, build: BuildFn, out: Path) -> Outcome:
         (work / STAMP).write_text(job.fingerprint + "\n")
     try:
         summary = build(job, work)
+    except DeviceSkipped as exc:
+        return Outcome(job.device, "skipped", time.perf_counter() - started, exc.reason)
     except PipelineError as exc:
         return Outcome(job.device, "failed", time.perf_counter() - started, str(exc))
     except Exception as exc:  # one device's bug must not stop the fleet; keep the trace
@@ -232,5 +234,6 @@ def stage_report(outcomes: Mapping[str, Outcome]) -> dict[str, Any]:
         },
         "built": sorted(d for d, o in outcomes.items() if o.status == "built"),
         "unchanged": sorted(d for d, o in outcomes.items() if o.status == "unchanged"),
+        "skipped": sorted(d for d, o in outcomes.items() if o.status == "skipped"),
         "failed": sorted(d for d, o in outcomes.items() if o.status == "failed"),
     }

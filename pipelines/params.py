@@ -1,7 +1,8 @@
 """Typed, validated parameters: every tunable number of the pipeline, read from params.yaml.
 
 Each section of params.yaml is a frozen dataclass. A field's metadata says its range
-(`ge`, `gt`, `le`, `lt`) or its allowed values (`choices`); `load_params` refuses an
+(`ge`, `gt`, `le`, `lt`) or the form of its text (`pattern`, with what it means in
+`expected`); a Literal type names its allowed values. `load_params` refuses an
 unknown key, a missing key, a wrong type or an out-of-range value with a message that
 names the key and what was expected, before any stage does any work.
 """
@@ -9,6 +10,7 @@ names the key and what was expected, before any stage does any work.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -25,11 +27,31 @@ def _num(default: Any, **bounds: float) -> Any:
     return field(default=default, metadata=bounds)
 
 
+def _text(default: str, pattern: str, expected: str) -> Any:
+    """A text field that must match `pattern` (what that means: `expected`)."""
+    return field(default=default, metadata={"pattern": pattern, "expected": expected})
+
+
+# The day a run trains on: every clip, a date folder, or one relative to the day it runs.
+DAY_PATTERN = r"all|\d{8}|(?P<ago>\d+) days? ago"
+# Where training starts: a rule, pinned versions NAME:vN, or pins and one rule, comma-separated.
+_START = r"scratch|production|[^,:\s]+:v\d+"
+INIT_FROM_PATTERN = rf"(?:{_START})(?:,(?:{_START}))*"
+
+
 @dataclass(frozen=True)
 class DataParams:
     root: str = "data/demo"
     sample_rate: int = _num(16000, ge=1000)
     extensions: tuple[str, ...] = (".wav", ".flac")
+    # all: every clip (a full training); YYYYMMDD: that day's folders only (the daily loop);
+    # "N days ago": the same, counted from the day the run starts (the seed's use_days_ago)
+    day: str = _text("all", DAY_PATTERN, "all, a date YYYYMMDD or 'N days ago'")
+    # 0: every usable clip of the day; else a seeded random sample of this many hours
+    sample_hours: float = _num(0.0, ge=0)
+    sample_seed: int = _num(0, ge=0)
+    # a device with fewer usable clips (the day's and verified_normal's) is skipped
+    min_clips: int = _num(1, ge=1)
 
 
 @dataclass(frozen=True)
@@ -44,6 +66,10 @@ class GenerateParams:
     test_normal: int = _num(10, ge=1)
     test_anomaly: int = _num(12, ge=1)
     test_clip_sec: float = _num(12.0, gt=0)
+    # A drifting day: this device's recorded clips on day drift_day (0 = start_date) get a
+    # bearing tick growing from a subtle to a beyond-strong fault, in clip order; "": none
+    drift_device: str = ""
+    drift_day: int = _num(0, ge=0)
 
 
 @dataclass(frozen=True)
@@ -84,6 +110,17 @@ class TrainParams:
     latent_channels: int = _num(8, ge=1)
     # Threads per device job: results are bitwise reproducible for a fixed value.
     torch_threads: int = _num(1, ge=1)
+    # scratch: new weights; production: fine-tune each device's production model (a device
+    # without one trains from scratch, and says so); NAME:vN,...: pinned parents (replaying a
+    # day), with `scratch` or `production` in the list for the devices not pinned
+    init_from: str = _text(
+        "scratch", INIT_FROM_PATTERN, "scratch, production or NAME:vN, comma-separated"
+    )
+    finetune_epochs: int = _num(10, ge=1)  # epochs and learning rate of a fine-tuning
+    finetune_lr: float = _num(0.0003, gt=0, le=1)
+    # a fine-tuning leaves out the day's recorded clips on which the parent's error is above
+    # this multiple of its error on its own validation windows (0: off); most of them: skipped
+    novelty_factor: float = _num(1.5, ge=0)
 
 
 @dataclass(frozen=True)
@@ -189,6 +226,8 @@ def _check(key: str, value: object, hint: Any, bounds: typing.Mapping, source: s
 
 
 def _check_bounds(key: str, value: object, bounds: typing.Mapping, source: str) -> None:
+    if "pattern" in bounds and not re.fullmatch(bounds["pattern"], str(value)):
+        raise ParamError(f"{source}: {key}: expected {bounds['expected']}, got {value!r}")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         for name, ok, text in (
             ("ge", lambda v, b: v >= b, ">="),

@@ -29,7 +29,7 @@ class DeviceStatus:
     candidate: int | None = None  # the latest version, when it is not in production
     gate: str | None = None  # the gate's verdict on promoting the candidate now
     auc: float | None = None
-    last_run: str | None = None  # what failed for the device in the last run
+    last_run: str | None = None  # what failed or skipped the device in the last run
     flags: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -59,8 +59,8 @@ def fleet_status(src: Sources) -> list[DeviceStatus]:
     for device in sorted(set(versions) | in_data):
         status = _device(src, device, versions.get(device, []), device in in_data, since)
         status.auc = (metrics.get(device) or {}).get("auc")
-        status.last_run = failures.get(device)
-        if status.last_run:
+        outcome, status.last_run = failures.get(device, (None, None))
+        if outcome == "failed":
             status.flags.append("failed in the last run")
         found.append(status)
     return found
@@ -122,13 +122,14 @@ def _data_devices(root: Path) -> set[str]:
     return {p.name for p in root.iterdir() if p.is_dir() and is_device_code(p.name)}
 
 
-def _failures(reports: Path) -> dict[str, str]:
-    """Device -> the first stage of the last run that failed for it, with its error."""
-    found: dict[str, str] = {}
+def _failures(reports: Path) -> dict[str, tuple[str, str]]:
+    """Device -> (status, what) of the first stage of the last run that failed or skipped it."""
+    found: dict[str, tuple[str, str]] = {}
     for stage in STAGES:
         for device, entry in _read(reports / f"{stage}.json").get("devices", {}).items():
-            if entry.get("status") == "failed" and device not in found:
-                found[device] = f"{stage} failed: {entry.get('error', '')}"
+            status = entry.get("status")
+            if status in ("failed", "skipped") and device not in found:
+                found[device] = (status, f"{stage} {status}: {entry.get('error', '')}")
     return found
 
 

@@ -106,6 +106,20 @@ class Registry:
             held = {n: index.aliases_of(n) for n in {m["name"] for m in found}}
         return [m | {"aliases": _held(held[m["name"]], m["version"])} for m in found]
 
+    def lineage(self, ref: str) -> list[dict[str, Any]]:
+        """NAME[:vN|@alias] and its ancestors by `lineage.parent_version`, newest first, back
+        to a version trained from scratch, or to an ancestor no longer in the store (a stub
+        marked `missing`)."""
+        chain = [self.get(ref)]
+        with self._index() as index:
+            while (parent := (chain[-1].get("lineage") or {}).get("parent_version")) is not None:
+                found = index.get(chain[0]["name"], parent)
+                if found is None or any(m["version"] == parent for m in chain):
+                    chain.append({"name": chain[0]["name"], "version": parent, "missing": True})
+                    break
+                chain.append(found | {"aliases": _held(index.aliases_of(found["name"]), parent)})
+        return chain
+
     def history(self, name: str | None = None) -> list[dict[str, Any]]:
         """Every event of a model (of the store, without a name), oldest first."""
         if name is None:
@@ -131,6 +145,10 @@ class Registry:
         """Every disagreement in the store (artifacts, metadata, the index and versions.json
         against the log, stray files), each with what repairs it; empty when all agree."""
         return integrity.verify(self.store, str(parse_name(name)) if name else None)
+
+    def version(self, ref: str) -> families.Version:
+        """NAME[:vN|@alias] as its family sees it: metadata and sha256-verified artifacts."""
+        return self._version(self.get(ref))
 
     def read(self, meta: dict[str, Any], kind: str) -> bytes:
         """The bytes of one artifact of a version, after checking them against the sha256

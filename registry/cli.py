@@ -136,6 +136,33 @@ def show(
 
 
 @app.command()
+def lineage(
+    ref: Annotated[str, typer.Argument(help="NAME, NAME:vN or NAME@alias")],
+    store: Store = None,
+    as_json: Json = False,
+) -> None:
+    """A version's ancestry: each version it was fine-tuned from, back to a full training."""
+    chain = _existing(store).lineage(ref)
+    rows = [_lineage_row(m) for m in chain]
+    _out(chain, as_json, ["version", "started from", "day", "created", "auc", "aliases"], rows)
+
+
+def _lineage_row(meta: dict[str, Any]) -> list[Any]:
+    if meta.get("missing"):
+        return [f"v{meta['version']}", "(no longer in the store)", "", "", "", ""]
+    parent = meta["lineage"].get("parent_version")
+    day = ((meta.get("params") or {}).get("data") or {}).get("day")
+    return [
+        f"v{meta['version']}",
+        "scratch" if parent is None else f"fine-tuned from v{parent}",
+        day,
+        meta["created"][:19],
+        (meta.get("metrics") or {}).get("auc"),
+        ",".join(meta.get("aliases", [])),
+    ]
+
+
+@app.command()
 def check(
     name: str, version: int, alias: Alias = "production", store: Store = None, as_json: Json = False
 ) -> None:
@@ -144,6 +171,7 @@ def check(
     result = _existing(store).check(name, version, alias)
     rows = [["passed" if result.passed else "refused", r] for r in result.reasons or ["-"]]
     rows += [["figure", f"{key} = {value}"] for key, value in result.figures.items()]
+    rows += [["note", note] for note in result.notes]
     _out(result.as_dict(), as_json, ["verdict", "detail"], rows)
     if not result.passed:
         raise typer.Exit(1)

@@ -2,12 +2,14 @@
 
 The policy belongs to the store (set by `registry set-policy`, recorded as an event) so that
 every promotion, from any directory or process, meets the same gate. Two checks:
-- floors: each named metric of the candidate must be at least its floor (e.g. auc >= 0.9);
+- floors: each named metric of the candidate must be at least its floor (e.g. auc >= 0.9),
+  where the candidate has it: a device without labelled test clips has no AUC, and its
+  result says that the floor was not applied (`notes`);
 - degradation (the original system's check): on the candidate's own evaluation data, the
   candidate's error must not exceed the holder's error times `rollback_factor`. The registry
   asks the model's family to compute both errors (see registry.families); a version that
   held the alias before is let back in on its floors alone.
-A check that cannot be made refuses; nothing is skipped in silence.
+A comparison that cannot be made refuses; nothing is skipped in silence.
 """
 
 from __future__ import annotations
@@ -65,25 +67,29 @@ class GateResult:
     passed: bool
     reasons: list[str] = field(default_factory=list)
     figures: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # checks not applied, and why
 
     def as_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "reasons": self.reasons, "figures": self.figures}
+        found = {"passed": self.passed, "reasons": self.reasons, "figures": self.figures}
+        return found | ({"notes": self.notes} if self.notes else {})
 
 
 def check(metrics: dict[str, Any], policy: Policy, comparison: Comparison | None) -> GateResult:
     """`comparison` None: there is no holder to compare with."""
-    reasons, figures = [], {}
+    reasons, figures, notes = [], {}, []
     for metric, floor in sorted(policy.floors.items()):
         value = metrics.get(metric)
         figures[metric] = value
         if value is None:
-            reasons.append(f"{metric} was not measured (no labelled test clips?); floor {floor:g}")
+            notes.append(
+                f"{metric} not measured (no labelled test clips): floor {floor:g} not applied"
+            )
         elif not _finite(value) or not value >= floor:
             reasons.append(f"{metric} = {value} is below the floor {floor:g}")
     if comparison is not None:
         figures |= _comparison_figures(comparison, policy.rollback_factor)
         reasons += _degradation(comparison, policy.rollback_factor)
-    return GateResult(not reasons, reasons, figures)
+    return GateResult(not reasons, reasons, figures, notes)
 
 
 def _comparison_figures(comparison: Comparison, factor: float) -> dict[str, Any]:

@@ -58,17 +58,19 @@ def run(
     for device, entry in report["devices"].items():
         for skipped in entry.get("skipped", []) if entry["status"] == "built" else []:
             log.warning("%s: skipped %s: %s", device, skipped["file"], skipped["reason"])
+    levels = {"failed": logging.ERROR, "skipped": logging.WARNING}
     for device, line in (describe or _failures)(report):
-        failed = report["devices"].get(device, {}).get("status") == "failed"
-        log.log(logging.ERROR if failed else logging.INFO, "%s: %s", name, line)
+        status = report["devices"].get(device, {}).get("status")
+        log.log(levels.get(status, logging.INFO), "%s: %s", name, line)
     built, failed = len(report["built"]), len(report["failed"])
-    log.info("%s: %d built, %d unchanged, %d failed", name, built, len(report["unchanged"]), failed)
+    counts = (built, len(report["unchanged"]), len(report["skipped"]), failed)
+    log.info("%s: %d built, %d unchanged, %d skipped, %d failed", name, *counts)
     return 1 if outcomes and failed == len(outcomes) else 0
 
 
 def _failures(report: dict[str, Any]) -> list[tuple[str, str]]:
     return [
-        (device, f"device {device} failed: {entry['error']}")
+        (device, f"device {device} {entry['status']}: {entry['error']}")
         for device, entry in report["devices"].items()
-        if entry["status"] == "failed"
+        if entry["status"] in ("failed", "skipped")
     ]

@@ -25,20 +25,32 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(name, type=Path)
     args = parser.parse_args(argv)
     production: dict[str, dict[str, Any]] = {}
+    outcomes: dict[str, fleet.Outcome] = {}
 
     def work(p):
         jobs = deployment.plan(
             args.models, args.evaluation / "devices", args.features, args.root, p
         )
         candidates = args.out / "candidates"
-        outcomes = fleet.run_stage(candidates, jobs, deployment.build, p.fleet.workers, "deploy")
+        built = fleet.run_stage(candidates, jobs, deployment.build, p.fleet.workers, "deploy")
         production.update(deployment.production(p, args.out / "models"))
-        return outcomes
+        outcomes.update(built)
+        return built
 
     def describe(report: dict[str, Any]) -> list[tuple[str, str]]:
-        return deployment.describe(report["devices"], production)
+        lines = deployment.describe(report["devices"], production)
+        if report["fleet_degraded"]:
+            common.log.error(
+                "deploy: fleet-wide degradation: every candidate was refused by the gate; "
+                "production untouched"
+            )
+        return lines
 
-    return common.run("deploy", args.params, args.report, work, describe)
+    def extra() -> dict[str, Any]:
+        devices = {device: o.summary for device, o in outcomes.items()}
+        return {"production": production, "fleet_degraded": deployment.fleet_degraded(devices)}
+
+    return common.run("deploy", args.params, args.report, work, describe, extra)
 
 
 if __name__ == "__main__":

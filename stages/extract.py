@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     not_devices: list[data.Skipped] = []
 
     def work(p: Params) -> dict[str, fleet.Outcome]:
-        found = data.discover(args.root, p.data.extensions)
+        found = extraction.discover(args.root, p)
         for path, reason in found.skipped:
             common.log.warning("extract: skipped %s: %s", path, reason)
         not_devices.extend(found.skipped)

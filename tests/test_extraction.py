@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tracemalloc
+from datetime import date
 from pathlib import Path
 
 import librosa
@@ -218,3 +219,56 @@ def test_a_long_stereo_clip_is_read_in_blocks_with_the_whole_clips_features(
     assert clip.rms == pytest.approx(features.probe_rms(whole, RATE, PARAMS.quality), rel=1e-6)
     # A few blocks, the FFT's working arrays (4 MB) and the windows: not the clip.
     assert peak < y.nbytes / 4
+
+
+# ------------------------------------------------------------------ the day's data
+def _roles(index: dict) -> list[tuple[str, str]]:
+    return [(c["role"], Path(c["file"]).parts[1]) for c in index["train_clips"]]
+
+
+def test_a_day_trains_on_its_own_folder_and_verified_normal(root: Path, tmp_path: Path) -> None:
+    params = parse_params(merge(TINY, {"data": {"day": "20261102"}}))
+    outcomes = extract(root, tmp_path / "features", params)
+    assert outcomes["A-1"].summary["day"] == "20261102"
+    _, _, index = extraction.load_device(tmp_path / "features" / "A-1")
+    assert index["day"] == "20261102"
+    assert _roles(index) == [("recorded", "20261102")] * 2 + [("verified", "verified_normal")]
+    assert {c["role"] for c in index["test_clips"]} == {"normal", "anomaly"}
+
+
+def test_days_ago_counts_back_from_today() -> None:
+    today = date(2026, 11, 3)
+    assert data.resolve_day("1 days ago", today) == "20261102"
+    assert data.resolve_day("0 day ago", today) == "20261103"
+    assert data.resolve_day("20261101", today) == "20261101"
+    assert data.resolve_day("all", today) is None
+
+
+def test_a_day_without_clips_is_skipped_with_its_reason(root: Path, tmp_path: Path) -> None:
+    params = parse_params(merge(TINY, {"data": {"day": "20261105"}}))
+    outcomes = extract(root, tmp_path / "features", params)
+    assert {o.status for o in outcomes.values()} == {"skipped"}
+    assert outcomes["A-1"].error == "no clips recorded on 20261105"
+
+
+def test_fewer_usable_clips_than_the_minimum_skip_the_device(root: Path, tmp_path: Path) -> None:
+    params = parse_params(merge(TINY, {"data": {"day": "20261101", "min_clips": 4}}))
+    outcomes = extract(root, tmp_path / "features", params)
+    assert outcomes["A-1"].status == "skipped"
+    assert outcomes["A-1"].error == "3 usable clips on 20261101, fewer than data.min_clips = 4"
+
+
+def test_sampling_keeps_a_seeded_share_and_records_the_rest(root: Path, tmp_path: Path) -> None:
+    one_clip = TINY["generate"]["clip_sec"] / 3600  # hours
+    sampled = merge(TINY, {"data": {"day": "20261102", "sample_hours": one_clip}})
+    chosen = {}
+    for run, seed in enumerate((0, 0, 1, 2, 3)):
+        params = parse_params(merge(sampled, {"data": {"sample_seed": seed}}))
+        extract(root, tmp_path / f"features-{run}", params)
+        _, _, index = extraction.load_device(tmp_path / f"features-{run}" / "A-1")
+        recorded = [c["file"] for c in index["train_clips"] if c["role"] == "recorded"]
+        assert len(recorded) == len(index["sampled_out"]) == 1  # one of the day's two
+        assert [c["role"] for c in index["train_clips"]][-1] == "verified"  # never sampled
+        chosen[run] = recorded[0]
+    assert chosen[0] == chosen[1]  # seeded
+    assert len(set(chosen.values())) == 2  # and another seed may pick the other clip

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pipelines.errors import DeviceError
+from pipelines.errors import DeviceError, DeviceSkipped
 from pipelines.fleet import (
     PARTIAL,
     STAMP,
@@ -246,6 +246,7 @@ def test_stage_report_shape() -> None:
         "B-2": Outcome("B-2", "unchanged", summary={"windows": 7}),
         "C-3": Outcome("C-3", "failed", 0.5, error="device C-3: no usable clips"),
         "D-4": Outcome("D-4", "built", 2.0),
+        "E-5": Outcome("E-5", "skipped", 0.1, error="no clips recorded on 20261102"),
     }
     assert stage_report(outcomes) == {
         "devices": {
@@ -253,11 +254,29 @@ def test_stage_report_shape() -> None:
             "B-2": {"status": "unchanged", "seconds": 0.0, "windows": 7},
             "C-3": {"status": "failed", "seconds": 0.5, "error": "device C-3: no usable clips"},
             "D-4": {"status": "built", "seconds": 2.0},
+            "E-5": {"status": "skipped", "seconds": 0.1, "error": "no clips recorded on 20261102"},
         },
         "built": ["A-1", "D-4"],
         "unchanged": ["B-2"],
+        "skipped": ["E-5"],
         "failed": ["C-3"],
     }
+
+
+def skip_c3(job: Job, work: Path) -> dict[str, Any]:
+    if job.device == "C-3":
+        raise DeviceSkipped(job.device, "no clips recorded on 20261102")
+    return {"ok": True}
+
+
+def test_a_skipped_device_is_neither_built_nor_failed_and_leaves_no_output(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (out / "C-3").mkdir(parents=True)  # what an earlier run built from other inputs
+    jobs = [Job(device, "f", None) for device in DEVICES]
+    outcomes = run_stage(out, jobs, skip_c3, workers=1, desc="test")
+    assert outcomes["C-3"].status == "skipped" and outcomes["C-3"].error.startswith("no clips")
+    assert not (out / "C-3").exists()
+    assert {d for d, o in outcomes.items() if o.status == "built"} == set(DEVICES) - {"C-3"}
     json.dumps(stage_report(outcomes))  # JSON-ready
 
 

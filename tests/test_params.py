@@ -238,3 +238,16 @@ def test_unknown_keys_of_mixed_types_raise_param_error() -> None:
 def test_non_positive_channel_counts_are_refused(channels: list[int]) -> None:
     message = _refused({"train": {"channels": channels}})
     assert "train.channels[0]" in message
+
+
+@pytest.mark.parametrize("day", ["all", "20261102", "1 days ago", "0 day ago", 20261102])
+def test_a_day_is_all_a_date_or_days_ago(day: object) -> None:
+    assert parse_params({"data": {"day": day}}).data.day == str(day)
+
+
+@pytest.mark.parametrize("day", ["yesterday", "2026-11-02", "1 week ago", "", "-1 days ago"])
+def test_any_other_day_is_refused_naming_the_forms(day: str) -> None:
+    with pytest.raises(
+        ParamError, match=r"data\.day: expected all, a date YYYYMMDD or 'N days ago'"
+    ):
+        parse_params({"data": {"day": day}})

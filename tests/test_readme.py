@@ -42,3 +42,18 @@ def test_the_readme_examples_work_as_written(tmp_path: Path) -> None:
             ran.append(words[:2])
     assert ["registry", "promote-experiment"] in ran and ["fleet", "status"] in ran
     assert len(ran) >= 20
+
+
+def test_the_daily_loop_examples_work_as_written(tmp_path: Path) -> None:
+    fleet = {"generate": {"devices": ["LT-2", "FAN-7", "PMP-3"], "start_date": "20261101"}}
+    repo = make_repo(tmp_path / "repo", merge(TINY, fleet))
+    commands = readme_commands("## The daily loop")
+    for words in commands:
+        run(repo, *words)
+    assert [w[:2] for w in commands].count(["fleet", "daily"]) == 3
+    store = Registry(repo / "model_store")
+    # The replay reproduces day 2's fine-tuning byte for byte: v2 again, nothing new.
+    latest = store.get("acoustic_LT-2_convae")
+    assert (latest["version"], latest["lineage"]["parent_version"]) == (2, 1)
+    checked = [e for e in store.history("acoustic_LT-2_convae") if e["type"] == "checked"]
+    assert checked and checked[-1]["experiment"] and checked[-1]["to_version"] == 2

@@ -331,10 +331,10 @@ def test_promote_json_and_alias(store: Path, tmp_path: Path) -> None:
 def test_promote_meets_the_store_policy_wherever_it_runs(store: Path, tmp_path: Path) -> None:
     """A params.yaml where the command runs sets nothing: the gate is the store's."""
     (tmp_path / "params.yaml").write_text("deploy:\n  gate:\n    floors:\n      auc: 0.0\n")
-    register(store, tmp_path, "v1", metrics={})
+    register(store, tmp_path, "v1", metrics={"auc": 0.5})
     before = snapshot(store)
     result = run_main("promote", NAME, "1", "--store", store, cwd=tmp_path)
-    assert_one_error_line(result, "refused by the gate", "auc was not measured", "--force")
+    assert_one_error_line(result, "refused by the gate", "auc = 0.5 is below the floor", "--force")
     gate_params = cli("promote", NAME, "1", "--gate-params", tmp_path / "params.yaml")
     assert gate_params.exit_code == 2 and "No such option" in gate_params.output
     assert snapshot(store) == before

@@ -16,6 +16,7 @@ from scipy.signal import welch
 from pipelines.acoustic.synth import (
     ANOMALY_KINDS,
     COMPONENTS,
+    DRIFT_DB,
     SEVERITIES,
     SEVERITY_DB,
     VERIFIED_RATE,
@@ -281,6 +282,9 @@ def _local_peaks(power: np.ndarray) -> np.ndarray:
         ({"start_date": "2026-11-01"}, ValueError, "generate.start_date"),
         ({"start_date": "20261301"}, ValueError, "'20261301'"),
         ({"start_date": "2026111"}, ValueError, "'2026111'"),
+        ({"drift_device": "PMP-9"}, ValueError, "generate.drift_device"),
+        ({"drift_device": "lt-2"}, ValueError, "got 'lt-2'"),
+        ({"drift_device": "FAN-7", "drift_day": 2}, ValueError, "generate.drift_day"),
     ],
 )
 def test_bad_input_is_refused_before_writing(
@@ -294,6 +298,62 @@ def test_bad_input_is_refused_before_writing(
     assert words in str(caught.value)
     assert [p.name for p in tmp_path.iterdir()] == ["demo"]
     assert [p.name for p in root.iterdir()] == ["keep.txt"]
+
+
+# Three short days of three clips, the middle one drifting for the second device.
+DRIFT = replace(SMALL, days=3, clips_per_day=3, clip_sec=4.0, drift_device="FAN-7", drift_day=1)
+DRIFT_DAY = "FAN-7/20270101/normal"
+
+
+@pytest.fixture(scope="module")
+def drift_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The same fleet without and with the drift."""
+    base = tmp_path_factory.mktemp("drift")
+    generate_fleet(base / "steady", replace(DRIFT, drift_device=""), RATE)
+    generate_fleet(base / "drift", DRIFT, RATE)
+    return base / "steady", base / "drift"
+
+
+def test_drift_changes_only_the_drifting_days_clips(drift_pair: tuple[Path, Path]) -> None:
+    steady, drift = drift_pair
+    files = sorted(p.relative_to(steady) for p in steady.rglob("*.wav"))
+    assert files == sorted(p.relative_to(drift) for p in drift.rglob("*.wav"))
+    changed = [
+        str(rel) for rel in files if (steady / rel).read_bytes() != (drift / rel).read_bytes()
+    ]
+    assert changed == [f"{DRIFT_DAY}/FAN-7_20270101_{i:02d}.wav" for i in range(3)]
+
+
+def test_no_drift_device_ignores_drift_day(drift_pair: tuple[Path, Path], tmp_path: Path) -> None:
+    steady, _ = drift_pair
+    generate_fleet(tmp_path / "demo", replace(DRIFT, drift_device="", drift_day=99), RATE)
+    for path in steady.rglob("*.wav"):
+        assert path.read_bytes() == (tmp_path / "demo" / path.relative_to(steady)).read_bytes()
+
+
+def test_drift_is_a_bearing_tick_growing_over_the_day(drift_pair: tuple[Path, Path]) -> None:
+    steady, drift = drift_pair
+    pairs = [(_read(steady / p.relative_to(drift)), _read(p)) for p in _wavs(drift / DRIFT_DAY)]
+    assert len(pairs) == DRIFT.clips_per_day
+    # One bearing all day: its resonance, found where the last clip gained most.
+    freqs, added = welch(pairs[-1][1] - pairs[-1][0], fs=RATE, nperseg=1024)
+    resonance = freqs[np.argmax(added)]
+    assert 1500 < resonance < 5500
+    gains, rhythms = [], []
+    for before, after in pairs:
+        # The same clip underneath: below the bearing band nothing changes.
+        assert _band_over_low(after, 100, 800) == pytest.approx(
+            _band_over_low(before, 100, 800), rel=1e-3
+        )
+        band = (resonance - 300, resonance + 300)
+        gains.append(10 * np.log10(_band_over_low(after, *band) / _band_over_low(before, *band)))
+        normal_psd = welch(before, fs=RATE, nperseg=512)[1]
+        rhythms.append(_click_rhythm(after, normal_psd) / _click_rhythm(before, normal_psd))
+    # Even the first clip carries the tick; each later clip more than the one before.
+    assert gains[0] > 3.0, gains
+    assert all(b > a + 3.0 for a, b in itertools.pairwise(gains)), gains
+    assert rhythms[-1] > rhythms[0] > 1.5, rhythms
+    assert DRIFT_DB[0] <= SEVERITY_DB["subtle"] < SEVERITY_DB["strong"] < DRIFT_DB[1]
 
 
 def test_root_that_is_a_file_is_refused(tmp_path: Path) -> None:
@@ -337,6 +397,9 @@ def test_stage_writes_the_fleet(tmp_path: Path) -> None:
     [
         ("generate:\n  start_date: '20261345'\n", "generate.start_date"),
         ("generate:\n  days: 0\n", "generate.days"),
+        ("generate:\n  drift_device: XX-1\n", "generate.drift_device"),
+        ("generate:\n  drift_device: PMP-3\n  drift_day: 2\n", "generate.drift_day"),
+        ("generate:\n  drift_day: -1\n", "generate.drift_day"),
     ],
 )
 def test_stage_fails_with_one_line(tmp_path: Path, yaml_text: str, words: str) -> None:

@@ -23,7 +23,6 @@ import torch
 
 from pipelines import fleet
 from pipelines.acoustic import data, features, model
-from pipelines.acoustic.training import load_model
 from pipelines.errors import ClipError, DeviceError, IntegrityError
 from pipelines.params import FeatureParams, Params, as_dict
 from registry.naming import check_device_code
@@ -117,7 +116,7 @@ def load_bundle(folder: Path) -> Bundle:
     threshold = np.load(folder / threshold_file(device), allow_pickle=False)
     return Bundle(
         device=device,
-        net=load_model(folder / WEIGHTS, manifest["sha256"][WEIGHTS], manifest["architecture"]),
+        net=model.load(folder / WEIGHTS, manifest["sha256"][WEIGHTS], manifest["architecture"]),
         scale=(float(scale[0]), float(scale[1])),
         threshold=float(threshold),
         features=FeatureParams(**manifest["features"]),

@@ -24,6 +24,7 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from datetime import date, timedelta
 from pathlib import Path
 from typing import NamedTuple
 
@@ -32,6 +33,7 @@ import soundfile as sf
 import soxr
 
 from pipelines.errors import ClipError, DataError
+from pipelines.params import DAY_PATTERN
 from registry.errors import InvalidNameError
 from registry.naming import check_device_code
 
@@ -86,10 +88,23 @@ class Found:
 
     devices: dict[str, DeviceSources]
     skipped: tuple[Skipped, ...] = ()
+    day: str | None = None  # the date folder read, None for all of them
 
 
-def discover(root: Path, extensions: tuple[str, ...]) -> Found:
-    """Map each device folder under `root` to its files; skip and report what is not one."""
+def resolve_day(day: str, today: date) -> str | None:
+    """The date folder `data.day` names (None for all of them): "N days ago" counts back
+    from `today`, so that a daily run names the day it trained on."""
+    match = re.fullmatch(DAY_PATTERN, day)
+    if match is None:
+        raise DataError(f"data.day {day!r}: expected all, a date YYYYMMDD or 'N days ago'")
+    if match["ago"] is not None:
+        return (today - timedelta(days=int(match["ago"]))).strftime("%Y%m%d")
+    return None if day == "all" else day
+
+
+def discover(root: Path, extensions: tuple[str, ...], day: str | None = None) -> Found:
+    """Map each device folder under `root` to its files (of one date folder, `day`, or of all
+    of them); skip and report what is not a device."""
     if not root.is_dir():
         raise DataError(
             f"data.root {str(root)!r} does not exist or is not a folder: expected a folder "
@@ -105,8 +120,8 @@ def discover(root: Path, extensions: tuple[str, ...]) -> Found:
             except InvalidNameError as exc:
                 skipped.append(Skipped(entry, str(exc)))
             else:
-                devices[device] = _Walk(entry, extensions).sources()
-    return Found(devices, tuple(skipped))
+                devices[device] = _Walk(entry, extensions).sources(day)
+    return Found(devices, tuple(skipped), day)
 
 
 class _Walk:
@@ -118,9 +133,14 @@ class _Walk:
         self.seen: dict[tuple[int, int], Path] = {}  # (st_dev, st_ino) -> first path to it
         self.skipped: list[Skipped] = []
 
-    def sources(self) -> DeviceSources:
-        recorded = self.audio(self.folder)
-        for dated in self.entries(self.folder, lambda p: bool(_DATE.fullmatch(p.name))):
+    def sources(self, day: str | None) -> DeviceSources:
+        """Recorded clips: flat and every date folder's, or only the folder of `day`."""
+        recorded = self.audio(self.folder) if day is None else []
+
+        def read(folder: Path) -> bool:
+            return bool(_DATE.fullmatch(folder.name)) if day is None else folder.name == day
+
+        for dated in self.entries(self.folder, read):
             recorded += self.audio(dated) + self.audio(dated / "normal")
         return DeviceSources(
             device=self.folder.name,

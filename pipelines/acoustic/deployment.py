@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines import fleet
+from pipelines import fleet, parents
 from pipelines.acoustic import bundle
 from pipelines.acoustic.extraction import load_device
 from pipelines.params import Params, as_dict
@@ -85,15 +85,23 @@ def _register(registry: Registry, device: str, inp: DeployInput, work: Path) -> 
         p.deploy.model_type,
         metrics=fleet.read_json(candidate.evaluation / "summary.json"),
         params={
+            "data": as_dict(p.data),
             "features": as_dict(p.features),
             "train": as_dict(p.train),
             "split": as_dict(p.split),
         },
         extra={"inference": _inference(work)},
         data_fingerprint=fleet.read_stamp(inp.features),
+        parent_version=parent_version(candidate.model),
     )
     shutil.rmtree(work / "registration")
     return meta
+
+
+def parent_version(model_dir: Path) -> int | None:
+    """The version the device's training started from, as the train stage recorded it."""
+    start = fleet.read_json(model_dir / "summary.json").get("start")
+    return parents.Start(**start).parent_version if start else None
 
 
 def _decide(registry: Registry, name: str, version: int, inp: DeployInput) -> dict[str, Any]:
@@ -159,6 +167,13 @@ def production(params: Params, target: Path) -> dict[str, dict[str, Any]]:
     )
 
 
+def fleet_degraded(devices: dict[str, dict[str, Any]]) -> bool:
+    """Every candidate the gate judged in this run was refused: something common to the
+    fleet (the day's audio, the params) went wrong, and production was left as it was."""
+    actions = [e["decision"]["action"] for e in devices.values() if e.get("decision")]
+    return bool(actions) and all(action == "refused" for action in actions)
+
+
 def describe(
     devices: dict[str, dict[str, Any]], production: dict[str, dict[str, Any]]
 ) -> list[tuple[str, str]]:
@@ -175,8 +190,8 @@ def _line(entry: dict[str, Any] | None, shipped: dict[str, Any] | None) -> str:
         running += f" (its export failed: {shipped['error']})"
     if entry is None:
         return f"no candidate from this run (see the earlier stages); {running} kept"
-    if entry["status"] == "failed":
-        return f"failed: {entry['error']}; {running} kept"
+    if entry["status"] in ("failed", "skipped"):
+        return f"{entry['status']}: {entry['error']}; {running} kept"
     if entry["status"] == "unchanged":
         return f"v{entry['version']} unchanged since the last run; {running}"
     head = f"v{entry['version']} {'registered' if entry['new'] else 'already registered'}"
@@ -217,4 +232,5 @@ def _figures(decision: dict[str, Any]) -> str:
         )
     if figures.get("readmitted"):
         shown.append(f"held production before v{figures['holder']}")
+    shown += decision.get("notes") or []
     return f" [{', '.join(shown)}]" if shown else ""

@@ -20,7 +20,6 @@ import torch
 from pipelines import fleet, scoring
 from pipelines.acoustic import features, model
 from pipelines.acoustic.extraction import load_device
-from pipelines.acoustic.training import load_model
 from pipelines.params import Params, as_dict
 
 
@@ -51,7 +50,7 @@ def build(job: fleet.Job, work: Path) -> dict[str, Any]:
     torch.set_num_threads(inp.params.train.torch_threads)
     train, test, index = load_device(inp.features)
     trained = fleet.read_json(inp.model / "summary.json")
-    net = load_model(inp.model / "model.pth", trained["model_sha256"], trained["architecture"])
+    net = model.load(inp.model / "model.pth", trained["model_sha256"], trained["architecture"])
     scale = tuple(np.load(inp.model / "scale.npy", allow_pickle=False))
     train_errors = _errors(net, features.apply_scale(train, scale, out=train))
     threshold = scoring.fit_threshold(train_errors, p)

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import logging
 import sys
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,7 @@ import numpy as np
 
 from pipelines import fleet
 from pipelines.acoustic import data, features
-from pipelines.errors import ClipError, DeviceError
+from pipelines.errors import ClipError, DeviceError, DeviceSkipped
 from pipelines.params import Params, SplitParams, as_dict
 from registry.store import sha256_file
 
@@ -40,6 +42,7 @@ class ExtractInput:
     sources: data.DeviceSources
     digests: dict[str, str]  # file path relative to root -> sha256
     params: Params
+    day: str | None  # the date folder trained on, None for all of them
 
 
 @dataclass
@@ -48,18 +51,25 @@ class Clip:
     role: str  # recorded, verified, normal, anomaly
     windows: np.ndarray
     rms: float
+    seconds: float
+
+
+def discover(root: Path, params: Params) -> data.Found:
+    """The devices under `root` and their clips of the day `data.day` names."""
+    day = data.resolve_day(params.data.day, date.today())
+    return data.discover(root, params.data.extensions, day)
 
 
 def plan(root: Path, params: Params, found: data.Found | None = None) -> list[fleet.Job]:
     """One job per device, fingerprinted by its files' bytes, the params and this code.
 
-    `found` is `data.discover(root, ...)` when the caller has it already. A file that cannot
+    `found` is `discover(root, params)` when the caller has it already. A file that cannot
     be read for its digest is skipped, and reported with the device's other skipped files."""
     code = fleet.code_digest(data, features, sys.modules[__name__])
-    settings = [as_dict(params.data), as_dict(params.features), as_dict(params.quality)]
+    found = found or discover(root, params)
+    day = found.day
+    settings = [as_dict(params.data), day, as_dict(params.features), as_dict(params.quality)]
     settings += [as_dict(params.split), code, librosa.__version__]
-    if found is None:
-        found = data.discover(root, params.data.extensions)
     files = [path for sources in found.devices.values() for path in sources.all_files]
     with ThreadPoolExecutor(fleet.job_cores()) as pool:  # hashlib releases the GIL
         digest_of = dict(zip(files, pool.map(_digest, files), strict=True))
@@ -73,7 +83,7 @@ def plan(root: Path, params: Params, found: data.Found | None = None) -> list[fl
             fleet.Job(
                 device,
                 fleet.fingerprint(settings, digests, skipped),
-                ExtractInput(root, sources, digests, params),
+                ExtractInput(root, sources, digests, params, day),
             )
         )
     return jobs
@@ -88,9 +98,12 @@ def _digest(path: Path) -> str | data.Skipped:
 
 
 def build(job: fleet.Job, work: Path) -> dict[str, Any]:
-    """Extract one device into `work`; raise DeviceError when no training clip is usable."""
+    """Extract one device into `work`. DeviceSkipped when the day has no clip or fewer usable
+    clips than `data.min_clips`; DeviceError when none of its clips can be used."""
     inp: ExtractInput = job.inputs
     src, p = inp.sources, inp.params
+    if inp.day is not None and not src.recorded:
+        raise DeviceSkipped(job.device, f"no clips recorded on {inp.day}")
     roles = {
         "recorded": src.recorded,
         "verified": src.verified,
@@ -103,11 +116,21 @@ def build(job: fleet.Job, work: Path) -> dict[str, Any]:
     recorded = [c for c in clips if c.role == "recorded"]
     keep = features.quality_keep(np.array([c.rms for c in recorded]), p.quality)
     filtered = [c.file for c, k in zip(recorded, keep, strict=True) if not k]
-    train = [c for c, k in zip(recorded, keep, strict=True) if k]
-    train += [c for c in clips if c.role == "verified"]
+    kept = [c for c, k in zip(recorded, keep, strict=True) if k]
+    chosen = sample(
+        kept, p.data.sample_hours, [p.data.sample_seed, zlib.crc32(job.device.encode())]
+    )
+    sampled_out = [c.file for c in kept if c not in chosen]
+    train = chosen + [c for c in clips if c.role == "verified"]  # verified: always, in full
     if not train:
         reasons = "; ".join(f"{s['file']}: {s['reason']}" for s in skipped[:3]) or "no audio files"
         raise DeviceError(job.device, f"no usable training clip ({reasons})")
+    if len(train) < p.data.min_clips:
+        on = f" on {inp.day}" if inp.day else ""
+        raise DeviceSkipped(
+            job.device,
+            f"{len(train)} usable clips{on}, fewer than data.min_clips = {p.data.min_clips}",
+        )
     test = [c for c in clips if c.role in ("normal", "anomaly")]
 
     train_windows = np.concatenate([c.windows for c in train])
@@ -121,6 +144,7 @@ def build(job: fleet.Job, work: Path) -> dict[str, Any]:
     )
     index = {
         "device": job.device,
+        "day": inp.day,
         "train_clips": [_clip_entry(c, inp) for c in train],
         "train_clip_of_window": clip_of_window.tolist(),
         "validation": validation.tolist(),
@@ -130,9 +154,11 @@ def build(job: fleet.Job, work: Path) -> dict[str, Any]:
         .tolist(),
         "skipped": skipped,
         "quality_filtered": filtered,
+        "sampled_out": sampled_out,
     }
     fleet.write_json(work / "index.json", index)
     return {
+        "day": inp.day,
         "train_clips": len(train),
         "windows": len(train_windows),
         "validation_windows": int(validation.sum()),
@@ -172,7 +198,21 @@ def _clip(path: Path, role: str, inp: ExtractInput) -> Clip:
         raise ClipError(
             path, f"too short: {found.seconds:.2f} s, need at least {p.features.window_sec} s"
         )
-    return Clip(_rel(path, inp.root), role, found.windows, found.rms)
+    return Clip(_rel(path, inp.root), role, found.windows, found.rms, found.seconds)
+
+
+def sample(clips: list[Clip], hours: float, seed: list[int]) -> list[Clip]:
+    """A seeded random choice of `clips` adding up to `hours` (the seed's `sample_hours`),
+    in their order; all of them when `hours` is 0 or they add up to less."""
+    if hours <= 0:
+        return clips
+    chosen, total = set(), 0.0
+    for i in np.random.default_rng(seed).permutation(len(clips)):
+        if total >= hours * 3600:
+            break
+        chosen.add(int(i))
+        total += clips[i].seconds
+    return [clip for i, clip in enumerate(clips) if i in chosen]
 
 
 def _clip_entry(clip: Clip, inp: ExtractInput) -> dict[str, Any]:

@@ -27,7 +27,7 @@ def bundle(version: Version) -> tuple[dict[str, str], dict[str, Any]]:
     The weights are loaded into the recorded architecture first: nothing ships that would
     not load."""
     device = version.meta["scope"]
-    _network(version)
+    network(version)
     files = {
         layout.WEIGHTS: "model",
         layout.SCALE: "scale",
@@ -43,15 +43,30 @@ def compare(candidate: Version, holder: Version) -> tuple[float, float]:
     return _error(candidate, windows), _error(holder, windows)
 
 
+def own_error(version: Version) -> float:
+    """The version's mean reconstruction error on its own evaluation windows: its normal."""
+    return _error(version, _array(version, "eval_windows"))
+
+
 def _error(version: Version, windows: np.ndarray) -> float:
+    scaled = torch.from_numpy(features.apply_scale(windows, scale(version)))
+    return float(model.reconstruction_errors(network(version), scaled.unsqueeze(1)).mean())
+
+
+def scale(version: Version) -> tuple[float, float]:
+    """The (low, high) decibel range the version's weights were trained to see as 0..1."""
     low, high = _array(version, "scale")
-    scaled = torch.from_numpy(features.apply_scale(windows, (float(low), float(high))))
-    return float(model.reconstruction_errors(_network(version), scaled.unsqueeze(1)).mean())
+    return float(low), float(high)
 
 
-def _network(version: Version) -> model.ConvAutoencoder:
+def architecture(version: Version) -> dict[str, Any]:
+    return _inference(version)["architecture"]
+
+
+def network(version: Version) -> model.ConvAutoencoder:
+    """The version's autoencoder, its weights loaded safely into its recorded architecture."""
     where = f"{version.meta['name']}:v{version.meta['version']}"
-    net = model.from_architecture(_inference(version)["architecture"])
+    net = model.from_architecture(architecture(version))
     net.load_state_dict(state_dict(version.read("model"), where))
     return net.eval()
 

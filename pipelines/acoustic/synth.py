@@ -9,6 +9,13 @@ anomaly's own frequency band, so a severity means the same dB excess on every de
     harmonic-shift  two half-order partials, (k + 1/2) f0 and (k + 3/2) f0, at 1.2-3 kHz
     rubbing         0.2-1 s bursts of band-limited noise inside 1-4 kHz
 
+A drifting day (generate.drift_device, generate.drift_day) is a bearing going bad while it
+is recorded as normal: on that day that device's clips carry one bearing's clicks (one
+fault rate and resonance for the whole day) on top of the very same normal clips, their
+excess rising linearly in clip order from DRIFT_DB[0] (the 'subtle' excess) on the first
+clip to DRIFT_DB[1] (beyond 'strong') on the last. A model fine-tuned on that day learns
+the fault as normal. Every other file is byte-identical to the fleet without the drift.
+
 Layout under the fleet root (dates are start_date + d days):
 
     {device}/{date}/*.wav                   day 0, the legacy layout
@@ -39,6 +46,8 @@ ANOMALY_KINDS = ("bearing-click", "harmonic-shift", "rubbing")
 # dB of the anomaly above the normal sound in the anomaly's own band, while it sounds.
 SEVERITY_DB = {"strong": 18.0, "medium": 13.0, "subtle": 8.0}
 SEVERITIES = tuple(SEVERITY_DB)
+# The drifting day's bearing excess in dB, on its first and on its last clip.
+DRIFT_DB = (SEVERITY_DB["subtle"], SEVERITY_DB["strong"] + 4.0)
 VERIFIED_RATE = 32000
 
 # f0 slots on a log grid 20% apart; the +-1.5% jitter inside a slot keeps devices >= 15% apart.
@@ -48,7 +57,9 @@ _BAND_EDGE = 0.45  # highest frequency used, as a fraction of the sample rate
 _FRAME_SEC = 0.064  # the features' STFT frame: n_fft 1024 at 16 kHz
 _PEAK_LIMIT = 0.89
 # Key groups of the per-clip random streams: one stream per clip, so clips are independent.
+# New groups go at the end, so that the streams of the existing ones never change.
 _PROFILE, _TRAIN, _VERIFIED, _TEST_NORMAL, _TEST_ANOMALY, _F0_ORDER = range(6)
+_DRIFT_BEARING, _DRIFT_CLICKS = 6, 7  # the drifting day's bearing, and each clip's clicks
 
 
 @dataclass(frozen=True)
@@ -137,6 +148,17 @@ def _check(gen: GenerateParams) -> list[str]:
         raise ValueError(
             f"generate.start_date: expected a date as YYYYMMDD, got {gen.start_date!r}"
         )
+    if gen.drift_device:
+        if gen.drift_device not in gen.devices:
+            raise ValueError(
+                f"generate.drift_device: expected one of generate.devices "
+                f'{list(gen.devices)} or "", got {gen.drift_device!r}'
+            )
+        if gen.drift_day >= gen.days:
+            raise ValueError(
+                f"generate.drift_day: expected a day index below generate.days "
+                f"({gen.days}), got {gen.drift_day}"
+            )
     return [(start + timedelta(days=d)).strftime("%Y%m%d") for d in range(gen.days)]
 
 
@@ -163,12 +185,13 @@ def _write_device(
 
     for d, date in enumerate(dates):
         day = folder / date if d == 0 else folder / date / "normal"
+        drifting = device == gen.drift_device and d == gen.drift_day
         for i in range(gen.clips_per_day):
             rng = _rng(seed, device, _TRAIN, int(date), i)
-            save(
-                day / f"{device}_{date}_{i:02d}.wav",
-                render_normal(profile, gen.clip_sec, sample_rate, rng),
-            )
+            audio = render_normal(profile, gen.clip_sec, sample_rate, rng)
+            if drifting:
+                audio = _drifted(audio, sample_rate, gen, device, int(date), i)
+            save(day / f"{device}_{date}_{i:02d}.wav", audio)
     # The second device's verified clips come from another recorder: 32 kHz stereo.
     stereo = index == 1
     rate = VERIFIED_RATE if stereo else sample_rate
@@ -218,6 +241,19 @@ def render_anomaly(
     return base + sum((_match_band(base, part, sample_rate, excess_db) for part in parts), 0.0)
 
 
+def _drifted(
+    base: np.ndarray, rate: int, gen: GenerateParams, device: str, date: int, index: int
+) -> np.ndarray:
+    """The `index`-th clip of the drifting day: `base` with the day's bearing clicking in it,
+    DRIFT_DB[0] dB above it in the bearing's band on the first clip, DRIFT_DB[1] on the last."""
+    bearing = _bearing(_rng(gen.seed, device, _DRIFT_BEARING, date))
+    rng = _rng(gen.seed, device, _DRIFT_CLICKS, date, index)
+    (part,) = _bearing_clicks(len(base), rate, 0.0, rng, bearing)
+    share = index / (gen.clips_per_day - 1) if gen.clips_per_day > 1 else 1.0
+    excess_db = DRIFT_DB[0] + share * (DRIFT_DB[1] - DRIFT_DB[0])
+    return base + _match_band(base, part, rate, excess_db)
+
+
 def _normal(
     profile: DeviceProfile, duration: float, rate: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, float]:
@@ -250,10 +286,23 @@ class _Part:
     duty: float
 
 
-def _bearing_clicks(n: int, rate: int, f0: float, rng: np.random.Generator) -> list[_Part]:
+def _bearing(rng: np.random.Generator) -> tuple[float, float, float]:
+    """One bearing's fault: its fault rate (Hz), ringing resonance (Hz) and decay time (s)."""
     fault_rate = rng.uniform(5.0, 15.0)
-    resonance = min(rng.uniform(2000.0, 5000.0), 0.4 * rate)
-    decay = rng.uniform(3e-3, 8e-3)
+    resonance = rng.uniform(2000.0, 5000.0)
+    return fault_rate, resonance, rng.uniform(3e-3, 8e-3)
+
+
+def _bearing_clicks(
+    n: int,
+    rate: int,
+    f0: float,
+    rng: np.random.Generator,
+    bearing: tuple[float, float, float] | None = None,
+) -> list[_Part]:
+    """A bearing's clicks: `bearing` (see _bearing), or one drawn from rng first."""
+    fault_rate, resonance, decay = bearing if bearing is not None else _bearing(rng)
+    resonance = min(resonance, 0.4 * rate)
     # Slightly irregular spacing: rolling elements slip, so impacts are never exactly periodic.
     intervals = rng.uniform(0.9, 1.1, int(n / rate * fault_rate) + 2) / fault_rate
     onsets = np.cumsum(intervals) - rng.uniform(0, intervals[0])

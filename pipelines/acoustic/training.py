@@ -1,12 +1,20 @@
-"""The train stage: one autoencoder per extracted device.
+"""The train stage: one autoencoder per extracted device, new or fine-tuned.
+
+Where each device starts is `train.init_from` (see pipelines/parents.py). From scratch, the
+scale is fitted on the training windows and the network is built from `train.channels`; a
+fine-tuning loads its parent's registered weights (sha256-checked, `weights_only`) into the
+parent's architecture and keeps the parent's scale, so that the weights see inputs as they
+were trained to, then trains `finetune_epochs` at `finetune_lr`.
 
 Written per device: `model.pth` (the best weights, a state_dict, with its sha256 beside it
 in `model.pth.json`), `scale.npy`, and `checkpoints/` (`last.pth`, `best.pth`) from which a
-killed run resumes.
+killed run resumes; the summary records where it started (`start`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,46 +23,93 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipelines import engine, fleet
-from pipelines.acoustic import features, model
+from pipelines import engine, fleet, parents
+from pipelines.acoustic import family, features, model
 from pipelines.acoustic.extraction import load_device
-from pipelines.errors import ParamError
-from pipelines.params import Params, as_dict
+from pipelines.errors import DeviceError, DeviceSkipped, ParamError
+from pipelines.params import Params, TrainParams, as_dict
+from registry.api import Registry
+from registry.errors import RegistryError
+from registry.naming import model_name
+from registry.store import locate
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class TrainInput:
     features: Path
     params: Params
+    start: parents.Start | None  # None: not to be trained in this run
+    store: Path | None
+
+
+@dataclass(frozen=True)
+class Parent:
+    """What a fine-tuning takes from its parent version."""
+
+    scale: tuple[float, float]
+    architecture: dict[str, Any]
+    state: dict[str, torch.Tensor]
+    reference: float  # its mean error on its own evaluation windows: its normal
 
 
 def plan(features_dir: Path, params: Params) -> list[fleet.Job]:
-    """One job per extracted device, fingerprinted by its features, the params and the code."""
-    f, t = params.features, params.train
+    """One job per extracted device, fingerprinted by its features, the params and the code.
+
+    The fingerprint holds `init_from` as written, not the version it resolves to: once a
+    day's fine-tuning is promoted, a rerun over the same inputs is not fine-tuned again."""
+    f, t, d = params.features, params.train, params.deploy
     problem = model.check_input_shape(f.n_mels, f.frames, t.channels)
     if problem:
         raise ParamError(f"params.yaml: {problem}")
-    settings = [as_dict(t), fleet.code_digest(model, engine, sys.modules[__name__])]
-    settings.append(torch.__version__)
+    init = parents.parse(t.init_from)
+    store = locate() if init.needs_store else None
+    held = _production(store, d.family) if init.rule == "production" else {}
+    settings = [as_dict(t), d.family, d.model_type, torch.__version__]
+    settings.append(fleet.code_digest(model, engine, parents, family, sys.modules[__name__]))
+    devices = fleet.complete_devices(features_dir)
+    names = {model_name(d.family, device, d.model_type): device for device in devices}
+    for name in sorted(set(init.pins) - set(names)):
+        log.warning("train.init_from pins %s, which is no device of this run", name)
     return [
         fleet.Job(
-            device, fleet.fingerprint(settings, stamp), TrainInput(features_dir / device, params)
+            device,
+            fleet.fingerprint(settings, devices[device]),
+            TrainInput(features_dir / device, params, parents.resolve(init, name, held), store),
         )
-        for device, stamp in fleet.complete_devices(features_dir).items()
+        for name, device in names.items()
     ]
+
+
+def _production(store: Path, family_name: str) -> dict[str, int]:
+    return {
+        m["name"]: m["version"]
+        for m in Registry(store).list(alias="production")
+        if m["family"] == family_name
+    }
 
 
 def build(job: fleet.Job, work: Path) -> dict[str, Any]:
     inp: TrainInput = job.inputs
     p = inp.params.train
+    if inp.start is None:
+        raise DeviceSkipped(job.device, f"train.init_from ({p.init_from}) starts no training of it")
     torch.set_num_threads(p.torch_threads)
     windows, _, index = load_device(inp.features)
     validation = np.asarray(index["validation"], dtype=bool)
-    scale = features.fit_scale(windows, ~validation)  # on the training part only
+    parent = _parent(job.device, inp.store, inp.start.parent) if inp.start.parent else None
+    if parent is None:
+        scale = features.fit_scale(windows, ~validation)  # on the training part only
+        architecture = {"channels": list(p.channels), "latent_channels": p.latent_channels}
+    else:
+        scale, architecture, p = parent.scale, parent.architecture, finetuning(p)
     x = torch.from_numpy(features.apply_scale(windows, scale, out=windows)).unsqueeze(1)
-    validation = torch.from_numpy(validation)
+    novel = _novel_clips(job.device, inp, parent, x, index) if parent else []
+    keep = ~np.isin(np.asarray(index["train_clip_of_window"]), novel)
+    x, validation = x[torch.from_numpy(keep)], torch.from_numpy(validation[keep])
     result = engine.fit(
-        lambda: model.ConvAutoencoder(p.channels, p.latent_channels),
+        lambda: _network(architecture, parent),
         x[~validation],
         x[validation] if validation.any() else None,
         p,
@@ -73,8 +128,65 @@ def build(job: fleet.Job, work: Path) -> dict[str, Any]:
         "trained_on": result.device,
         "resumed_from_epoch": result.resumed_from,
         "model_sha256": sha,
-        "architecture": {"channels": list(p.channels), "latent_channels": p.latent_channels},
+        "architecture": architecture,
+        "start": inp.start.as_dict(),
+        "novel_clips": [index["train_clips"][i]["file"] for i in novel],
     }
+
+
+def _novel_clips(
+    device: str, inp: TrainInput, parent: Parent, x: torch.Tensor, index: dict[str, Any]
+) -> list[int]:
+    """The recorded clips unlike the parent's normal: its mean error on them is above
+    `novelty_factor` x its error on its own validation windows. They are left out of the
+    fine-tuning (a model must not learn a fault as normal); when they are most of the day,
+    the device is skipped. verified_normal/ clips are always learned."""
+    factor = inp.params.train.novelty_factor
+    clips = index["train_clips"]
+    recorded = [i for i, clip in enumerate(clips) if clip["role"] == "recorded"]
+    if not factor or not recorded:
+        return []
+    errors = model.reconstruction_errors(_network(parent.architecture, parent), x).numpy()
+    clip_of = np.asarray(index["train_clip_of_window"])
+    ratio = {i: float(errors[clip_of == i].mean()) / parent.reference for i in recorded}
+    novel = [i for i in recorded if ratio[i] > factor]
+    if 2 * len(novel) > len(recorded):
+        shown = ", ".join(f"x{ratio[i]:.2f}" for i in novel)
+        raise DeviceSkipped(
+            device,
+            f"drifted from {inp.start.parent}: {len(novel)} of {len(recorded)} recorded clips "
+            f"have its error above x{factor:g} its own normal ({shown}); not fine-tuned "
+            "(clips a person has checked as normal belong in verified_normal/)",
+        )
+    return novel
+
+
+def finetuning(p: TrainParams) -> TrainParams:
+    """The training params of a fine-tuning: its own epochs and learning rate."""
+    epochs = p.finetune_epochs
+    return dataclasses.replace(
+        p, epochs=epochs, lr=p.finetune_lr, min_epochs=min(p.min_epochs, epochs)
+    )
+
+
+def _parent(device: str, store: Path | None, ref: str) -> Parent:
+    try:
+        version = Registry(store).version(ref)
+        return Parent(
+            family.scale(version),
+            family.architecture(version),
+            family.network(version).state_dict(),
+            family.own_error(version),
+        )
+    except (RegistryError, ValueError) as exc:
+        raise DeviceError(device, f"cannot start from {ref}: {exc}") from exc
+
+
+def _network(architecture: dict[str, Any], parent: Parent | None) -> model.ConvAutoencoder:
+    net = model.from_architecture(architecture)
+    if parent is not None:
+        net.load_state_dict(parent.state)
+    return net
 
 
 def log_curves(models_dir: Path, live_dir: Path) -> None:
@@ -88,10 +200,3 @@ def log_curves(models_dir: Path, live_dir: Path) -> None:
                 live.log_metric(f"{device}/train/loss", row["train_loss"])
                 if row["val_loss"] is not None:
                     live.log_metric(f"{device}/val/loss", row["val_loss"])
-
-
-def load_model(path: Path, sha256: str, architecture: dict[str, Any]) -> model.ConvAutoencoder:
-    """The autoencoder saved at `path`, its bytes checked against `sha256` before loading."""
-    net = model.from_architecture(architecture)
-    net.load_state_dict(engine.load_verified(path, sha256))
-    return net.eval()

@@ -1,0 +1,109 @@
+"""The daily job: fine-tune every device on one day's audio, gate it, promote it or keep production.
+
+`fleet daily` is what cron, a systemd timer or CI runs once a day. It writes the day (a date,
+never "N days ago", so that the run names what it trained on) and `train.init_from` into
+params.yaml, keeping its comments, and runs `dvc repro`: the same stages, params and store
+as any run. Run twice for the same day it changes nothing (DVC sees nothing new). Then one
+line per device, from the stages' reports: how its training started, what the gate decided,
+what runs there now. The exit status tells the scheduler whether to call someone.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+
+from pipelines import fleet, parents
+from pipelines.acoustic import deployment
+from pipelines.params import load_params
+
+DONE, FAILED, DEGRADED = 0, 1, 3
+STAGES = ("extract", "train", "evaluate", "deploy")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    day: str
+    lines: list[str]
+    status: int
+    ran: bool  # False: the day was already done, nothing ran
+
+
+def day_of(day: str | None, days_ago: int, today: date) -> str:
+    """The date folder to train on: `day` as given, else `days_ago` days before `today`."""
+    return day if day is not None else (today - timedelta(days=days_ago)).strftime("%Y%m%d")
+
+
+def set_params(path: Path, day: str, init_from: str) -> None:
+    """Write `data.day` and `train.init_from` into params.yaml, its comments and order kept;
+    the result is validated before it replaces the file."""
+    yaml = YAML()
+    yaml.preserve_quotes = True
+    doc = yaml.load(path.read_text(encoding="utf-8"))
+    doc["data"]["day"] = day
+    doc["train"]["init_from"] = init_from
+    tmp = path.with_name(f".{path.name}.daily")
+    with tmp.open("w", encoding="utf-8") as out:
+        yaml.dump(doc, out)
+    try:
+        load_params(tmp)
+    except Exception:
+        tmp.unlink()
+        raise
+    tmp.replace(path)
+
+
+def run(project: Path, day: str, init_from: str, dvc: Sequence[str] = ("dvc",)) -> Outcome:
+    """Set the day, run the pipeline, read what each device came to."""
+    set_params(project / "params.yaml", day, init_from)
+    pending = subprocess.run(
+        [*dvc, "status", "--quiet"], cwd=project, capture_output=True, check=False
+    )
+    ran = pending.returncode != 0
+    repro = subprocess.run([*dvc, "repro"], cwd=project, check=False) if ran else None
+    reports = {stage: _report(project / "reports" / f"{stage}.json") for stage in STAGES}
+    lines = summary(reports)
+    failed = repro is not None and repro.returncode != 0
+    failed |= any(r.get("failed") for r in reports.values())
+    if reports["deploy"].get("fleet_degraded"):
+        return Outcome(day, lines, DEGRADED, ran)
+    return Outcome(day, lines, FAILED if failed else DONE, ran)
+
+
+def summary(reports: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per device: how its training started, then the deploy stage's line."""
+    deploy = reports["deploy"]
+    lines = dict(deployment.describe(deploy.get("devices", {}), deploy.get("production", {})))
+    return [
+        f"{device}: {_start(reports, device)}{lines[device].removeprefix(f'{device}: ')}"
+        for device in sorted(lines)
+    ]
+
+
+def _start(reports: dict[str, dict[str, Any]], device: str) -> str:
+    for stage in ("extract", "train"):
+        entry = reports[stage].get("devices", {}).get(device)
+        if entry and entry["status"] in ("failed", "skipped"):
+            return f"{entry['status']} in {stage}: {entry['error']} | "
+    entry = reports["train"].get("devices", {}).get(device) or {}
+    if entry.get("start") is None:
+        return ""
+    start = parents.Start(**entry["start"])
+    novel = len(entry.get("novel_clips") or [])
+    left_out = f", {novel} clip(s) unlike its normal left out" if novel else ""
+    if start.parent_version is not None:
+        return f"fine-tuned from v{start.parent_version}{left_out} -> "
+    return "trained from scratch" + (f" ({start.note})" if start.note else "") + " -> "
+
+
+def _report(path: Path) -> dict[str, Any]:
+    try:
+        return fleet.read_json(path)
+    except (OSError, ValueError):
+        return {}

@@ -1,0 +1,81 @@
+"""Where a device's training starts: `train.init_from`, resolved against the model store.
+
+- `scratch`: new weights;
+- `production`: the version that holds `production` for the device's model when the stage
+  plans its work; a device with none trains from scratch, and says so;
+- `NAME:vN`, comma-separated: pinned parents (replaying a day against the models it started
+  from); a device whose model is not pinned follows the `scratch` or `production` in the same
+  list, and without one it is skipped, with that reason.
+The resolved parent is recorded in the train stage's outputs and, through the deploy stage,
+as the registered version's `lineage.parent_version`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from pipelines.errors import ParamError
+from registry.errors import InvalidNameError
+from registry.naming import parse_ref
+
+RULES = ("scratch", "production")
+
+
+@dataclass(frozen=True)
+class Start:
+    how: str  # scratch | production | pinned
+    parent: str | None = None  # NAME:vN, the version the weights come from
+    note: str = ""  # why a device meant to be fine-tuned is not
+
+    @property
+    def parent_version(self) -> int | None:
+        return None if self.parent is None else int(self.parent.rsplit(":v", 1)[1])
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class InitFrom:
+    pins: dict[str, int]  # model name -> pinned version
+    rule: str | None  # for the models not pinned: scratch, production, or None (skipped)
+
+    @property
+    def needs_store(self) -> bool:
+        return bool(self.pins) or self.rule == "production"
+
+
+def parse(text: str) -> InitFrom:
+    """`train.init_from` as pins and a rule; ParamError naming the item that is wrong."""
+    pins: dict[str, int] = {}
+    rules = []
+    for item in text.split(","):
+        if item in RULES:
+            rules.append(item)
+            continue
+        try:
+            ref = parse_ref(item)
+        except InvalidNameError as exc:
+            raise ParamError(f"train.init_from: {exc}") from exc
+        if ref.version is None or str(ref.name) in pins:
+            raise ParamError(f"train.init_from: {item!r}: expected one NAME:vN per model")
+        pins[str(ref.name)] = ref.version
+    if len(rules) > 1:
+        raise ParamError(f"train.init_from: {text!r}: expected at most one of scratch, production")
+    return InitFrom(pins, rules[0] if rules else None)
+
+
+def resolve(init: InitFrom, name: str, production: Mapping[str, int]) -> Start | None:
+    """Where model `name` starts; None: it is not to be trained in this run (not pinned, no
+    rule). `production`: model name -> the version holding production now."""
+    if name in init.pins:
+        return Start("pinned", f"{name}:v{init.pins[name]}")
+    if init.rule is None:
+        return None
+    if init.rule == "scratch":
+        return Start("scratch")
+    if name not in production:
+        return Start("scratch", note="no production version yet: trained from scratch")
+    return Start("production", f"{name}:v{production[name]}")
