@@ -10,7 +10,9 @@ what runs there now. The exit status tells the scheduler whether to call someone
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -59,17 +61,29 @@ def set_params(path: Path, day: str, init_from: str) -> None:
     tmp.replace(path)
 
 
-def run(project: Path, day: str, init_from: str, dvc: Sequence[str] = ("dvc",)) -> Outcome:
+# DVC of this environment: cron runs `.venv/bin/fleet` without the venv on its PATH.
+DVC = (sys.executable, "-m", "dvc")
+
+
+def run(project: Path, day: str, init_from: str, dvc: Sequence[str] = DVC) -> Outcome:
     """Set the day, run the pipeline, read what each device came to."""
     set_params(project / "params.yaml", day, init_from)
+    # the stages' `python` is this environment's, whatever PATH the scheduler gives
+    env = os.environ | {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    }
     pending = subprocess.run(
-        [*dvc, "status", "--quiet"], cwd=project, capture_output=True, check=False
+        [*dvc, "status", "--quiet"], cwd=project, env=env, capture_output=True, check=False
     )
     ran = pending.returncode != 0
-    repro = subprocess.run([*dvc, "repro"], cwd=project, check=False) if ran else None
+    repro = subprocess.run([*dvc, "repro"], cwd=project, env=env, check=False) if ran else None
     reports = {stage: _report(project / "reports" / f"{stage}.json") for stage in STAGES}
     lines = summary(reports)
     failed = repro is not None and repro.returncode != 0
+    if failed:
+        lines.insert(
+            0, f"dvc repro failed (exit status {repro.returncode}); the stages' last reports:"
+        )
     failed |= any(r.get("failed") for r in reports.values())
     if reports["deploy"].get("fleet_degraded"):
         return Outcome(day, lines, DEGRADED, ran)

@@ -6,12 +6,14 @@ moving production."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from registry.api import Registry
-from tests.pipeline_repo import TINY, make_repo, merge, run
+from tests.pipeline_repo import TINY, env, make_repo, merge, run
 from tests.registry_helpers import snapshot
 
 pytestmark = pytest.mark.e2e
@@ -76,7 +78,20 @@ def test_three_days_parents_rerun_and_replay(tmp_path: Path) -> None:
 
 def test_a_pinned_parent_that_does_not_exist_fails_that_device(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo", merge(TINY, DAYS))
-    daily(repo, "--day", "20261101", "--init-from", "scratch")
+    # as cron runs it: the environment's `fleet`, with no venv on the PATH
+    fleet = str(Path(sys.executable).parent / "fleet")
+    bare = env() | {"PATH": "/usr/bin:/bin"}
+    first = subprocess.run(
+        [fleet, "daily", "--day", "20261101", "--init-from", "scratch"],
+        cwd=repo,
+        env=bare,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "A-1: trained from scratch -> v1 registered" in first.stdout
     out = daily(
         repo, "--day", "20261102", "--init-from", NAME.format("A-1") + ":v9,production", code=1
     )
