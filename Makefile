@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: demo test lint install clean-demo
+.PHONY: demo daily-demo test lint install
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ demo: $(STAMP)
 	$(BIN)/dvc repro
 	$(BIN)/fleet table
 	$(BIN)/fleet status
+
+# day 1 full, day 2 fine-tuned and promoted, day 3 PMP-3 drifts and keeps production;
+# in a project of its own under build/daily-demo
+daily-demo: $(STAMP)
+	$(BIN)/python -m pipelines.demo --into build/daily-demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -152,6 +152,7 @@ def daily(
     from datetime import date
 
     from pipelines import daily as job
+    from pipelines.acoustic import deployment
     from pipelines.errors import ParamError
 
     if day is not None and not (len(day) == 8 and day.isdigit()):
@@ -166,7 +167,7 @@ def daily(
     for line in outcome.lines:
         typer.echo(line)
     if outcome.status == job.DEGRADED:
-        typer.echo("FLEET-WIDE DEGRADATION: every candidate was refused; production untouched")
+        typer.echo(f"ERROR {deployment.DEGRADED}")
     if outcome.ran:
         typer.echo(
             f"commit the day: git add params.yaml dvc.lock reports eval/metrics.json && "

@@ -19,11 +19,9 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
-
 from pipelines import fleet, parents
 from pipelines.acoustic import deployment
-from pipelines.params import load_params
+from pipelines.params import edit_params
 
 DONE, FAILED, DEGRADED = 0, 1, 3
 STAGES = ("extract", "train", "evaluate", "deploy")
@@ -42,32 +40,13 @@ def day_of(day: str | None, days_ago: int, today: date) -> str:
     return day if day is not None else (today - timedelta(days=days_ago)).strftime("%Y%m%d")
 
 
-def set_params(path: Path, day: str, init_from: str) -> None:
-    """Write `data.day` and `train.init_from` into params.yaml, its comments and order kept;
-    the result is validated before it replaces the file."""
-    yaml = YAML()
-    yaml.preserve_quotes = True
-    doc = yaml.load(path.read_text(encoding="utf-8"))
-    doc["data"]["day"] = day
-    doc["train"]["init_from"] = init_from
-    tmp = path.with_name(f".{path.name}.daily")
-    with tmp.open("w", encoding="utf-8") as out:
-        yaml.dump(doc, out)
-    try:
-        load_params(tmp)
-    except Exception:
-        tmp.unlink()
-        raise
-    tmp.replace(path)
-
-
 # DVC of this environment: cron runs `.venv/bin/fleet` without the venv on its PATH.
 DVC = (sys.executable, "-m", "dvc")
 
 
 def run(project: Path, day: str, init_from: str, dvc: Sequence[str] = DVC) -> Outcome:
     """Set the day, run the pipeline, read what each device came to."""
-    set_params(project / "params.yaml", day, init_from)
+    edit_params(project / "params.yaml", {"data": {"day": day}, "train": {"init_from": init_from}})
     # the stages' `python` is this environment's, whatever PATH the scheduler gives
     env = os.environ | {
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"

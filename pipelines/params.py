@@ -187,6 +187,27 @@ def load_params(path: Path | str = "params.yaml") -> Params:
     return parse_params(raw if raw is not None else {}, source=str(path))
 
 
+def edit_params(path: Path, changes: typing.Mapping[str, typing.Mapping[str, Any]]) -> None:
+    """Set `changes` ({section: {key: value}}) in params.yaml, its comments and order kept;
+    the result is validated before it replaces the file."""
+    from ruamel.yaml import YAML
+
+    rt = YAML()
+    rt.preserve_quotes = True
+    doc = rt.load(path.read_text(encoding="utf-8"))
+    for section, values in changes.items():
+        doc[section].update(values)
+    tmp = path.with_name(f".{path.name}.edit")
+    with tmp.open("w", encoding="utf-8") as out:
+        rt.dump(doc, out)
+    try:
+        load_params(tmp)
+    except Exception:
+        tmp.unlink()
+        raise
+    tmp.replace(path)
+
+
 def parse_params(raw: object, source: str = "params") -> Params:
     """Build Params from a plain mapping (as read from YAML), validating every value."""
     return _build(Params, raw, prefix="", source=source)

@@ -34,14 +34,15 @@ def run(
     report_path: str,
     work: Callable[[Params], Mapping[str, fleet.Outcome]],
     describe: Callable[[dict[str, Any]], list[tuple[str, str]]] | None = None,
-    extra: Callable[[], dict[str, Any]] = dict,
+    extra: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> int:
     """Run a stage over the fleet; 0 unless every device failed or the input is unusable.
 
     One failing device does not fail the stage (the others go on); it is named on stderr
     and in the report, and is retried on the next run because it left no fingerprint.
     `describe(report)` gives the stage's own (device, line) per device; by default only the
-    failed devices get one. `extra()` is what the stage found beside its devices, for the report.
+    failed devices get one. `extra(report)` is what the stage adds to its report beside the
+    devices; an `error` there is the fleet's, said after the devices' lines.
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -52,7 +53,8 @@ def run(
     except RegistryError as exc:  # the store as a whole refused (locked, damaged)
         log.error("%s: %s", name, exc)
         return 1
-    report = fleet.stage_report(outcomes) | extra()
+    report = fleet.stage_report(outcomes)
+    report |= extra(report) if extra else {}
     Path(report_path).parent.mkdir(parents=True, exist_ok=True)
     fleet.write_json(Path(report_path), report)
     for device, entry in report["devices"].items():
@@ -62,6 +64,8 @@ def run(
     for device, line in (describe or _failures)(report):
         status = report["devices"].get(device, {}).get("status")
         log.log(levels.get(status, logging.INFO), "%s: %s", name, line)
+    if report.get("error"):
+        log.error("%s: %s", name, report["error"])
     built, failed = len(report["built"]), len(report["failed"])
     counts = (built, len(report["unchanged"]), len(report["skipped"]), failed)
     log.info("%s: %d built, %d unchanged, %d skipped, %d failed", name, *counts)

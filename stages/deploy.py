@@ -25,7 +25,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(name, type=Path)
     args = parser.parse_args(argv)
     production: dict[str, dict[str, Any]] = {}
-    outcomes: dict[str, fleet.Outcome] = {}
 
     def work(p):
         jobs = deployment.plan(
@@ -34,21 +33,15 @@ def main(argv: list[str] | None = None) -> int:
         candidates = args.out / "candidates"
         built = fleet.run_stage(candidates, jobs, deployment.build, p.fleet.workers, "deploy")
         production.update(deployment.production(p, args.out / "models"))
-        outcomes.update(built)
         return built
 
     def describe(report: dict[str, Any]) -> list[tuple[str, str]]:
-        lines = deployment.describe(report["devices"], production)
-        if report["fleet_degraded"]:
-            common.log.error(
-                "deploy: fleet-wide degradation: every candidate was refused by the gate; "
-                "production untouched"
-            )
-        return lines
+        return deployment.describe(report["devices"], report["production"])
 
-    def extra() -> dict[str, Any]:
-        devices = {device: o.summary for device, o in outcomes.items()}
-        return {"production": production, "fleet_degraded": deployment.fleet_degraded(devices)}
+    def extra(report: dict[str, Any]) -> dict[str, Any]:
+        degraded = deployment.fleet_degraded(report["devices"])
+        said = {"error": deployment.DEGRADED} if degraded else {}
+        return {"production": production, "fleet_degraded": degraded, **said}
 
     return common.run("deploy", args.params, args.report, work, describe, extra)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 from pipelines import fleet
 from pipelines.acoustic import data, extraction
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         jobs = extraction.plan(args.root, p, found)
         return fleet.run_stage(args.out, jobs, extraction.build, 1, "extract")
 
-    def skipped_folders() -> dict[str, list[dict[str, str]]]:
+    def skipped_folders(_: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
         if not not_devices:
             return {}
         return {"skipped_folders": [{"folder": f.name, "reason": why} for f, why in not_devices]}

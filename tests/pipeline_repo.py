@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,9 @@ from typing import Any
 
 import yaml
 
-PROJECT = Path(__file__).resolve().parents[1]
+from pipelines import sandbox
+
+PROJECT = sandbox.PROJECT
 
 # Small enough to run the whole pipeline in seconds, big enough for a validation split.
 TINY: dict[str, Any] = {
@@ -71,17 +72,6 @@ def write_params(repo: Path, overrides: dict[str, Any]) -> None:
 
 def make_repo(path: Path, overrides: dict[str, Any] = TINY) -> Path:
     """A committed git + DVC repo at `path` with the project's pipeline and `overrides`."""
-    path.mkdir(parents=True, exist_ok=True)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for package in ("pipelines", "stages", "registry"):
-        shutil.copytree(PROJECT / package, path / package, ignore=ignore)
-    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
-        shutil.copy(PROJECT / name, path / name)
-    write_params(path, overrides)
-    run(path, "git", "init", "-q")
-    run(path, "dvc", "init", "-q")
-    run(path, "dvc", "config", "core.analytics", "false")
-    run(path, "git", "add", "-A")
-    run(path, "git", "commit", "-qm", "pipeline")
+    sandbox.create(path, overrides, env())
     run(path, "registry", "set-policy", *TINY_POLICY)
     return path

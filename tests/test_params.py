@@ -17,6 +17,7 @@ from pipelines.params import (
     Params,
     TrainParams,
     as_dict,
+    edit_params,
     load_params,
     parse_params,
 )
@@ -251,3 +252,25 @@ def test_any_other_day_is_refused_naming_the_forms(day: str) -> None:
         ParamError, match=r"data\.day: expected all, a date YYYYMMDD or 'N days ago'"
     ):
         parse_params({"data": {"day": day}})
+
+
+def test_edit_params_sets_values_and_keeps_comments_and_order(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text((REPO / "params.yaml").read_text())
+    edit_params(path, {"data": {"day": "20261102"}, "train": {"init_from": "production"}})
+    before, after = (REPO / "params.yaml").read_text(), path.read_text()
+    assert load_params(path).data.day == "20261102"
+    assert load_params(path).train.init_from == "production"
+    lines = zip(before.splitlines(), after.splitlines(), strict=True)  # as many lines
+    changed = [(a, b) for a, b in lines if a != b]
+    assert len(changed) == 2 and all("#" in b for _, b in changed)  # the comments stay
+
+
+def test_a_refused_edit_leaves_the_file_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text((REPO / "params.yaml").read_text())
+    before = path.read_bytes()
+    with pytest.raises(ParamError, match=r"train\.init_from"):
+        edit_params(path, {"train": {"init_from": "yesterday's"}})
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]

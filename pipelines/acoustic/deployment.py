@@ -167,6 +167,9 @@ def production(params: Params, target: Path) -> dict[str, dict[str, Any]]:
     )
 
 
+DEGRADED = "fleet-wide degradation: every candidate was refused by the gate; production untouched"
+
+
 def fleet_degraded(devices: dict[str, dict[str, Any]]) -> bool:
     """Every candidate the gate judged in this run was refused: something common to the
     fleet (the day's audio, the params) went wrong, and production was left as it was."""

@@ -43,14 +43,17 @@ def compare(candidate: Version, holder: Version) -> tuple[float, float]:
     return _error(candidate, windows), _error(holder, windows)
 
 
-def own_error(version: Version) -> float:
-    """The version's mean reconstruction error on its own evaluation windows: its normal."""
-    return _error(version, _array(version, "eval_windows"))
+def own_error(version: Version, net: model.ConvAutoencoder | None = None) -> float:
+    """The version's mean reconstruction error on its own evaluation windows: its normal.
+    `net`: its network, when the caller has loaded it already."""
+    return _error(version, _array(version, "eval_windows"), net)
 
 
-def _error(version: Version, windows: np.ndarray) -> float:
-    scaled = torch.from_numpy(features.apply_scale(windows, scale(version)))
-    return float(model.reconstruction_errors(network(version), scaled.unsqueeze(1)).mean())
+def _error(
+    version: Version, windows: np.ndarray, net: model.ConvAutoencoder | None = None
+) -> float:
+    scaled = torch.from_numpy(features.apply_scale(windows, scale(version))).unsqueeze(1)
+    return float(model.reconstruction_errors(net or network(version), scaled).mean())
 
 
 def scale(version: Version) -> tuple[float, float]:

@@ -172,11 +172,12 @@ def finetuning(p: TrainParams) -> TrainParams:
 def _parent(device: str, store: Path | None, ref: str) -> Parent:
     try:
         version = Registry(store).version(ref)
+        net = family.network(version)  # read and sha256-checked once
         return Parent(
             family.scale(version),
             family.architecture(version),
-            family.network(version).state_dict(),
-            family.own_error(version),
+            net.state_dict(),
+            family.own_error(version, net),
         )
     except (RegistryError, ValueError) as exc:
         raise DeviceError(device, f"cannot start from {ref}: {exc}") from exc
