@@ -44,13 +44,18 @@ def day_of(day: str | None, days_ago: int, today: date) -> str:
 DVC = (sys.executable, "-m", "dvc")
 
 
+def environment() -> dict[str, str]:
+    """This process's environment with its own `bin` first on PATH: the stages' `python` is
+    this environment's, whatever PATH the scheduler gives."""
+    return os.environ | {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    }
+
+
 def run(project: Path, day: str, init_from: str, dvc: Sequence[str] = DVC) -> Outcome:
     """Set the day, run the pipeline, read what each device came to."""
     edit_params(project / "params.yaml", {"data": {"day": day}, "train": {"init_from": init_from}})
-    # the stages' `python` is this environment's, whatever PATH the scheduler gives
-    env = os.environ | {
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    }
+    env = environment()
     pending = subprocess.run(
         [*dvc, "status", "--quiet"], cwd=project, env=env, capture_output=True, check=False
     )

@@ -96,6 +96,9 @@ class QualityParams:
 
 @dataclass(frozen=True)
 class TrainParams:
+    # the detector (pipelines/acoustic/detectors.py), registered as {family}_{device}_{model}
+    model: Literal["convae", "twfr-pca"] = "convae"
+    components: int = _num(8, ge=1)  # twfr-pca: principal components of the normal windows
     seed: int = _num(0, ge=0)
     epochs: int = _num(60, ge=1)
     min_epochs: int = _num(10, ge=1)
@@ -147,7 +150,6 @@ class DeployParams:
     be able to change them (see `registry.store.locate` and `registry set-policy`)."""
 
     family: str = "acoustic"
-    model_type: str = "convae"
     auto_promote: bool = True  # in a plain run only; an experiment never moves an alias
     # the candidate's validation windows registered with it, for the gate's comparisons
     eval_windows: int = _num(16, ge=1)

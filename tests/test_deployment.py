@@ -58,7 +58,8 @@ def test_a_plain_run_promotes_exports_and_says_so(
         assert types(registry, device) == ["registered", "promoted"]
         assert (tmp_path / "deploy" / "models" / device / "bundle.json").is_file()
         meta = registry.get(f"acoustic_{device}_convae@production")
-        assert meta["inference"]["architecture"] == {"channels": [4, 8], "latent_channels": 2}
+        architecture = {"type": "convae", "channels": [4, 8], "latent_channels": 2}
+        assert meta["inference"]["architecture"] == architecture
 
 
 def test_the_registered_windows_are_the_devices_validation_windows_in_decibels(

@@ -120,7 +120,11 @@ def test_file_error_names_the_file_and_the_key(tmp_path: Path) -> None:
     ("raw", "key", "expected"),
     [
         ({"trian": {}}, "trian", "expected one of: data, generate"),
-        ({"train": {"learning_rate": 0.1}}, "train.learning_rate", "expected one of: seed"),
+        (
+            {"train": {"learning_rate": 0.1}},
+            "train.learning_rate",
+            "expected one of: model, components, seed",
+        ),
         ({"features": {"n_mel": 64}}, "features.n_mel", "n_mels"),
     ],
 )

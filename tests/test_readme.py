@@ -13,7 +13,7 @@ from registry.api import Registry
 from tests.pipeline_repo import PROJECT, TINY, make_repo, merge, run
 
 pytestmark = pytest.mark.e2e
-SECTIONS = ("## The lifecycle", "## The model registry")
+SECTIONS = ("## The lifecycle", "## The model registry", "## Detectors")
 
 
 def readme_commands(section: str) -> list[list[str]]:

@@ -1,10 +1,10 @@
 """Deployable bundles: the inference layout, and scoring audio files with one.
 
 A bundle is one device's folder in the layout the inference side reads (DESIGN.md):
-  {device}/ae_model.pth                       state_dict of the autoencoder
+  {device}/ae_model.pth                       the detector's state (tensors; the seed's name)
   {device}/global_scale.npy                   [min, max] of the device's log-Mel scale
   {device}/thresholds/threshold_{device}.npy  the decision threshold
-  {device}/bundle.json                        feature settings, architecture, sha256 of each file
+  {device}/bundle.json                        feature settings, detector architecture, sha256s
 `load_bundle` checks every sha256 before it loads anything, and loads the weights with
 `weights_only=True`. The deploy stage scores the device's labelled test clips from the raw
 audio through the bundle and refuses it unless it reproduces the evaluation's scores.
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from pipelines import fleet
-from pipelines.acoustic import data, features, model
+from pipelines.acoustic import data, detectors, features
 from pipelines.errors import ClipError, DeviceError, IntegrityError
 from pipelines.params import FeatureParams, Params, as_dict
 from registry.naming import check_device_code
@@ -46,7 +46,7 @@ class DeployInput:
 
 
 def plan(models_dir: Path, eval_dir: Path, root: Path, params: Params) -> list[fleet.Job]:
-    code = fleet.code_digest(data, features, model, sys.modules[__name__])
+    code = fleet.code_digest(data, features, detectors, sys.modules[__name__])
     trained = fleet.complete_devices(models_dir)
     return [
         fleet.Job(
@@ -88,7 +88,7 @@ def write_bundle(device: str, trained: Path, evaluated: dict, inp: DeployInput, 
 @dataclass(frozen=True)
 class Bundle:
     device: str
-    net: model.ConvAutoencoder
+    detector: detectors.Detector
     scale: tuple[float, float]
     threshold: float
     features: FeatureParams
@@ -116,7 +116,9 @@ def load_bundle(folder: Path) -> Bundle:
     threshold = np.load(folder / threshold_file(device), allow_pickle=False)
     return Bundle(
         device=device,
-        net=model.load(folder / WEIGHTS, manifest["sha256"][WEIGHTS], manifest["architecture"]),
+        detector=detectors.load(
+            folder / WEIGHTS, manifest["sha256"][WEIGHTS], manifest["architecture"]
+        ),
         scale=(float(scale[0]), float(scale[1])),
         threshold=float(threshold),
         features=FeatureParams(**manifest["features"]),
@@ -134,7 +136,7 @@ class Verdict:
 
 
 def score_file(bundle: Bundle, path: Path) -> Verdict:
-    """Score one clip: mean reconstruction error of its windows against the threshold."""
+    """Score one clip: the mean of its windows' scores against the threshold."""
     try:
         y = data.decode(path.read_bytes(), path, bundle.sample_rate)
     except (OSError, ClipError) as exc:
@@ -143,8 +145,7 @@ def score_file(bundle: Bundle, path: Path) -> Verdict:
     if len(windows) == 0:
         reason = f"too short: need at least {bundle.features.window_sec} s"
         return Verdict(str(path), None, bundle.threshold, None, reason)
-    scaled = torch.from_numpy(features.apply_scale(windows, bundle.scale)).unsqueeze(1)
-    score = float(model.reconstruction_errors(bundle.net, scaled).mean())
+    score = float(bundle.detector.scores(features.apply_scale(windows, bundle.scale)).mean())
     return Verdict(str(path), score, bundle.threshold, score > bundle.threshold)
 
 

@@ -2,7 +2,7 @@
 
 Per device (in parallel): the candidate bundle is written and must reproduce the
 evaluation's scores from raw audio (`bundle.build`); its artifacts are registered as
-`{family}_{device}_{model_type}` (the same bytes again register nothing new), with its
+`{family}_{device}_{train.model}` (the same bytes again register nothing new), with its
 evaluation windows, on which the gate compares it with the model in production. Then:
 - in a plain run (`dvc repro`, the scheduled job) with `deploy.auto_promote`, the candidate is
   promoted through the store's gate; a refusal is recorded as an event;
@@ -24,14 +24,15 @@ from typing import Any
 import numpy as np
 
 from pipelines import fleet, parents
-from pipelines.acoustic import bundle
+from pipelines.acoustic import bundle, detectors
 from pipelines.acoustic.extraction import load_device
 from pipelines.params import Params, as_dict
 from registry.api import Registry
 from registry.errors import GateError
 from registry.store import locate
 
-# registry artifact file -> where the pipeline keeps it, relative to models/{device}
+# registry artifact file -> where the pipeline keeps it, relative to models/{device}; the
+# best checkpoint is a trained convae's (a fitted detector has no training loop)
 ARTIFACTS = {"model.pth": "model.pth", "checkpoint_best.pth": "checkpoints/best.pth"}
 REASON = "auto_promote by the deploy stage"
 
@@ -82,7 +83,7 @@ def _register(registry: Registry, device: str, inp: DeployInput, work: Path) -> 
         _registration_folder(candidate, work, inp.features, p.deploy.eval_windows),
         p.deploy.family,
         device,
-        p.deploy.model_type,
+        p.train.model,
         metrics=fleet.read_json(candidate.evaluation / "summary.json"),
         params={
             "data": as_dict(p.data),
@@ -128,7 +129,9 @@ def _registration_folder(
 ) -> Path:
     folder = work / "registration"
     folder.mkdir()
-    for name, source in ARTIFACTS.items():
+    trained = fleet.read_json(candidate.model / "summary.json")
+    trained_loop = detectors.kind(trained["architecture"]) == "convae"
+    for name, source in ARTIFACTS.items() if trained_loop else [("model.pth", "model.pth")]:
         shutil.copyfile(candidate.model / source, folder / name)
     shutil.copyfile(work / bundle.SCALE, folder / "scale.npy")
     shutil.copyfile(work / bundle.threshold_file(work.name), folder / "threshold.npy")

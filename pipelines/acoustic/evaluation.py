@@ -1,7 +1,7 @@
-"""The evaluate stage: reconstruction errors, a threshold, and detection metrics per device.
+"""The evaluate stage: window scores, a threshold, and detection metrics per device.
 
-The threshold is fitted on the errors of the device's normal training windows (the seed
-and the DCASE baselines do the same); a test clip's score is the mean error of its windows.
+The threshold is fitted on the scores of the device's normal training windows (the seed
+and the DCASE baselines do the same); a test clip's score is the mean of its windows'.
 Written per device: `scores.json` (every test clip with its score and verdict) and, when the
 device has both normal and anomalous test clips, `roc.json` and `histogram.json`.
 """
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from pipelines import fleet, scoring
-from pipelines.acoustic import features, model
+from pipelines.acoustic import detectors, features
 from pipelines.acoustic.extraction import load_device
 from pipelines.params import Params, as_dict
 
@@ -31,7 +31,8 @@ class EvaluateInput:
 
 
 def plan(features_dir: Path, models_dir: Path, params: Params) -> list[fleet.Job]:
-    settings = [as_dict(params.evaluate), fleet.code_digest(scoring, sys.modules[__name__])]
+    code = fleet.code_digest(scoring, detectors, sys.modules[__name__])
+    settings = [as_dict(params.evaluate), code]
     extracted = fleet.complete_devices(features_dir)
     return [
         fleet.Job(
@@ -50,9 +51,11 @@ def build(job: fleet.Job, work: Path) -> dict[str, Any]:
     torch.set_num_threads(inp.params.train.torch_threads)
     train, test, index = load_device(inp.features)
     trained = fleet.read_json(inp.model / "summary.json")
-    net = model.load(inp.model / "model.pth", trained["model_sha256"], trained["architecture"])
+    detector = detectors.load(
+        inp.model / "model.pth", trained["model_sha256"], trained["architecture"]
+    )
     scale = tuple(np.load(inp.model / "scale.npy", allow_pickle=False))
-    train_errors = _errors(net, features.apply_scale(train, scale, out=train))
+    train_errors = detector.scores(features.apply_scale(train, scale, out=train))
     threshold = scoring.fit_threshold(train_errors, p)
     validation = np.asarray(index["validation"], dtype=bool)
     result: dict[str, Any] = {
@@ -67,7 +70,8 @@ def build(job: fleet.Job, work: Path) -> dict[str, Any]:
         return result
     clips = index["test_clips"]
     test = features.apply_scale(test, scale, out=test)
-    scores = scoring.mean_by_clip(_errors(net, test), index["test_clip_of_window"], len(clips))
+    window_scores = detector.scores(test)
+    scores = scoring.mean_by_clip(window_scores, index["test_clip_of_window"], len(clips))
     labels = np.array([int(c["role"] == "anomaly") for c in clips])
     fleet.write_json(
         work / "scores.json",
@@ -88,10 +92,6 @@ def build(job: fleet.Job, work: Path) -> dict[str, Any]:
             work / "histogram.json", scoring.score_histogram(labels, scores, threshold)
         )
     return result
-
-
-def _errors(net: torch.nn.Module, windows: np.ndarray) -> np.ndarray:
-    return model.reconstruction_errors(net, torch.from_numpy(windows).unsqueeze(1)).numpy()
 
 
 # Per-device metrics shown by `dvc exp show`; "_fleet" cannot clash with a device code.

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from pipelines.acoustic import bundle as layout
-from pipelines.acoustic import features, model
+from pipelines.acoustic import detectors, features
 from registry.families import Version
 from registry.loading import state_dict
 
@@ -24,10 +24,10 @@ INFERENCE = ("sample_rate", "features", "architecture")
 
 def bundle(version: Version) -> tuple[dict[str, str], dict[str, Any]]:
     """The seed's inference layout (bundle file -> artifact kind) and the manifest's settings.
-    The weights are loaded into the recorded architecture first: nothing ships that would
+    The detector is built from its recorded architecture first: nothing ships that would
     not load."""
     device = version.meta["scope"]
-    network(version)
+    detector(version)
     files = {
         layout.WEIGHTS: "model",
         layout.SCALE: "scale",
@@ -37,27 +37,27 @@ def bundle(version: Version) -> tuple[dict[str, str], dict[str, Any]]:
 
 
 def compare(candidate: Version, holder: Version) -> tuple[float, float]:
-    """(candidate error, holder error): each model's mean reconstruction error on the
-    candidate's evaluation windows, each through its own scale, as the seed compared them."""
+    """(candidate score, holder score): each model's mean score on the candidate's
+    evaluation windows, each through its own scale, as the seed compared them."""
     windows = _array(candidate, "eval_windows")
-    return _error(candidate, windows), _error(holder, windows)
+    return _score(candidate, windows), _score(holder, windows)
 
 
-def own_error(version: Version, net: model.ConvAutoencoder | None = None) -> float:
-    """The version's mean reconstruction error on its own evaluation windows: its normal.
-    `net`: its network, when the caller has loaded it already."""
-    return _error(version, _array(version, "eval_windows"), net)
+def own_error(version: Version, fitted: detectors.Detector | None = None) -> float:
+    """The version's mean score on its own evaluation windows: its normal.
+    `fitted`: its detector, when the caller has loaded it already."""
+    return _score(version, _array(version, "eval_windows"), fitted)
 
 
-def _error(
-    version: Version, windows: np.ndarray, net: model.ConvAutoencoder | None = None
+def _score(
+    version: Version, windows: np.ndarray, fitted: detectors.Detector | None = None
 ) -> float:
-    scaled = torch.from_numpy(features.apply_scale(windows, scale(version))).unsqueeze(1)
-    return float(model.reconstruction_errors(net or network(version), scaled).mean())
+    scaled = features.apply_scale(windows, scale(version))
+    return float((fitted or detector(version)).scores(scaled).mean())
 
 
 def scale(version: Version) -> tuple[float, float]:
-    """The (low, high) decibel range the version's weights were trained to see as 0..1."""
+    """The (low, high) decibel range the version's detector was fitted to see as 0..1."""
     low, high = _array(version, "scale")
     return float(low), float(high)
 
@@ -66,12 +66,14 @@ def architecture(version: Version) -> dict[str, Any]:
     return _inference(version)["architecture"]
 
 
-def network(version: Version) -> model.ConvAutoencoder:
-    """The version's autoencoder, its weights loaded safely into its recorded architecture."""
-    where = f"{version.meta['name']}:v{version.meta['version']}"
-    net = model.from_architecture(architecture(version))
-    net.load_state_dict(state_dict(version.read("model"), where))
-    return net.eval()
+def state(version: Version) -> dict[str, torch.Tensor]:
+    """The version's fitted state, its bytes sha256-checked, loaded with `weights_only`."""
+    return state_dict(version.read("model"), f"{version.meta['name']}:v{version.meta['version']}")
+
+
+def detector(version: Version) -> detectors.Detector:
+    """The version's detector, its state loaded safely into its recorded architecture."""
+    return detectors.build(architecture(version), state(version))
 
 
 def _inference(version: Version) -> dict[str, Any]:

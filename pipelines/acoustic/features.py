@@ -44,6 +44,12 @@ def window_samples(p: FeatureParams, sample_rate: int) -> tuple[int, int]:
     return round(p.window_sec * sample_rate), round(p.hop_sec * sample_rate)
 
 
+def audio_frames(p: FeatureParams, sample_rate: int) -> int:
+    """A window's columns that hold audio: the rest, up to `frames`, is padding."""
+    win, _ = window_samples(p, sample_rate)
+    return min(p.frames, 1 + win // p.hop_length)
+
+
 def reference_log_mel_windows(y: np.ndarray, sample_rate: int, p: FeatureParams) -> np.ndarray:
     """The definition: one librosa call per window. Shape (windows, n_mels, frames)."""
     win, hop = window_samples(p, sample_rate)

@@ -9,13 +9,9 @@ The decoder mirrors the encoder. n_mels and frames must be divisible by 2**len(c
 from __future__ import annotations
 
 from itertools import pairwise
-from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
-
-from pipelines.engine import load_verified
 
 
 class ConvAutoencoder(nn.Module):
@@ -43,13 +39,6 @@ class ConvAutoencoder(nn.Module):
 def from_architecture(architecture: dict) -> ConvAutoencoder:
     """The autoencoder described by a recorded `{"channels": [...], "latent_channels": n}`."""
     return ConvAutoencoder(tuple(architecture["channels"]), architecture["latent_channels"])
-
-
-def load(path: Path, sha256: str, architecture: dict[str, Any]) -> ConvAutoencoder:
-    """The autoencoder saved at `path`, its bytes checked against `sha256` before loading."""
-    net = from_architecture(architecture)
-    net.load_state_dict(load_verified(path, sha256))
-    return net.eval()
 
 
 def check_input_shape(n_mels: int, frames: int, channels: tuple[int, ...]) -> str | None:

@@ -1,14 +1,16 @@
-"""The train stage: one autoencoder per extracted device, new or fine-tuned.
+"""The train stage: one detector of type `train.model` per extracted device, new or fine-tuned.
 
 Where each device starts is `train.init_from` (see pipelines/parents.py). From scratch, the
-scale is fitted on the training windows and the network is built from `train.channels`; a
-fine-tuning loads its parent's registered weights (sha256-checked, `weights_only`) into the
-parent's architecture and keeps the parent's scale, so that the weights see inputs as they
-were trained to, then trains `finetune_epochs` at `finetune_lr`.
+scale is fitted on the training windows; a fine-tuning loads its parent's registered state
+(sha256-checked, `weights_only`) and keeps the parent's scale, so that it sees inputs as it
+was fitted to. A `convae` is built from `train.channels` (a fine-tuning: in its parent's
+architecture) and trained by pipelines/engine.py, `finetune_epochs` at `finetune_lr` when
+fine-tuned; a `twfr-pca` is fitted at once, a fine-tuning on its parent's references and
+the day's windows (pipelines/acoustic/detectors.py).
 
-Written per device: `model.pth` (the best weights, a state_dict, with its sha256 beside it
-in `model.pth.json`), `scale.npy`, and `checkpoints/` (`last.pth`, `best.pth`) from which a
-killed run resumes; the summary records where it started (`start`).
+Written per device: `model.pth` (the detector's state, with its sha256 beside it in
+`model.pth.json`), `scale.npy`, and for a convae `checkpoints/` (`last.pth`, `best.pth`) from
+which a killed run resumes; the summary records where it started (`start`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 import torch
 
 from pipelines import engine, fleet, parents
-from pipelines.acoustic import family, features, model
+from pipelines.acoustic import detectors, family, features, model
 from pipelines.acoustic.extraction import load_device
 from pipelines.errors import DeviceError, DeviceSkipped, ParamError
 from pipelines.params import Params, TrainParams, as_dict
@@ -50,8 +52,8 @@ class Parent:
 
     scale: tuple[float, float]
     architecture: dict[str, Any]
-    state: dict[str, torch.Tensor]
-    reference: float  # its mean error on its own evaluation windows: its normal
+    state: dict[str, torch.Tensor]  # its fitted detector
+    reference: float  # its mean score on its own evaluation windows: its normal
 
 
 def plan(features_dir: Path, params: Params) -> list[fleet.Job]:
@@ -61,15 +63,16 @@ def plan(features_dir: Path, params: Params) -> list[fleet.Job]:
     day's fine-tuning is promoted, a rerun over the same inputs is not fine-tuned again."""
     f, t, d = params.features, params.train, params.deploy
     problem = model.check_input_shape(f.n_mels, f.frames, t.channels)
-    if problem:
+    if problem and t.model == "convae":
         raise ParamError(f"params.yaml: {problem}")
     init = parents.parse(t.init_from)
     store = locate() if init.needs_store else None
     held = _production(store, d.family) if init.rule == "production" else {}
-    settings = [as_dict(t), d.family, d.model_type, torch.__version__]
-    settings.append(fleet.code_digest(model, engine, parents, family, sys.modules[__name__]))
+    settings = [as_dict(t), d.family, torch.__version__]
+    code = (model, detectors, engine, parents, family, sys.modules[__name__])
+    settings.append(fleet.code_digest(*code))
     devices = fleet.complete_devices(features_dir)
-    names = {model_name(d.family, device, d.model_type): device for device in devices}
+    names = {model_name(d.family, device, t.model): device for device in devices}
     for name in sorted(set(init.pins) - set(names)):
         log.warning("train.init_from pins %s, which is no device of this run", name)
     return [
@@ -90,6 +93,21 @@ def _production(store: Path, family_name: str) -> dict[str, int]:
     }
 
 
+@dataclass(frozen=True)
+class Fitted:
+    """A detector as the train stage leaves it, whichever its type."""
+
+    state: dict[str, torch.Tensor]
+    architecture: dict[str, Any]
+    epochs_run: int
+    best_epoch: int
+    val_loss: float | None
+    train_loss: float
+    trained_on: str = "cpu"
+    resumed_from: int = 0
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
 def build(job: fleet.Job, work: Path) -> dict[str, Any]:
     inp: TrainInput = job.inputs
     p = inp.params.train
@@ -99,46 +117,89 @@ def build(job: fleet.Job, work: Path) -> dict[str, Any]:
     windows, _, index = load_device(inp.features)
     validation = np.asarray(index["validation"], dtype=bool)
     parent = _parent(job.device, inp.store, inp.start.parent) if inp.start.parent else None
-    if parent is None:
-        scale = features.fit_scale(windows, ~validation)  # on the training part only
-        architecture = {"channels": list(p.channels), "latent_channels": p.latent_channels}
-    else:
-        scale, architecture, p = parent.scale, parent.architecture, finetuning(p)
-    x = torch.from_numpy(features.apply_scale(windows, scale, out=windows)).unsqueeze(1)
+    # on the training part only; a fine-tuning keeps its parent's
+    scale = parent.scale if parent else features.fit_scale(windows, ~validation)
+    x = features.apply_scale(windows, scale, out=windows)
     novel = _novel_clips(job.device, inp, parent, x, index) if parent else []
-    keep = ~np.isin(np.asarray(index["train_clip_of_window"]), novel)
-    x, validation = x[torch.from_numpy(keep)], torch.from_numpy(validation[keep])
-    result = engine.fit(
-        lambda: _network(architecture, parent),
-        x[~validation],
-        x[validation] if validation.any() else None,
-        p,
-        work / "checkpoints",
-    )
-    sha = engine.save_checkpoint(work / "model.pth", result.state)
+    clip_of = np.asarray(index["train_clip_of_window"])
+    keep = ~np.isin(clip_of, novel)
+    x, validation, clip_of = x[keep], validation[keep], clip_of[keep]
+    if p.model == "convae":
+        fitted = _train_convae(x, validation, p, parent, work / "checkpoints")
+    else:
+        fitted = _fit_twfr_pca(x, validation, clip_of, inp.params, parent)
+    sha = engine.save_checkpoint(work / "model.pth", fitted.state)
     np.save(work / "scale.npy", np.array(scale, dtype=np.float64))
-    fleet.write_json(work / "history.json", result.history)
+    fleet.write_json(work / "history.json", fitted.history)
     return {
         "windows": len(x),
         "validation_windows": int(validation.sum()),
-        "epochs_run": result.epochs_run,
-        "best_epoch": result.best_epoch,
-        "val_loss": result.best_loss if validation.any() else None,
-        "train_loss": result.history[-1]["train_loss"],
-        "trained_on": result.device,
-        "resumed_from_epoch": result.resumed_from,
+        "epochs_run": fitted.epochs_run,
+        "best_epoch": fitted.best_epoch,
+        "val_loss": fitted.val_loss,
+        "train_loss": fitted.train_loss,
+        "trained_on": fitted.trained_on,
+        "resumed_from_epoch": fitted.resumed_from,
         "model_sha256": sha,
-        "architecture": architecture,
+        "architecture": fitted.architecture,
         "start": inp.start.as_dict(),
         "novel_clips": [index["train_clips"][i]["file"] for i in novel],
     }
 
 
+def _train_convae(
+    x: np.ndarray, validation: np.ndarray, p: TrainParams, parent: Parent | None, work: Path
+) -> Fitted:
+    if parent is None:
+        architecture = {"channels": list(p.channels), "latent_channels": p.latent_channels}
+    else:
+        architecture, p = parent.architecture, finetuning(p)
+    windows = torch.from_numpy(x).unsqueeze(1)
+    held = torch.from_numpy(validation)
+    result = engine.fit(
+        lambda: _network(architecture, parent),
+        windows[~held],
+        windows[held] if validation.any() else None,
+        p,
+        work,
+    )
+    return Fitted(
+        state=result.state,
+        architecture={"type": "convae"} | architecture,
+        epochs_run=result.epochs_run,
+        best_epoch=result.best_epoch,
+        val_loss=result.best_loss if validation.any() else None,
+        train_loss=result.history[-1]["train_loss"],
+        trained_on=result.device,
+        resumed_from=result.resumed_from,
+        history=result.history,
+    )
+
+
+def _fit_twfr_pca(
+    x: np.ndarray,
+    validation: np.ndarray,
+    clip_of: np.ndarray,
+    params: Params,
+    parent: Parent | None,
+) -> Fitted:
+    frames = features.audio_frames(params.features, params.data.sample_rate)
+    references = parent.state if parent else None
+    fit = ~validation
+    state = detectors.fit_twfr_pca(
+        x[fit], clip_of[fit], frames, params.train.components, references
+    )
+    architecture = {"type": "twfr-pca", "frames": frames, "pools": list(detectors.POOLS)}
+    detector = detectors.build(architecture, state)
+    held = float(detector.scores(x[validation]).mean()) if validation.any() else None
+    return Fitted(state, architecture, 0, 0, held, float(detector.scores(x[fit]).mean()))
+
+
 def _novel_clips(
-    device: str, inp: TrainInput, parent: Parent, x: torch.Tensor, index: dict[str, Any]
+    device: str, inp: TrainInput, parent: Parent, x: np.ndarray, index: dict[str, Any]
 ) -> list[int]:
-    """The recorded clips unlike the parent's normal: its mean error on them is above
-    `novelty_factor` x its error on its own validation windows. They are left out of the
+    """The recorded clips unlike the parent's normal: its mean score on them is above
+    `novelty_factor` x its score on its own validation windows. They are left out of the
     fine-tuning (a model must not learn a fault as normal); when they are most of the day,
     the device is skipped. verified_normal/ clips are always learned."""
     factor = inp.params.train.novelty_factor
@@ -146,9 +207,9 @@ def _novel_clips(
     recorded = [i for i, clip in enumerate(clips) if clip["role"] == "recorded"]
     if not factor or not recorded:
         return []
-    errors = model.reconstruction_errors(_network(parent.architecture, parent), x).numpy()
+    scores = detectors.build(parent.architecture, parent.state).scores(x)
     clip_of = np.asarray(index["train_clip_of_window"])
-    ratio = {i: float(errors[clip_of == i].mean()) / parent.reference for i in recorded}
+    ratio = {i: float(scores[clip_of == i].mean()) / parent.reference for i in recorded}
     novel = [i for i in recorded if ratio[i] > factor]
     if 2 * len(novel) > len(recorded):
         shown = ", ".join(f"x{ratio[i]:.2f}" for i in novel)
@@ -172,12 +233,13 @@ def finetuning(p: TrainParams) -> TrainParams:
 def _parent(device: str, store: Path | None, ref: str) -> Parent:
     try:
         version = Registry(store).version(ref)
-        net = family.network(version)  # read and sha256-checked once
+        state = family.state(version)  # read and sha256-checked once
+        architecture = family.architecture(version)
         return Parent(
             family.scale(version),
-            family.architecture(version),
-            net.state_dict(),
-            family.own_error(version, net),
+            architecture,
+            state,
+            family.own_error(version, detectors.build(architecture, state)),
         )
     except (RegistryError, ValueError) as exc:
         raise DeviceError(device, f"cannot start from {ref}: {exc}") from exc
