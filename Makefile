@@ -29,8 +29,9 @@ demo: $(STAMP)
 daily-demo: $(STAMP)
 	$(BIN)/python -m pipelines.demo --into build/daily-demo
 
+# the end-to-end tests (a temp git + DVC repo each) are most of the time: one per core
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
