@@ -35,7 +35,6 @@ from pipelines.acoustic import model
 from pipelines.engine import load_verified
 
 TYPES = ("convae", "twfr-pca")
-POOLS = ("max", "mean")  # the ends of TWFR pooling: r = 0 and r = 1
 FOLDS = 10  # clips held out in turn to measure a member's spread on unseen normal audio
 MAX_REFERENCES = 4096  # pooled windows a twfr-pca keeps (the most recent)
 
@@ -92,7 +91,8 @@ def load(path: Path, sha256: str, architecture: dict[str, Any]) -> Detector:
 
 
 def pooled(windows: np.ndarray, frames: int) -> dict[str, np.ndarray]:
-    """Each window's per-band maximum and mean over its `frames` columns of audio."""
+    """Each window's per-band maximum and mean over its `frames` columns of audio: the two
+    ends of TWFR pooling, r = 0 and r = 1."""
     body = windows[:, :, :frames]
     return {"max": body.max(axis=2).astype(np.float64), "mean": body.mean(axis=2, dtype=np.float64)}
 

@@ -189,7 +189,7 @@ def _fit_twfr_pca(
     state = detectors.fit_twfr_pca(
         x[fit], clip_of[fit], frames, params.train.components, references
     )
-    architecture = {"type": "twfr-pca", "frames": frames, "pools": list(detectors.POOLS)}
+    architecture = {"type": "twfr-pca", "frames": frames}
     detector = detectors.build(architecture, state)
     held = float(detector.scores(x[validation]).mean()) if validation.any() else None
     return Fitted(state, architecture, 0, 0, held, float(detector.scores(x[fit]).mean()))
