@@ -94,10 +94,10 @@ def status(
     rows = [
         [
             s.device,
-            _cell("v{}", s.production),
+            s.production,
             (s.since or "-")[:16],
             s.bundle,
-            _cell("v{}", s.candidate),
+            s.candidate,
             s.gate,
             _cell("{:.3f}", s.auc),
             "; ".join(s.flags) or "ok",

@@ -2,7 +2,8 @@
 
 - `scratch`: new weights;
 - `production`: the version that holds `production` for the device's model when the stage
-  plans its work; a device with none trains from scratch, and says so;
+  plans its work; a device with none (or whose production is another type of model: a
+  `train.model` switched) trains from scratch, and says so;
 - `NAME:vN`, comma-separated: pinned parents (replaying a day against the models it started
   from); a device whose model is not pinned follows the `scratch` or `production` in the same
   list, and without one it is skipped, with that reason.
@@ -18,7 +19,7 @@ from typing import Any
 
 from pipelines.errors import ParamError
 from registry.errors import InvalidNameError
-from registry.naming import parse_ref
+from registry.naming import parse_name, parse_ref
 
 RULES = ("scratch", "production")
 
@@ -76,6 +77,12 @@ def resolve(init: InitFrom, name: str, production: Mapping[str, int]) -> Start |
         return None
     if init.rule == "scratch":
         return Start("scratch")
-    if name not in production:
-        return Start("scratch", note="no production version yet: trained from scratch")
-    return Start("production", f"{name}:v{production[name]}")
+    if name in production:
+        return Start("production", f"{name}:v{production[name]}")
+    device = parse_name(name).scope
+    other = [f"{n}:v{v}" for n, v in production.items() if parse_name(n).scope == device]
+    if other:
+        return Start(
+            "scratch", note=f"production is {other[0]}, another model type: trained from scratch"
+        )
+    return Start("scratch", note="no production version yet: trained from scratch")

@@ -23,10 +23,10 @@ STAGES = ("extract", "train", "evaluate", "deploy")
 @dataclass
 class DeviceStatus:
     device: str
-    production: int | None = None
+    production: str | None = None  # TYPE:vN (the model type, e.g. convae, and the version)
     since: str | None = None
-    bundle: str | None = None  # "vN", "damaged" or None
-    candidate: int | None = None  # the latest version, when it is not in production
+    bundle: str | None = None  # TYPE:vN, "damaged" or None
+    candidate: str | None = None  # TYPE:vN of the latest registered, when not in production
     gate: str | None = None  # the gate's verdict on promoting the candidate now
     auc: float | None = None
     last_run: str | None = None  # what failed or skipped the device in the last run
@@ -76,18 +76,17 @@ def _device(
     status = DeviceStatus(device)
     holder = next((m for m in metas if "production" in m["aliases"]), None)
     if holder is not None:
-        status.production = holder["version"]
+        status.production = _short(f"{holder['name']}:v{holder['version']}")
         status.since = since.get((holder["name"], holder["version"]))
-    latest = metas[-1] if metas else None
+    latest = max(metas, key=lambda m: m["created"]) if metas else None
     if latest is not None and latest is not holder:
-        status.candidate = latest["version"]
+        status.candidate = _short(f"{latest['name']}:v{latest['version']}")
         result = src.registry.check(latest["name"], latest["version"])
         status.gate = "would pass" if result.passed else "refuses: " + "; ".join(result.reasons)
     status.bundle = _bundle(src.deploy, device)
-    shipped = f"v{status.production}" if holder is not None else None
     if holder is None:
         status.flags.append("no production version")
-    if status.bundle != shipped:
+    if status.bundle != status.production:
         status.flags.append("bundle differs from production")
     if metas and not in_data:
         status.flags.append("not in data.root")
@@ -102,7 +101,12 @@ def _bundle(deploy: Path, device: str) -> str | None:
         model = json.loads((folder / export.MANIFEST).read_text())["model"]
     except (OSError, ValueError, KeyError, TypeError):
         return "damaged"
-    return f"v{model.rsplit(':v', 1)[1]}" if export.is_intact(folder, model) else "damaged"
+    return _short(model) if export.is_intact(folder, model) else "damaged"
+
+
+def _short(ref: str) -> str:
+    """NAME:vN as TYPE:vN: the row names the device, the family is the fleet's."""
+    return ref.rsplit("_", 1)[-1]
 
 
 def _production_since(records: list[dict[str, Any]]) -> dict[tuple[str, int], str]:

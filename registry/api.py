@@ -28,6 +28,7 @@ from registry.errors import (
     ExportError,
     GateError,
     HistoryError,
+    IncomparableError,
     IntegrityError,
     NotFoundError,
     RegistryError,
@@ -125,7 +126,7 @@ class Registry:
         if name is None:
             return self._events()
         name = str(parse_name(name))
-        found = [e for e in self._events() if e["name"] == name]
+        found = [e for e in self._events() if name in (e["name"], events.replaced_model(e))]
         if not found:
             raise NotFoundError(f"{name}: no such model in {self.store.root}")
         return found
@@ -318,14 +319,14 @@ class Registry:
         with ledger.open_ledger(self.store) as book:
             meta = self._existing(book.index, name, version)
             self._check_files(meta)
-            holder = book.index.alias(name, alias)
-            if holder == version:
+            slot, result = self._judge(book.index, book.records, meta, alias)
+            holder = slot[0] if slot else None
+            if _holds(holder, meta):
                 return {"type": "unchanged", "name": name, "alias": alias, "version": version}
             if automatic and holder is not None and _backwards(book.records, meta, alias, holder):
-                return {"type": "kept", "name": name, "alias": alias, "version": version} | {
-                    "from_version": holder
-                }
-            holder, result = self._judge(book.index, book.records, meta, alias)
+                return {"type": "kept", "name": name, "alias": alias, "version": version} | (
+                    _from(holder, meta)
+                )
             if result is not None and not result.passed and not force:
                 if automatic:
                     record = _alias_event(
@@ -333,7 +334,7 @@ class Registry:
                     )
                     book.commit([record])
                 raise GateError(_refusal(name, version, alias, result), {name: result})
-            return self._move(book, meta, alias, holder, result, reason, force)
+            return self._move(book, meta, alias, slot, result, reason, force)
 
     def promote_experiment(
         self,
@@ -370,8 +371,10 @@ class Registry:
                 decisions.append((meta, *self._judge(index, records, meta, alias)))
             refused = {
                 meta["name"]: result
-                for meta, holder, result in decisions
-                if holder != meta["version"] and result is not None and not result.passed
+                for meta, slot, result in decisions
+                if not _holds(slot[0] if slot else None, meta)
+                and result is not None
+                and not result.passed
             }
             if refused and not force:
                 raise GateError(
@@ -384,11 +387,11 @@ class Registry:
                     refused,
                 )
             return [
-                self._move(book, meta, alias, holder, result, reason, force)
-                if holder != meta["version"]
+                self._move(book, meta, alias, slot, result, reason, force)
+                if not _holds(slot[0] if slot else None, meta)
                 else {"type": "unchanged", "name": meta["name"], "alias": alias}
-                | {"version": holder}
-                for meta, holder, result in decisions
+                | {"version": meta["version"]}
+                for meta, slot, result in decisions
             ]
 
     def record_check(
@@ -400,9 +403,10 @@ class Registry:
         self._require_store()
         with ledger.open_ledger(self.store) as book:
             meta = self._existing(book.index, name, version)
-            holder, result = self._judge(book.index, book.records, meta, alias)
+            slot, result = self._judge(book.index, book.records, meta, alias)
             if result is None:
                 result = gate.GateResult(True)
+            holder = slot[0] if slot else None
             record = _alias_event(events.CHECKED, self.actor, meta, alias, holder, result, "")
             record["experiment"] = experiment
             book.commit([record])
@@ -410,31 +414,37 @@ class Registry:
 
     def _judge(
         self, index: Index, records: list[dict[str, Any]], meta: dict[str, Any], alias: str
-    ) -> tuple[int | None, gate.GateResult | None]:
-        """The alias's holder, and the gate's result (None for an alias the gate does not guard)."""
-        holder = index.alias(meta["name"], alias)
-        if alias != gate.GUARDED_ALIAS or holder == meta["version"]:
-            return holder, None
+    ) -> tuple[list[dict[str, Any]], gate.GateResult | None]:
+        """The alias's holders where `meta` would take it (see `_slot`), and the gate's
+        result (None for an alias the gate does not guard, or one `meta` holds already)."""
+        slot = _slot(index, meta, alias)
+        holder = slot[0] if slot else None
+        if alias != gate.GUARDED_ALIAS or _holds(holder, meta):
+            return slot, None
         comparison = None
         if holder is not None:
             if (meta["name"], alias, meta["version"]) in events.ever_held(records):
-                comparison = gate.Comparison(holder, readmitted=True)
+                comparison = gate.Comparison(_ref(holder), readmitted=True)
             else:
-                comparison = self._compare(meta, self._existing(index, meta["name"], holder))
+                comparison = self._compare(meta, holder)
         policy = _policy(events.last_policy(records))
-        return holder, gate.check(meta.get("metrics") or {}, policy, comparison)
+        return slot, gate.check(meta.get("metrics") or {}, policy, comparison)
 
     def _compare(self, candidate: dict[str, Any], holder: dict[str, Any]) -> gate.Comparison:
-        """Both versions' error on the candidate's data, measured by their family."""
+        """Both versions' error on the candidate's data, measured by their family; when the
+        family says the two errors are on different scales, the gate compares metrics."""
+        ref = _ref(holder)
         family = families.find(candidate["family"], self.families)
         if family is None:
             problem = f"no family {candidate['family']!r} is installed to compare the models"
-            return gate.Comparison(holder["version"], problem=problem)
+            return gate.Comparison(ref, problem=problem)
         try:
             new, old = family.compare(self._version(candidate), self._version(holder))
+        except IncomparableError as exc:
+            return gate.Comparison(ref, by_metrics=str(exc), holder_metrics=holder["metrics"])
         except Exception as exc:  # a family's failure is a reason to refuse, never a crash
-            return gate.Comparison(holder["version"], problem=str(exc) or type(exc).__name__)
-        return gate.Comparison(holder["version"], float(new), float(old))
+            return gate.Comparison(ref, problem=str(exc) or type(exc).__name__)
+        return gate.Comparison(ref, float(new), float(old))
 
     def _version(self, meta: dict[str, Any]) -> families.Version:
         return families.Version(meta, lambda kind: self.read(meta, kind))
@@ -444,14 +454,21 @@ class Registry:
         book: ledger.Ledger,
         meta: dict[str, Any],
         alias: str,
-        holder: int | None,
+        slot: list[dict[str, Any]],
         result: gate.GateResult | None,
         reason: str,
         force: bool,
     ) -> dict[str, Any]:
-        record = _alias_event(events.PROMOTED, self.actor, meta, alias, holder, result, reason)
+        """Point `alias` at `meta`. A holder of another model in its slot loses it by the same
+        event (its `replaced`): one line of the log, so no kill can leave the device with
+        neither."""
+        record = _alias_event(
+            events.PROMOTED, self.actor, meta, alias, slot[0] if slot else None, result, reason
+        )
         record["forced"] = force and result is not None and not result.passed
-        book.commit([record], lambda index: index.set_alias(meta["name"], alias, meta["version"]))
+        book.commit(
+            [record], lambda index: _set_holder(index, meta, alias, slot[0] if slot else None)
+        )
         return record
 
     def rollback(self, name: str, alias: str = "production", reason: str = "") -> dict[str, Any]:
@@ -460,6 +477,8 @@ class Registry:
         self._require_store()
         with ledger.open_ledger(self.store) as book:
             stack = events.alias_stacks(book.records).get((name, alias), [])
+            if len(stack) == 1 and (replaced := events.replaced(book.records, name, alias)):
+                return self._restore(book, name, stack[0], alias, replaced, reason)
             if len(stack) < 2:
                 raise HistoryError(f"{name}@{alias}: no previous holder to roll back to")
             previous = book.index.get(name, stack[-2])
@@ -477,6 +496,23 @@ class Registry:
                 to_version=stack[-2],
             )
             book.commit([record], lambda index: index.set_alias(name, alias, stack[-2]))
+        return record
+
+    def _restore(
+        self, book: ledger.Ledger, name: str, version: int, alias: str, ref: str, reason: str
+    ) -> dict[str, Any]:
+        """Roll `alias` back to `ref`, the version of another model that `name:vVERSION`
+        replaced when it took the alias."""
+        old_name, old_version = ref.rsplit(":v", 1)
+        previous = book.index.get(old_name, int(old_version))
+        if previous is None:
+            raise NotFoundError(f"{ref}: the previous holder is gone")
+        self._check_files(previous)
+        current = self._existing(book.index, name, version)
+        why = f"rollback of {name}:v{version}" + (f": {reason}" if reason else "")
+        record = _alias_event(events.PROMOTED, self.actor, previous, alias, current, None, why)
+        record |= {"forced": False, "rollback": True}
+        book.commit([record], lambda index: _set_holder(index, previous, alias, current))
         return record
 
     def retire(self, name: str, alias: str = "production", reason: str = "") -> dict[str, Any]:
@@ -639,12 +675,51 @@ def _policy(record: dict[str, Any] | None) -> gate.Policy:
         ) from exc
 
 
+def _slot(index: Any, meta: dict[str, Any], alias: str) -> list[dict[str, Any]]:
+    """The versions holding `alias` where `meta` would take it, `meta`'s own model first.
+    `production` is one per device (family and scope), whatever the model type: a device
+    runs one model. Any other alias is one per model."""
+    if alias != gate.GUARDED_ALIAS:
+        held = index.alias(meta["name"], alias)
+        return [] if held is None else [index.get(meta["name"], held)]
+    found = index.search(scope=meta["scope"], alias=alias)
+    return sorted(
+        (m for m in found if m["family"] == meta["family"]),
+        key=lambda m: m["name"] != meta["name"],
+    )
+
+
+def _holds(holder: dict[str, Any] | None, meta: dict[str, Any]) -> bool:
+    return holder is not None and _ref(holder) == _ref(meta)
+
+
+def _ref(meta: dict[str, Any]) -> str:
+    return f"{meta['name']}:v{meta['version']}"
+
+
+def _from(holder: dict[str, Any] | None, meta: dict[str, Any]) -> dict[str, Any]:
+    """How an alias event names the holder it takes over from: `from_version` within one
+    model, `replaced` (NAME:vN) for another model's."""
+    if holder is None or holder["name"] == meta["name"]:
+        return {"from_version": holder["version"] if holder else None}
+    return {"from_version": None, "replaced": _ref(holder)}
+
+
+def _set_holder(
+    index: Index, meta: dict[str, Any], alias: str, holder: dict[str, Any] | None
+) -> None:
+    if holder is not None and holder["name"] != meta["name"]:
+        index.set_alias(holder["name"], alias, None)
+    index.set_alias(meta["name"], alias, meta["version"])
+
+
 def _backwards(
-    records: list[dict[str, Any]], meta: dict[str, Any], alias: str, holder: int
+    records: list[dict[str, Any]], meta: dict[str, Any], alias: str, holder: dict[str, Any]
 ) -> bool:
     """Would moving `alias` from `holder` to this version go back in time?"""
     version = meta["version"]
-    return version < holder or (meta["name"], alias, version) in events.ever_held(records)
+    older = holder["name"] == meta["name"] and version < holder["version"]
+    return older or (meta["name"], alias, version) in events.ever_held(records)
 
 
 def _check_force(force: bool, reason: str) -> None:
@@ -657,11 +732,11 @@ def _alias_event(
     actor: str,
     meta: dict[str, Any],
     alias: str,
-    holder: int | None,
+    holder: dict[str, Any] | None,
     result: gate.GateResult | None,
     reason: str,
 ) -> dict[str, Any]:
-    extra: dict[str, Any] = {"alias": alias, "from_version": holder, "to_version": meta["version"]}
+    extra = {"alias": alias, "to_version": meta["version"]} | _from(holder, meta)
     if result is not None:
         extra["gate"] = result.as_dict()
     return events.event(kind, meta["name"], meta["version"], actor, reason, **extra)

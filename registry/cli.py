@@ -72,10 +72,15 @@ def _move_row(record: dict[str, Any]) -> list[Any]:
     return [
         record["name"],
         record.get("alias"),
-        record.get("from_version"),
+        _from(record),
         record.get("to_version", record.get("version")),
         verdict,
     ]
+
+
+def _from(record: dict[str, Any]) -> Any:
+    """The version an alias moved from: of the same model, or another model's NAME:vN."""
+    return record.get("replaced") or record.get("from_version")
 
 
 @app.command()
@@ -245,7 +250,7 @@ def history(name: str, store: Store = None, as_json: Json = False) -> None:
             r["type"] + (" (forced)" if r.get("forced") else ""),
             r["version"],
             r.get("alias"),
-            r.get("from_version"),
+            _from(r),
             r["actor"],
             _detail(r),
         ]

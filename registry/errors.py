@@ -53,3 +53,9 @@ class ExportError(RegistryError):
 
 class HistoryError(RegistryError):
     """A rollback of an alias that has no previous holder."""
+
+
+class IncomparableError(Exception):
+    """Raised by a family's `compare` when the two models' errors are on different scales
+    (e.g. two types of model for one device); the gate then compares their metrics. Not a
+    RegistryError: the family raises it, the registry never does."""

@@ -3,7 +3,9 @@
 One JSON object per line: `type`, `time`, `actor`, `reason`, `name`, `version`, and for
 alias changes `alias`, `from_version`, `to_version`. The types:
   registered   a new version
-  promoted     an alias moved to a version (`gate` holds the figures, `forced` is recorded)
+  promoted     an alias moved to a version (`gate` holds the figures, `forced` is recorded;
+               `replaced`: NAME:vN of another model's version that held it for the device
+               and loses it by this event; `rollback`: a rollback to the version it replaced)
   rolled_back  an alias went back to its previous holder
   retired      an alias was taken off a model (a device leaves the fleet)
   refused      the pipeline's promotion of a candidate was refused by the gate
@@ -157,6 +159,9 @@ def invalid(record: Any) -> str | None:
             return f"{record['type']} event without {key!r}"
         if not isinstance(value, types) or isinstance(value, bool):
             return f"{key} = {value!r} is not what a {record['type']} event holds"
+    replaced = record.get("replaced")
+    if replaced is not None and not (isinstance(replaced, str) and ":v" in replaced):
+        return f"replaced = {replaced!r} is not a NAME:vN"
     return None
 
 
@@ -166,11 +171,32 @@ _MISSING = object()
 def alias_stacks(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str], list[int]]:
     """(name, alias) -> versions that held it, oldest first; the last one holds it now.
     A retired alias starts afresh: there is nothing to roll back to."""
-    stacks: dict[tuple[str, str], list[int]] = {}
+    return {key: [r["to_version"] for r in pushes] for key, pushes in _pushes(records).items()}
+
+
+def replaced(records: Iterable[dict[str, Any]], name: str, alias: str) -> str | None:
+    """NAME:vN of the other model's version that `name` took `alias` from when its current
+    holding began; None when it began otherwise (or by a rollback: no going round in circles)."""
+    pushes = _pushes(records).get((name, alias))
+    first = pushes[0] if pushes else {}
+    return None if first.get("rollback") else first.get("replaced")
+
+
+def replaced_model(record: dict[str, Any]) -> str | None:
+    """The model whose holding an alias event ended by taking its place, if any."""
+    ref = record.get("replaced")
+    return ref.rsplit(":v", 1)[0] if isinstance(ref, str) else None
+
+
+def _pushes(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """(name, alias) -> the promotions behind each version of its stack (see alias_stacks)."""
+    stacks: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for record in records:
         key = (record["name"], record.get("alias", ""))
         if record["type"] == PROMOTED:
-            stacks.setdefault(key, []).append(record["to_version"])
+            stacks.setdefault(key, []).append(record)
+            if record.get("replaced"):  # that model's holding ends, as by a retirement
+                stacks[(replaced_model(record), key[1])] = []
         elif record["type"] == ROLLED_BACK:
             if not stacks.get(key):
                 raise CorruptStoreError(f"{key[0]}@{key[1]}: a rollback with no earlier holder")

@@ -7,7 +7,9 @@ provides both through the entry point group `registry.families`:
   and what the manifest must say besides the sha256 of each file; it loads the weights safely
   (weights_only) before anything is shipped, and raises on any problem;
 - `compare(candidate, holder) -> (candidate_error, holder_error)`: both models' error on the
-  candidate's own evaluation data, for the gate's degradation check.
+  candidate's own evaluation data, for the gate's degradation check; or IncomparableError
+  (registry.errors) when the two errors are on different scales (two types of model for
+  one device): the gate then compares the two versions' metrics.
 Each receives `Version`s whose `read` returns an artifact's bytes only after checking them
 against the sha256 recorded at registration. A family that is not installed exports nothing
 and compares nothing: the registry refuses, naming it.

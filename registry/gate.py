@@ -8,7 +8,9 @@ every promotion, from any directory or process, meets the same gate. Two checks:
 - degradation (the original system's check): on the candidate's own evaluation data, the
   candidate's error must not exceed the holder's error times `rollback_factor`. The registry
   asks the model's family to compute both errors (see registry.families); a version that
-  held the alias before is let back in on its floors alone.
+  held the alias before is let back in on its floors alone. When the family says the two
+  errors are on different scales (the holder is another type of model for the same device),
+  each floored metric of the candidate must instead be at least the holder's.
 A comparison that cannot be made refuses; nothing is skipped in silence.
 """
 
@@ -55,11 +57,13 @@ def make_policy(floors: dict[str, Any], rollback_factor: Any) -> Policy:
 class Comparison:
     """How the candidate fared against the holder, as the family measured it (or why not)."""
 
-    holder_version: int
+    holder: str  # NAME:vN
     candidate_error: float | None = None
     holder_error: float | None = None
     readmitted: bool = False  # the candidate held the alias before: floors only
     problem: str = ""  # why no figures could be had
+    by_metrics: str = ""  # why the errors are not comparable: metrics are compared instead
+    holder_metrics: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -86,14 +90,36 @@ def check(metrics: dict[str, Any], policy: Policy, comparison: Comparison | None
             )
         elif not _finite(value) or not value >= floor:
             reasons.append(f"{metric} = {value} is below the floor {floor:g}")
-    if comparison is not None:
+    if comparison is not None and comparison.by_metrics:
+        figures["holder"] = comparison.holder
+        found = _against_metrics(metrics, policy, comparison)
+        reasons, figures, notes = reasons + found[0], figures | found[1], notes + found[2]
+    elif comparison is not None:
         figures |= _comparison_figures(comparison, policy.rollback_factor)
         reasons += _degradation(comparison, policy.rollback_factor)
     return GateResult(not reasons, reasons, figures, notes)
 
 
+def _against_metrics(
+    metrics: dict[str, Any], policy: Policy, comparison: Comparison
+) -> tuple[list[str], dict[str, Any], list[str]]:
+    """A holder whose errors are on another scale: the candidate's floored metrics must be
+    at least the holder's recorded ones."""
+    holder = comparison.holder
+    reasons, figures = [], {}
+    notes = [f"errors not compared with {holder} ({comparison.by_metrics}): metrics compared"]
+    for metric in sorted(policy.floors):
+        new, old = metrics.get(metric), comparison.holder_metrics.get(metric)
+        figures[f"holder_{metric}"] = old
+        if not (_finite(new) and _finite(old)):
+            notes.append(f"{metric} not measured for both: not compared with {holder}")
+        elif new < old:
+            reasons.append(f"{metric} = {new:.6g} is below the holder {holder}'s {old:.6g}")
+    return reasons, figures, notes
+
+
 def _comparison_figures(comparison: Comparison, factor: float) -> dict[str, Any]:
-    figures: dict[str, Any] = {"holder": comparison.holder_version}
+    figures: dict[str, Any] = {"holder": comparison.holder}
     if comparison.readmitted:
         return figures | {"readmitted": True}
     if comparison.problem:
@@ -106,17 +132,17 @@ def _comparison_figures(comparison: Comparison, factor: float) -> dict[str, Any]
 
 
 def _degradation(comparison: Comparison, factor: float) -> list[str]:
-    holder = comparison.holder_version
+    holder = comparison.holder
     if comparison.readmitted:
         return []
     if comparison.problem:
-        return [f"cannot compare with the holder v{holder}: {comparison.problem}"]
+        return [f"cannot compare with the holder {holder}: {comparison.problem}"]
     new, old = comparison.candidate_error, comparison.holder_error
     if not (_finite(new) and _finite(old)):
-        return [f"the comparison with the holder v{holder} has no finite error figures"]
+        return [f"the comparison with the holder {holder} has no finite error figures"]
     if not new <= old * factor:
         return [
-            f"candidate error {new:.6g} > holder v{holder} error {old:.6g} x {factor:g} "
+            f"candidate error {new:.6g} > holder {holder} error {old:.6g} x {factor:g} "
             "on the candidate's data"
         ]
     return []

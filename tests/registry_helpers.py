@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from pipelines.acoustic import model
+from registry.errors import IncomparableError
 from registry.families import Version
 
 # A family that no entry point installs: storing a model never needs its family.
@@ -51,6 +52,9 @@ class ToyFamily:
 
     def compare(self, candidate: Version, holder: Version) -> tuple[float, float]:
         candidate.read("model"), holder.read("model")
+        types = {v.meta["model_type"] for v in (candidate, holder)}
+        if len(types) > 1:
+            raise IncomparableError(" and ".join(sorted(types)) + " errors differ in kind")
         return candidate.meta["metrics"]["error"], holder.meta["metrics"]["error"]
 
 

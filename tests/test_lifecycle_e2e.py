@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from registry.api import Registry
-from tests.pipeline_repo import TINY, make_repo, merge, run
+from tests.pipeline_repo import TINY, make_repo, merge, run, write_params
 
 pytestmark = pytest.mark.e2e
 DEVICES = ("A-1", "B-2")
@@ -166,6 +166,41 @@ def test_a_device_whose_audio_turns_bad_keeps_its_production_bundle(site: Path) 
         k: v for k, v in before.items() if "B-2" in k
     }
     row = status(site)["B-2"]
-    assert row["production"] == 1 and row["bundle"] == "v1"
+    assert row["production"] == row["bundle"] == "convae:v1"
     assert "failed in the last run" in row["flags"]
     assert row["last_run"].startswith("extract failed:")
+
+
+def test_switching_the_model_type_moves_production_and_a_rollback_brings_it_back(
+    tmp_path: Path,
+) -> None:
+    """`train.model` changed in a plain run: the device's production goes to the new type
+    (compared with the old one on their metrics), the old type's alias is retired in the same
+    commit, and deploy/models ships the new bundle; a rollback ships the old one again."""
+    fixed = merge(TINY, {"features": {"ref": "fixed"}, "train": {"components": 4}})
+    repo = make_repo(tmp_path / "repo", fixed)
+    run(repo, "dvc", "repro")
+    convae = "acoustic_A-1_convae"
+    assert shipped(repo, "A-1") == f"{convae}:v1"
+    run(repo, "dvc", "exp", "run", "--temp", "-S", "train.model=twfr-pca")
+    assert production(repo) == {"A-1": 1, "B-2": 1}  # an experiment moves nothing
+    held = {m["name"] for m in Registry(repo / "model_store").list(alias="production")}
+    assert held == {convae, "acoustic_B-2_convae"}
+
+    write_params(repo, merge(fixed, {"train": {"model": "twfr-pca"}}))
+    run(repo, "dvc", "repro")
+    pca = "acoustic_A-1_twfr-pca"
+    decision = json.loads((repo / "reports/deploy.json").read_text())["devices"]["A-1"]["decision"]
+    assert (decision["action"], decision["replaced"]) == ("promoted", f"{convae}:v1")
+    assert decision["figures"]["holder"] == f"{convae}:v1" and "holder_auc" in decision["figures"]
+    assert shipped(repo, "A-1") == f"{pca}:v1"
+    store = Registry(repo / "model_store")
+    assert {m["name"] for m in store.list(alias="production", scope="A-1")} == {pca}
+    assert store.history(convae)[-1]["replaced"] == f"{convae}:v1"
+    assert store.verify() == []
+    row = status(repo)["A-1"]
+    assert row["production"] == row["bundle"] == "twfr-pca:v1" and row["flags"] == []
+
+    run(repo, "registry", "rollback", pca, "--reason", "back to the autoencoder")
+    run(repo, "registry", "export", "--to", "deploy/models")
+    assert shipped(repo, "A-1") == f"{convae}:v1"

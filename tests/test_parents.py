@@ -21,6 +21,14 @@ def test_a_device_without_production_trains_from_scratch_and_says_so() -> None:
     assert found.parent is None and "no production version" in found.note
 
 
+def test_a_device_whose_production_is_another_type_trains_from_scratch_and_says_so() -> None:
+    """`train.model` switched: the other type's weights cannot be fine-tuned into this one."""
+    pca = "acoustic_A-1_twfr-pca"
+    found = parents.resolve(parents.parse("production"), pca, {A: 3, B: 1})
+    assert (found.how, found.parent) == ("scratch", None)
+    assert found.note == f"production is {A}:v3, another model type: trained from scratch"
+
+
 def test_pins_win_and_the_rule_covers_the_rest() -> None:
     init = parents.parse(f"{A}:v1,production")
     assert parents.resolve(init, A, {A: 5}) == parents.Start("pinned", f"{A}:v1")

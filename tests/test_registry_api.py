@@ -408,7 +408,9 @@ def test_a_comparison_given_at_registration_is_only_metadata(
     claim = {"comparison": {"holder_version": 1, "candidate_error": 0.1, "holder_error": 0.1}}
     _reg(registry, art(), metrics={"auc": 0.95, "error": 0.5}, extra=claim)
     assert registry.get(f"{NAME}:v2")["comparison"] == claim["comparison"]
-    with pytest.raises(GateError, match=re.escape("candidate error 0.5 > holder v1 error 0.1 x 2")):
+    with pytest.raises(
+        GateError, match=re.escape(f"candidate error 0.5 > holder {NAME}:v1 error 0.1 x 2")
+    ):
         registry.promote(NAME, 2)
 
 

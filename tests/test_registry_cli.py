@@ -410,11 +410,11 @@ def test_check_exits_1_when_the_gate_would_refuse_and_changes_nothing(
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["verdict", "detail"]
     assert lines[2].split()[:3] == ["refused", "candidate", "error"]
-    assert ["figure", "holder", "=", "1"] in [line.split() for line in lines]
+    assert ["figure", "holder", "=", f"{ACOUSTIC}:v1"] in [line.split() for line in lines]
     as_json = cli("check", ACOUSTIC, str(worse), "--json", "--store", store)
     assert as_json.exit_code == 1 and json.loads(as_json.stdout)["passed"] is False
     passed = ok_json("check", ACOUSTIC, str(fine), "--store", store)
-    assert passed["passed"] is True and passed["figures"]["holder"] == 1
+    assert passed["passed"] is True and passed["figures"]["holder"] == f"{ACOUSTIC}:v1"
     assert ok("check", ACOUSTIC, str(fine), "--store", store).splitlines()[2].split() == [
         "passed",
         "-",

@@ -4,6 +4,7 @@ the store checked by `verify` and by comparing the log, the index and the files.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -105,6 +106,32 @@ def test_kill_9_at_any_moment_leaves_a_store_that_is_whole_or_repaired(
         faults.kill_during(work, (str(registry.store.root),), rng, 0.25)
         assert_trustworthy(registry.store.root)
     assert registry.get(NAME)["version"] >= 4
+
+
+OTHER = f"{FAMILY}_{SCOPE}_pca"  # another type of model for the same device
+
+
+def _switching(root: str) -> None:
+    """Production of one device moving between two model types, and back."""
+    registry = Registry(root, families=TOY)
+    name = random.choice([NAME, OTHER])
+    with contextlib.suppress(HistoryError):
+        registry.promote(name, random.randint(1, 2), force=True, reason="fault test")
+        registry.rollback(name)
+
+
+def test_kill_9_while_production_moves_between_model_types(tmp_path: Path) -> None:
+    """Whatever the moment, the device ends with exactly one production holder."""
+    registry = Registry(tmp_path / "store", families=TOY)
+    for model_type in ("convae", "convae", "pca", "pca"):
+        folder = make_artifacts(tmp_path / "art" / str(random.random()), os.urandom(8))
+        registry.register(folder, FAMILY, SCOPE, model_type, metrics=METRICS)
+    registry.promote(NAME, 1)
+    rng = random.Random(7)
+    for _ in range(10):
+        faults.kill_during(_switching, (str(registry.store.root),), rng, 0.25)
+        assert_trustworthy(registry.store.root)
+        assert len(registry.list(alias="production", scope=SCOPE)) == 1
 
 
 # ------------------------------------------------------------------ concurrency

@@ -13,7 +13,7 @@ import pytest
 
 from registry import events, gate
 from registry.api import Registry
-from registry.errors import GateError, InvalidNameError, UsageError
+from registry.errors import GateError, HistoryError, InvalidNameError, UsageError
 from tests.registry_helpers import (
     FAMILY,
     INFERENCE,
@@ -56,9 +56,11 @@ def test_floors_fail_with_the_figures_in_the_reason() -> None:
 
 def test_a_floor_on_a_metric_not_measured_is_not_applied_and_says_so() -> None:
     """A device without labelled test clips has no AUC: the floors apply where it has them."""
-    result = gate.check({}, gate.Policy({"auc": 0.9}, 2.0), gate.Comparison(1, 3.0, 1.0))
+    result = gate.check({}, gate.Policy({"auc": 0.9}, 2.0), gate.Comparison(f"{NAME}:v1", 3.0, 1.0))
     assert result.notes == ["auc not measured (no labelled test clips): floor 0.9 not applied"]
-    assert not result.passed and result.reasons[0].startswith("candidate error 3 > holder v1")
+    assert not result.passed and result.reasons[0].startswith(
+        f"candidate error 3 > holder {NAME}:v1"
+    )
     assert gate.check({}, gate.Policy({"auc": 0.9}, 2.0), None).passed
 
 
@@ -68,11 +70,11 @@ def test_a_value_that_is_not_a_finite_number_fails_the_floor(value: Any) -> None
 
 
 def test_degradation_within_the_factor_passes_with_the_figures() -> None:
-    result = gate.check({"auc": 0.95}, POLICY, gate.Comparison(1, 1.9, 1.0))
+    result = gate.check({"auc": 0.95}, POLICY, gate.Comparison(f"{NAME}:v1", 1.9, 1.0))
     assert result.passed
     assert result.figures == {
         "auc": 0.95,
-        "holder": 1,
+        "holder": f"{NAME}:v1",
         "candidate_error": 1.9,
         "holder_error": 1.0,
         "rollback_factor": 2.0,
@@ -80,29 +82,39 @@ def test_degradation_within_the_factor_passes_with_the_figures() -> None:
 
 
 def test_degradation_beyond_the_factor_fails_with_the_figures() -> None:
-    result = gate.check({"auc": 0.95}, POLICY, gate.Comparison(1, 2.5, 1.0))
-    assert result.reasons == ["candidate error 2.5 > holder v1 error 1 x 2 on the candidate's data"]
+    result = gate.check({"auc": 0.95}, POLICY, gate.Comparison(f"{NAME}:v1", 2.5, 1.0))
+    assert result.reasons == [
+        f"candidate error 2.5 > holder {NAME}:v1 error 1 x 2 on the candidate's data"
+    ]
 
 
 def test_a_comparison_that_could_not_be_made_refuses() -> None:
-    result = gate.check({"auc": 0.95}, POLICY, gate.Comparison(3, problem="no eval_windows"))
-    assert result.reasons == ["cannot compare with the holder v3: no eval_windows"]
+    result = gate.check(
+        {"auc": 0.95}, POLICY, gate.Comparison(f"{NAME}:v3", problem="no eval_windows")
+    )
+    assert result.reasons == [f"cannot compare with the holder {NAME}:v3: no eval_windows"]
     assert result.figures["comparison_problem"] == "no eval_windows"
 
 
 @pytest.mark.parametrize("errors", [(math.nan, 1.0), (1.0, None), (math.inf, 1.0)])
 def test_error_figures_that_are_not_finite_refuse(errors: tuple[Any, Any]) -> None:
-    assert not gate.check({"auc": 0.95}, POLICY, gate.Comparison(1, *errors)).passed
+    assert not gate.check({"auc": 0.95}, POLICY, gate.Comparison(f"{NAME}:v1", *errors)).passed
 
 
 def test_a_readmitted_version_is_judged_on_its_floors_only() -> None:
-    result = gate.check({"auc": 0.95}, POLICY, gate.Comparison(2, readmitted=True))
-    assert result.passed and result.figures == {"auc": 0.95, "holder": 2, "readmitted": True}
-    assert not gate.check({"auc": 0.5}, POLICY, gate.Comparison(2, readmitted=True)).passed
+    result = gate.check({"auc": 0.95}, POLICY, gate.Comparison(f"{NAME}:v2", readmitted=True))
+    assert result.passed and result.figures == {
+        "auc": 0.95,
+        "holder": f"{NAME}:v2",
+        "readmitted": True,
+    }
+    assert not gate.check(
+        {"auc": 0.5}, POLICY, gate.Comparison(f"{NAME}:v2", readmitted=True)
+    ).passed
 
 
 def test_both_checks_report_together() -> None:
-    result = gate.check({"auc": 0.1}, POLICY, gate.Comparison(1, 9.0, 1.0))
+    result = gate.check({"auc": 0.1}, POLICY, gate.Comparison(f"{NAME}:v1", 9.0, 1.0))
     assert len(result.reasons) == 2
 
 
@@ -217,14 +229,14 @@ def test_the_degradation_check_is_computed_against_the_current_holder(
     _register(registry, tmp_path, "v3", auc=0.97, error=0.12)
     before = snapshot(registry.store.root)
     with pytest.raises(
-        GateError, match=re.escape("candidate error 0.25 > holder v1 error 0.1 x 2")
+        GateError, match=re.escape(f"candidate error 0.25 > holder {NAME}:v1 error 0.1 x 2")
     ):
         registry.promote(NAME, 2)
     assert snapshot(registry.store.root) == before
     record = registry.promote(NAME, 3)
     assert record["gate"]["figures"] == {
         "auc": 0.97,
-        "holder": 1,
+        "holder": f"{NAME}:v1",
         "candidate_error": 0.12,
         "holder_error": 0.10,
         "rollback_factor": 2.0,
@@ -240,14 +252,16 @@ def test_an_earlier_holder_comes_back_on_its_floors(registry: Registry, tmp_path
     _register(registry, tmp_path, "v2", auc=0.95, error=0.1)
     registry.promote(NAME, 2)
     record = registry.promote(NAME, 1, reason="v2 misbehaves on site")
-    assert record["gate"]["figures"] == {"auc": 0.95, "holder": 2, "readmitted": True}
+    assert record["gate"]["figures"] == {"auc": 0.95, "holder": f"{NAME}:v2", "readmitted": True}
     assert registry.get(f"{NAME}@production")["version"] == 1
 
 
 def test_without_an_installed_family_the_comparison_refuses(tmp_path: Path) -> None:
     registry = Registry(tmp_path / "store", families={})
     _v1_in_production_then(registry, tmp_path, auc=0.99, error=0.1)
-    with pytest.raises(GateError, match="cannot compare with the holder v1: no family 'toy'"):
+    with pytest.raises(
+        GateError, match=f"cannot compare with the holder {NAME}:v1: no family 'toy'"
+    ):
         registry.promote(NAME, 2)
 
 
@@ -256,7 +270,7 @@ def test_a_tampered_holder_cannot_be_compared_and_refuses(
 ) -> None:
     holder = _v1_in_production_then(registry, tmp_path, auc=0.99, error=0.1)
     (registry.store.root / holder["artifacts"]["model"]["file"]).write_bytes(b"tampered")
-    with pytest.raises(GateError, match=r"cannot compare with the holder v1: .*sha256"):
+    with pytest.raises(GateError, match=rf"cannot compare with the holder {NAME}:v1: .*sha256"):
         registry.promote(NAME, 2)
 
 
@@ -342,10 +356,10 @@ def test_the_acoustic_family_compares_real_models_on_the_candidates_windows(
     figures = refused.figures
     assert figures["candidate_error"] > 2 * figures["holder_error"] > 0
     passed = registry.promote(name, 3)["gate"]["figures"]
-    assert passed["holder"] == 1
+    assert passed["holder"] == f"{name}:v1"
     assert passed["candidate_error"] <= 2 * passed["holder_error"]
     again = registry.check(name, 2)  # now against v3, on v2's own windows
-    assert again.figures["holder"] == 3 and not again.passed
+    assert again.figures["holder"] == f"{name}:v3" and not again.passed
 
 
 def test_an_automatic_promotion_never_goes_back(registry: Registry, tmp_path: Path) -> None:
@@ -361,3 +375,103 @@ def test_an_automatic_promotion_never_goes_back(registry: Registry, tmp_path: Pa
     registry.rollback(NAME)
     assert registry.promote(NAME, 3, automatic=True)["type"] == "kept"  # it held it before
     assert registry.get(f"{NAME}@production")["version"] == 1
+
+
+# ------------------------------------------------ production across model types
+OTHER = f"{FAMILY}_{SCOPE}_pca"  # another type of model for the same device
+
+
+def _register_type(
+    registry: Registry, tmp_path: Path, model_type: str, tag: str, **metrics: float
+) -> dict[str, Any]:
+    folder = make_artifacts(tmp_path / "art" / f"{model_type}-{tag}", tag.encode())
+    return registry.register(folder, FAMILY, SCOPE, model_type, metrics=metrics)
+
+
+def _convae_in_production_then_pca(
+    registry: Registry, tmp_path: Path, holder_auc: float, **pca: float
+) -> None:
+    """NAME:v1 (auc `holder_auc`) in production, then OTHER:v1 with the `pca` metrics."""
+    _register(registry, tmp_path, "v1", auc=holder_auc, error=0.1)
+    registry.promote(NAME, 1)
+    _register_type(registry, tmp_path, "pca", "v1", **pca)
+
+
+def test_another_model_type_takes_production_from_the_device_on_its_metrics(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """A device runs one model: production is one per device, whatever the model type.
+    Errors of two types are on different scales, so the gate compares their metrics."""
+    _register(registry, tmp_path, "v1", auc=0.95, error=0.1)
+    registry.promote(NAME, 1)
+    elsewhere = registry.register(
+        make_artifacts(tmp_path / "art" / "fan", b"fan"),
+        FAMILY,
+        "FAN-7",
+        MODEL_TYPE,
+        metrics={"auc": 0.91},
+    )
+    registry.promote(elsewhere["name"], 1)
+    _register_type(registry, tmp_path, "pca", "v1", auc=0.97, error=9.0)
+    record = registry.promote(OTHER, 1)
+    assert record["replaced"] == f"{NAME}:v1" and record["from_version"] is None
+    figures = record["gate"]["figures"]
+    assert figures == {"auc": 0.97, "holder": f"{NAME}:v1", "holder_auc": 0.95}
+    assert record["gate"]["notes"][0].startswith(f"errors not compared with {NAME}:v1")
+    held = {m["name"]: m["version"] for m in registry.list(alias="production")}
+    assert held == {OTHER: 1, elsewhere["name"]: 1}
+    ended = registry.history(NAME)[-1]  # one event: no kill leaves the device with neither
+    assert (ended["type"], ended["name"], ended["replaced"]) == ("promoted", OTHER, f"{NAME}:v1")
+    assert registry.verify() == [] and registry.reindex()
+    assert {m["name"] for m in registry.list(alias="production")} == set(held)
+
+
+def test_another_model_type_with_a_lower_metric_is_refused_and_changes_nothing(
+    registry: Registry, tmp_path: Path
+) -> None:
+    _convae_in_production_then_pca(registry, tmp_path, 0.97, auc=0.95, error=0.01)
+    before = snapshot(registry.store.root)
+    with pytest.raises(GateError, match=re.escape(f"auc = 0.95 is below the holder {NAME}:v1's")):
+        registry.promote(OTHER, 1)
+    assert snapshot(registry.store.root) == before
+    assert registry.get(f"{NAME}@production")["version"] == 1
+
+
+def test_a_rollback_returns_production_to_the_other_type_it_replaced(
+    registry: Registry, tmp_path: Path
+) -> None:
+    _convae_in_production_then_pca(registry, tmp_path, 0.95, auc=0.97, error=1.0)
+    _register_type(registry, tmp_path, "pca", "v2", auc=0.97, error=1.0)
+    registry.promote(OTHER, 1)
+    registry.promote(OTHER, 2)
+    assert registry.rollback(OTHER)["to_version"] == 1
+    record = registry.rollback(OTHER, reason="the pca misses bearing faults")
+    assert (record["name"], record["to_version"], record["rollback"]) == (NAME, 1, True)
+    assert record["replaced"] == f"{OTHER}:v1"
+    assert [m["name"] for m in registry.list(alias="production")] == [NAME]
+    with pytest.raises(HistoryError):  # no going round in circles
+        registry.rollback(NAME)
+    assert registry.verify() == []
+
+
+def test_the_pipeline_never_brings_back_a_type_that_held_production_before(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """Going back is a person's decision, across types as within one."""
+    _convae_in_production_then_pca(registry, tmp_path, 0.95, auc=0.97, error=1.0)
+    registry.promote(OTHER, 1)
+    before = snapshot(registry.store.root)
+    kept = registry.promote(NAME, 1, automatic=True)
+    assert kept == {"type": "kept", "name": NAME, "alias": "production", "version": 1} | {
+        "from_version": None,
+        "replaced": f"{OTHER}:v1",
+    }
+    assert snapshot(registry.store.root) == before
+
+
+def test_other_aliases_stay_one_per_model(registry: Registry, tmp_path: Path) -> None:
+    _register(registry, tmp_path, "v1", auc=0.95)
+    _register_type(registry, tmp_path, "pca", "v1", auc=0.95)
+    registry.promote(NAME, 1, alias="staging")
+    registry.promote(OTHER, 1, alias="staging")
+    assert {m["name"] for m in registry.list(alias="staging")} == {NAME, OTHER}

@@ -50,12 +50,17 @@ def test_every_disagreement_is_flagged(tmp_path: Path) -> None:
     found = {row.device: row for row in rows}
     assert sorted(found) == ["FAN-7", "LT-2", "NEW-4", "OLD-1"]
     lt2 = found["LT-2"]
-    assert (lt2.production, lt2.bundle, lt2.candidate, lt2.auc) == (2, "v1", 3, 0.91)
+    assert (lt2.production, lt2.bundle, lt2.candidate, lt2.auc) == (
+        "convae:v2",
+        "convae:v1",
+        "convae:v3",
+        0.91,
+    )
     assert lt2.since is not None and lt2.gate.startswith("refuses: candidate error 0.9")
     assert lt2.flags == ["bundle differs from production"]
     assert found["FAN-7"].flags == ["no production version", "failed in the last run"]
     assert found["FAN-7"].last_run == "extract failed: no usable clip"
-    assert found["FAN-7"].bundle is None and found["FAN-7"].candidate == 1
+    assert found["FAN-7"].bundle is None and found["FAN-7"].candidate == "convae:v1"
     assert found["NEW-4"].flags == ["no production version"]
     assert found["OLD-1"].bundle == "damaged"
     assert found["OLD-1"].flags == ["bundle differs from production", "not in data.root"]

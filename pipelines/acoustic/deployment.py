@@ -113,15 +113,13 @@ def _decide(registry: Registry, name: str, version: int, inp: DeployInput) -> di
     try:
         record = registry.promote(name, version, reason=REASON, automatic=True)
     except GateError as exc:
-        result = exc.results[name]
-        return {"action": "refused", "from_version": result.figures.get("holder")} | (
-            result.as_dict()
-        )
+        return {"action": "refused"} | exc.results[name].as_dict()
     return {"action": record["type"]} | _gate(record)
 
 
 def _gate(record: dict[str, Any]) -> dict[str, Any]:
-    return {"from_version": record.get("from_version")} | record.get("gate", {})
+    held = {key: record[key] for key in ("from_version", "replaced") if key in record}
+    return held | record.get("gate", {})
 
 
 def _registration_folder(
@@ -209,7 +207,7 @@ def _line(entry: dict[str, Any] | None, shipped: dict[str, Any] | None) -> str:
         return f"{head}; already in production"
     if action == "kept":
         return (
-            f"{head}; not promoted: production v{decision['from_version']} is newer or this "
+            f"{head}; not promoted: production {_holder(decision)} is newer or this "
             f"version held it before (going back is `registry rollback`); {running} kept"
         )
     if action == "refused":
@@ -224,8 +222,15 @@ def _line(entry: dict[str, Any] | None, shipped: dict[str, Any] | None) -> str:
 
 
 def _was(decision: dict[str, Any]) -> str:
-    holder = decision.get("from_version")
-    return f" from v{holder}" if holder else ""
+    holder = _holder(decision)
+    return f" from {holder}" if holder else ""
+
+
+def _holder(decision: dict[str, Any]) -> str:
+    """The version that held production before: vN of the same model, or another's NAME:vN."""
+    if decision.get("replaced"):
+        return decision["replaced"]
+    return f"v{decision['from_version']}" if decision.get("from_version") else ""
 
 
 def _figures(decision: dict[str, Any]) -> str:
@@ -233,10 +238,10 @@ def _figures(decision: dict[str, Any]) -> str:
     shown = [f"{k} {v:.3f}" for k, v in figures.items() if k in ("auc", "pauc") and v is not None]
     if isinstance(figures.get("candidate_error"), float):
         shown.append(
-            f"error {figures['candidate_error']:.4g} vs v{figures['holder']}'s "
+            f"error {figures['candidate_error']:.4g} vs {figures['holder']}'s "
             f"{figures['holder_error']:.4g} (x{figures['rollback_factor']:g} allowed)"
         )
     if figures.get("readmitted"):
-        shown.append(f"held production before v{figures['holder']}")
+        shown.append(f"held production before {figures['holder']}")
     shown += decision.get("notes") or []
     return f" [{', '.join(shown)}]" if shown else ""

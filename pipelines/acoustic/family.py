@@ -16,6 +16,7 @@ import torch
 
 from pipelines.acoustic import bundle as layout
 from pipelines.acoustic import detectors, features
+from registry.errors import IncomparableError
 from registry.families import Version
 from registry.loading import state_dict
 
@@ -38,7 +39,11 @@ def bundle(version: Version) -> tuple[dict[str, str], dict[str, Any]]:
 
 def compare(candidate: Version, holder: Version) -> tuple[float, float]:
     """(candidate score, holder score): each model's mean score on the candidate's
-    evaluation windows, each through its own scale, as the seed compared them."""
+    evaluation windows, each through its own scale, as the seed compared them. Two types of
+    detector score on different scales: IncomparableError (the gate compares metrics)."""
+    kinds = [detectors.kind(architecture(v)) for v in (candidate, holder)]
+    if kinds[0] != kinds[1]:
+        raise IncomparableError(f"a {kinds[0]} and a {kinds[1]} score on different scales")
     windows = _array(candidate, "eval_windows")
     return _score(candidate, windows), _score(holder, windows)
 
