@@ -20,6 +20,7 @@ from typing import Any, Literal
 import yaml
 
 from pipelines.errors import ParamError
+from registry.naming import is_device_code
 
 
 def _num(default: Any, **bounds: float) -> Any:
@@ -175,6 +176,16 @@ class Params:
     evaluate: EvaluateParams = EvaluateParams()
     deploy: DeployParams = DeployParams()
     fleet: FleetParams = FleetParams()
+    # Per-device overrides of `train` ({device: {key: value}}), each checked as `train` is.
+    devices: dict[str, dict[str, object]] = field(default_factory=dict)
+
+    def for_device(self, device: str) -> Params:
+        """The params one device's run uses: `train` with the device's overrides."""
+        overrides = self.devices.get(device)
+        return dataclasses.replace(self, train=self.train_for(device)) if overrides else self
+
+    def train_for(self, device: str) -> TrainParams:
+        return dataclasses.replace(self.train, **self.devices.get(device, {}))
 
 
 def load_params(path: Path | str = "params.yaml") -> Params:
@@ -212,7 +223,22 @@ def edit_params(path: Path, changes: typing.Mapping[str, typing.Mapping[str, Any
 
 def parse_params(raw: object, source: str = "params") -> Params:
     """Build Params from a plain mapping (as read from YAML), validating every value."""
-    return _build(Params, raw, prefix="", source=source)
+    params = _build(Params, raw, prefix="", source=source)
+    return dataclasses.replace(params, devices=_device_overrides(params, source))
+
+
+def _device_overrides(params: Params, source: str) -> dict[str, dict[str, object]]:
+    """`devices`, each device's overrides checked (and typed) as the `train` section is."""
+    checked = {}
+    for device, overrides in params.devices.items():
+        if not is_device_code(device):
+            raise ParamError(
+                f"{source}: devices: {device!r} is not a device code (letters, digits, '.' "
+                "and '-', starting with a letter or digit)"
+            )
+        train = _build(TrainParams, as_dict(params.train) | overrides, f"devices.{device}.", source)
+        checked[device] = {key: getattr(train, key) for key in overrides}
+    return checked
 
 
 def _build(cls: type, raw: object, prefix: str, source: str) -> Any:
@@ -266,6 +292,8 @@ def _check_bounds(key: str, value: object, bounds: typing.Mapping, source: str) 
 
 
 def _coerce(key: str, value: object, hint: Any, source: str) -> object:
+    if hint is object:  # any value: its section checks it (see _device_overrides)
+        return value
     origin = typing.get_origin(hint)
     if origin is Literal:
         choices = typing.get_args(hint)

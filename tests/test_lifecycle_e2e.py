@@ -174,18 +174,21 @@ def test_a_device_whose_audio_turns_bad_keeps_its_production_bundle(site: Path) 
 def test_switching_the_model_type_moves_production_and_a_rollback_brings_it_back(
     tmp_path: Path,
 ) -> None:
-    """`train.model` changed in a plain run: the device's production goes to the new type
-    (compared with the old one on their metrics), the old type's alias is retired in the same
-    commit, and deploy/models ships the new bundle; a rollback ships the old one again."""
+    """A fleet of two types (B-2 overridden in `devices:`). Then `train.model` changed in a
+    plain run: A-1's production goes to the new type (compared with the old one on their
+    metrics), the old type loses it by the same event, and deploy/models ships the new
+    bundle; a rollback ships the old one again."""
     fixed = merge(TINY, {"features": {"ref": "fixed"}, "train": {"components": 4}})
+    fixed["devices"] = {"B-2": {"model": "twfr-pca"}}
     repo = make_repo(tmp_path / "repo", fixed)
     run(repo, "dvc", "repro")
     convae = "acoustic_A-1_convae"
     assert shipped(repo, "A-1") == f"{convae}:v1"
+    assert shipped(repo, "B-2") == "acoustic_B-2_twfr-pca:v1"
     run(repo, "dvc", "exp", "run", "--temp", "-S", "train.model=twfr-pca")
     assert production(repo) == {"A-1": 1, "B-2": 1}  # an experiment moves nothing
     held = {m["name"] for m in Registry(repo / "model_store").list(alias="production")}
-    assert held == {convae, "acoustic_B-2_convae"}
+    assert held == {convae, "acoustic_B-2_twfr-pca"}
 
     write_params(repo, merge(fixed, {"train": {"model": "twfr-pca"}}))
     run(repo, "dvc", "repro")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -278,3 +279,27 @@ def test_a_refused_edit_leaves_the_file_as_it_was(tmp_path: Path) -> None:
         edit_params(path, {"train": {"init_from": "yesterday's"}})
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_a_device_override_changes_that_devices_train_params_only() -> None:
+    params = parse_params({"devices": {"PMP-3": {"model": "twfr-pca", "lr": 1}}})
+    assert params.devices == {"PMP-3": {"model": "twfr-pca", "lr": 1.0}}
+    own = params.for_device("PMP-3")
+    assert (own.train.model, own.train.lr, own.features) == ("twfr-pca", 1.0, params.features)
+    assert params.for_device("LT-2") is params and params.train.model == "convae"
+
+
+@pytest.mark.parametrize(
+    ("devices", "expected"),
+    [
+        ({"PMP-3": {"modle": "convae"}}, "unknown key devices.PMP-3.modle (expected one of: model"),
+        ({"PMP-3": {"lr": -1}}, "devices.PMP-3.lr: expected a value > 0, got -1"),
+        ({"PMP-3": {"model": "cnn"}}, "devices.PMP-3.model: expected one of ["),
+        ({"bad_name": {}}, "devices: 'bad_name' is not a device code"),
+        ({"PMP-3": 3}, "devices.PMP-3: expected a mapping, got int 3"),
+        ([1], "devices: expected a mapping, got list [1]"),
+    ],
+)
+def test_a_bad_device_override_is_refused_naming_it(devices: Any, expected: str) -> None:
+    with pytest.raises(ParamError, match=re.escape(expected)):
+        parse_params({"devices": devices})

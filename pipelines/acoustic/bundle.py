@@ -52,7 +52,7 @@ def plan(models_dir: Path, eval_dir: Path, root: Path, params: Params) -> list[f
         fleet.Job(
             device,
             fleet.fingerprint(code, trained[device], stamp),
-            DeployInput(models_dir / device, eval_dir / device, root, params),
+            DeployInput(models_dir / device, eval_dir / device, root, params.for_device(device)),
         )
         for device, stamp in fleet.complete_devices(eval_dir).items()
         if device in trained

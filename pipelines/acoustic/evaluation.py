@@ -38,7 +38,7 @@ def plan(features_dir: Path, models_dir: Path, params: Params) -> list[fleet.Job
         fleet.Job(
             device,
             fleet.fingerprint(settings, extracted[device], stamp),
-            EvaluateInput(features_dir / device, models_dir / device, params),
+            EvaluateInput(features_dir / device, models_dir / device, params.for_device(device)),
         )
         for device, stamp in fleet.complete_devices(models_dir).items()
         if device in extracted

@@ -61,28 +61,37 @@ def plan(features_dir: Path, params: Params) -> list[fleet.Job]:
 
     The fingerprint holds `init_from` as written, not the version it resolves to: once a
     day's fine-tuning is promoted, a rerun over the same inputs is not fine-tuned again."""
-    f, t, d = params.features, params.train, params.deploy
-    problem = model.check_input_shape(f.n_mels, f.frames, t.channels)
-    if problem and t.model == "convae":
-        raise ParamError(f"params.yaml: {problem}")
-    init = parents.parse(t.init_from)
-    store = locate() if init.needs_store else None
-    held = _production(store, d.family) if init.rule == "production" else {}
-    settings = [as_dict(t), d.family, torch.__version__]
-    code = (model, detectors, engine, parents, family, sys.modules[__name__])
-    settings.append(fleet.code_digest(*code))
+    family_name = params.deploy.family
     devices = fleet.complete_devices(features_dir)
-    names = {model_name(d.family, device, t.model): device for device in devices}
+    mine = {device: params.for_device(device) for device in devices}  # `devices:` overrides
+    for device, p in mine.items():
+        _check_shape(p, device)
+    init = parents.parse(params.train.init_from)
+    store = locate() if init.needs_store else None
+    held = _production(store, family_name) if init.rule == "production" else {}
+    code = (model, detectors, engine, parents, family, sys.modules[__name__])
+    settings = [family_name, torch.__version__, fleet.code_digest(*code)]
+    names = {model_name(family_name, d, p.train.model): d for d, p in mine.items()}
     for name in sorted(set(init.pins) - set(names)):
         log.warning("train.init_from pins %s, which is no device of this run", name)
     return [
         fleet.Job(
             device,
-            fleet.fingerprint(settings, devices[device]),
-            TrainInput(features_dir / device, params, parents.resolve(init, name, held), store),
+            fleet.fingerprint([as_dict(mine[device].train), *settings], devices[device]),
+            TrainInput(
+                features_dir / device, mine[device], parents.resolve(init, name, held), store
+            ),
         )
         for name, device in names.items()
     ]
+
+
+def _check_shape(params: Params, device: str) -> None:
+    f, t = params.features, params.train
+    problem = model.check_input_shape(f.n_mels, f.frames, t.channels)
+    if problem and t.model == "convae":
+        where = f"devices.{device} in params.yaml" if params.devices.get(device) else "params.yaml"
+        raise ParamError(f"{where}: {problem}")
 
 
 def _production(store: Path, family_name: str) -> dict[str, int]:
