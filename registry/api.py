@@ -14,6 +14,7 @@ Aliases move only here: `promote` (through the store's gate for `production`), `
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping
@@ -21,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from registry import events, export, families, gate, integrity, ledger, lineage
+from registry import card, events, export, families, gate, integrity, ledger, lineage
 from registry.errors import (
     ArtifactError,
     CorruptStoreError,
@@ -83,12 +84,15 @@ class Registry:
         parsed = parse_ref(ref)
         with self._index() as index:
             version = parsed.version
+            latest = index.latest(parsed.name)
+            if latest is None:
+                raise NotFoundError(self._unknown(index, parsed.name))
             if parsed.alias:
                 version = index.alias(parsed.name, parsed.alias)
                 if version is None:
-                    raise NotFoundError(f"{parsed.name} has no alias {parsed.alias!r}")
-            version = version or index.latest(parsed.name)
-            found = index.get(parsed.name, version) if version else None
+                    raise NotFoundError(_no_alias(parsed.name, parsed.alias))
+            version = version or latest
+            found = index.get(parsed.name, version)
             if found is None:
                 raise NotFoundError(f"{ref}: no such model version in {self.store.root}")
             return found | {"aliases": _held(index.aliases_of(parsed.name), found["version"])}
@@ -128,19 +132,18 @@ class Registry:
         name = str(parse_name(name))
         found = [e for e in self._events() if name in (e["name"], events.replaced_model(e))]
         if not found:
-            raise NotFoundError(f"{name}: no such model in {self.store.root}")
+            with self._index() as index:
+                raise NotFoundError(self._unknown(index, name))
         return found
 
-    def diff(self, name: str, first: int, second: int) -> dict[str, dict[str, list[Any]]]:
-        """Params and metrics of two versions side by side: key -> [first, second]."""
+    def diff(self, name: str, first: int, second: int) -> dict[str, list[Any]]:
+        """The params and metrics that differ between two versions:
+        `params.train.lr` -> [first's, second's] (None where one has no such key)."""
         a, b = (self.get(f"{name}:v{check_version(v)}") for v in (first, second))
-        return {
-            section: {
-                key: [(a.get(section) or {}).get(key), (b.get(section) or {}).get(key)]
-                for key in sorted(set(a.get(section) or {}) | set(b.get(section) or {}))
-            }
-            for section in ("params", "metrics")
-        }
+        sections = ("params", "metrics")
+        return card.changed(
+            {k: a.get(k) or {} for k in sections}, {k: b.get(k) or {} for k in sections}
+        )
 
     def verify(self, name: str | None = None) -> list[dict[str, Any]]:
         """Every disagreement in the store (artifacts, metadata, the index and versions.json
@@ -588,6 +591,12 @@ class Registry:
         manifest = manifest | {"model": ref}
         return export.write(own, meta["scope"], files, manifest, keep), "exported"
 
+    def _unknown(self, index: Index, name: str) -> str:
+        """No model `name`: say so, with the closest name the store holds."""
+        close = difflib.get_close_matches(name, index.names(), n=1, cutoff=0.8)
+        hint = f"; did you mean {close[0]}?" if close else " (`registry list` shows them)"
+        return f"{name}: no such model in {self.store.root}{hint}"
+
     def reindex(self) -> dict[str, int]:
         """Rebuild versions.json and the index from events.jsonl and the metadata files, after
         checking every event and metadata file; on any problem the store is left as it was.
@@ -662,6 +671,11 @@ _RECORDED = {
     "params",
     "lineage",
 }
+
+
+def _no_alias(name: str, alias: str) -> str:
+    hint = f" (version {alias} is written {name}:v{alias})" if alias.isdigit() else ""
+    return f"{name} has no alias {alias!r}{hint}"
 
 
 def _policy(record: dict[str, Any] | None) -> gate.Policy:
@@ -795,6 +809,9 @@ class _NoIndex:
 
     def latest(self, name: str) -> None:
         return None
+
+    def names(self) -> list[str]:
+        return []
 
     def get(self, name: str, version: int) -> None:
         return None

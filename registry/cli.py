@@ -1,12 +1,7 @@
-"""`registry`: the command line over registry.api, one command per API call.
+"""The `registry` command: one command per method of registry.api (as sqlite-utils does).
 
-Every command takes --store (default: $MODEL_STORE, else model_store/ at the project root).
-Read commands print a table, or JSON with --json. A refused operation prints one line naming
-what is wrong, exits non-zero and leaves the store as it was.
-
-The lifecycle: every pipeline run registers its candidates; `promote` moves production
-through the store's gate (`policy`, `set-policy`); `promote-experiment` takes what a DVC
-experiment trained; `rollback` and `retire` undo; `export` ships production to a deploy folder.
+Errors: one line on stderr naming what is wrong, exit status 1 (2 for a usage error); with
+--json, that line is JSON: {"error": {"type": ..., "message": ..., "status": ...}}.
 """
 
 from __future__ import annotations
@@ -17,12 +12,24 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.exceptions import TyperException
 
+from registry import card
 from registry.api import Registry
 from registry.errors import NotFoundError, RegistryError, UsageError
 from registry.tables import render
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+HELP = (
+    "The model registry: every version of every device's model, its lineage, the aliases "
+    "that say what runs (production), and the gate that guards production.\n\n"
+    "Every pipeline run registers its candidates; `promote` moves production through the "
+    "store's gate (`policy`, `set-policy`); `rollback` and `retire` undo; `export` ships "
+    "production to a deploy folder. Every command takes --store (default: $MODEL_STORE, else "
+    "model_store/ at the project root) and --json.\n\n"
+    "Examples: `registry list --alias production`, "
+    "`registry show acoustic_LT-2_convae@production`, `registry history acoustic_LT-2_convae`"
+)
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=HELP)
 
 Store = Annotated[Path | None, typer.Option("--store", help="the model store folder")]
 Json = Annotated[bool, typer.Option("--json", help="print JSON")]
@@ -98,7 +105,9 @@ def register(
     store: Store = None,
     as_json: Json = False,
 ) -> None:
-    """Register the artifacts in FOLDER as the next version (same bytes: same version)."""
+    """Register the artifacts in FOLDER as the next version (same bytes: same version).
+
+    Example: `registry register out/ --family acoustic --scope LT-2 --model-type convae`"""
     meta = Registry(store).register(
         folder,
         family,
@@ -123,7 +132,9 @@ def list_(
     store: Store = None,
     as_json: Json = False,
 ) -> None:
-    """List versions, filtered by name, scope, alias or experiment."""
+    """List versions, filtered by name, scope, alias or experiment.
+
+    Example: `registry list --alias production` (what runs, per device)"""
     metas = _existing(store).list(name=name, scope=scope, alias=alias, experiment=experiment)
     _out(metas, as_json, VERSION_HEADER, _version_rows(metas))
 
@@ -134,10 +145,18 @@ def show(
     store: Store = None,
     as_json: Json = False,
 ) -> None:
-    """One version: its artifacts, metrics, params and lineage."""
-    meta = _existing(store).get(ref)
-    rows = [[key, json.dumps(meta[key], sort_keys=True)] for key in sorted(meta)]
-    _out(meta, as_json, ["field", "value"], rows)
+    """One version as a model card: aliases, lineage, metrics, params, files.
+
+    The params shown are those that differ from its parent (all of them without one); files
+    with their size and the first digits of their sha256.
+
+    Example: `registry show acoustic_LT-2_convae:v2` (or NAME@production, or NAME: the latest)"""
+    chain = _existing(store).lineage(ref)
+    if as_json:
+        typer.echo(json.dumps(chain[0], indent=2, sort_keys=True))
+        return
+    parent = chain[1] if len(chain) > 1 and not chain[1].get("missing") else None
+    typer.echo(card.model_card(chain[0], parent))
 
 
 @app.command()
@@ -146,7 +165,9 @@ def lineage(
     store: Store = None,
     as_json: Json = False,
 ) -> None:
-    """A version's ancestry: each version it was fine-tuned from, back to a full training."""
+    """A version's ancestry: each version it was fine-tuned from, back to a full training.
+
+    Example: `registry lineage acoustic_LT-2_convae@production`"""
     chain = _existing(store).lineage(ref)
     rows = [_lineage_row(m) for m in chain]
     _out(chain, as_json, ["version", "started from", "day", "created", "auc", "aliases"], rows)
@@ -171,8 +192,9 @@ def _lineage_row(meta: dict[str, Any]) -> list[Any]:
 def check(
     name: str, version: int, alias: Alias = "production", store: Store = None, as_json: Json = False
 ) -> None:
-    """What the gate would decide on promoting VERSION now (changes nothing); exit 1 if it
-    would refuse."""
+    """What the gate would decide on promoting VERSION now; exit 1 if it would refuse.
+
+    Changes nothing. Example: `registry check acoustic_LT-2_convae 3`"""
     result = _existing(store).check(name, version, alias)
     rows = [["passed" if result.passed else "refused", r] for r in result.reasons or ["-"]]
     rows += [["figure", f"{key} = {value}"] for key, value in result.figures.items()]
@@ -192,7 +214,9 @@ def promote(
     store: Store = None,
     as_json: Json = False,
 ) -> None:
-    """Point ALIAS at VERSION; to production only through the store's gate (or --force)."""
+    """Point ALIAS at VERSION; to production only through the store's gate (or --force).
+
+    Example: `registry promote acoustic_LT-2_convae 3 --reason "checked by hand"`"""
     record = Registry(store).promote(name, version, alias, reason, force)
     _out(record, as_json, MOVE_HEADER, [_move_row(record)])
 
@@ -207,8 +231,10 @@ def promote_experiment(
     store: Store = None,
     as_json: Json = False,
 ) -> None:
-    """Promote every model a DVC experiment registered, each through the gate; if the gate
-    refuses any, none moves."""
+    """Promote every model a DVC experiment registered, each through the gate.
+
+    If the gate refuses any, none moves. Example: `registry promote-experiment urban-dean`
+    (the name `dvc exp show` gives)"""
     records = Registry(store).promote_experiment(experiment, alias, reason, force, scope)
     _out(records, as_json, MOVE_HEADER, [_move_row(r) for r in records])
 
@@ -221,7 +247,9 @@ def rollback(
     store: Store = None,
     as_json: Json = False,
 ) -> None:
-    """Return ALIAS to the version that held it before (by history)."""
+    """Return ALIAS to the version that held it before (by history).
+
+    Example: `registry rollback acoustic_LT-2_convae --reason "misses bearing clicks"`"""
     record = Registry(store).rollback(name, alias, reason)
     _out(record, as_json, MOVE_HEADER, [_move_row(record)])
 
@@ -234,15 +262,19 @@ def retire(
     store: Store = None,
     as_json: Json = False,
 ) -> None:
-    """Take ALIAS off NAME (its device leaves the fleet); its versions stay in the store."""
+    """Take ALIAS off NAME (its device leaves the fleet); its versions stay in the store.
+
+    Example: `registry retire acoustic_LT-2_convae --reason "machine scrapped"`"""
     record = Registry(store).retire(name, alias, reason)
     _out(record, as_json, ["name", "alias", "retired"], [[name, alias, record["from_version"]]])
 
 
 @app.command()
 def history(name: str, store: Store = None, as_json: Json = False) -> None:
-    """Every event of a model, oldest first: registered, promoted (forced), refused, checked,
-    rolled back, retired, archived."""
+    """Every event of a model, oldest first, with the gate's verdicts.
+
+    Events: registered, promoted (forced), refused, checked, rolled back, retired, archived.
+    Example: `registry history acoustic_LT-2_convae`"""
     records = _existing(store).history(name)
     rows = [
         [
@@ -274,23 +306,25 @@ def _detail(record: dict[str, Any]) -> str:
 
 @app.command()
 def diff(name: str, v1: int, v2: int, store: Store = None, as_json: Json = False) -> None:
-    """Params and metrics of two versions side by side."""
+    """The params and metrics that differ between two versions, one row per key.
+
+    Example: `registry diff acoustic_LT-2_convae 1 2`"""
     result = _existing(store).diff(name, v1, v2)
-    rows = [
-        [section, key, a, b, "" if a == b else "*"]
-        for section, values in result.items()
-        for key, (a, b) in values.items()
-    ]
-    _out(result, as_json, ["section", "key", f"v{v1}", f"v{v2}", "differs"], rows)
+    rows = [[key, card.shown(a), card.shown(b)] for key, (a, b) in result.items()]
+    if as_json or rows:
+        _out(result, as_json, ["key", f"v{v1}", f"v{v2}"], rows)
+    else:
+        typer.echo(f"v{v1} and v{v2} have the same params and metrics")
 
 
 @app.command()
 def verify(
     name: Annotated[str | None, typer.Argument()] = None, store: Store = None, as_json: Json = False
 ) -> None:
-    """Check everything the store holds (artifacts, metadata, the index and versions.json
-    against the event log, stray files); list each disagreement with what repairs it; exit 1
-    if there is any."""
+    """Check everything the store holds; list each disagreement and what repairs it.
+
+    Artifacts and metadata against their digests, the index and versions.json against the
+    event log, stray files; exit 1 if anything disagrees. Example: `registry verify`"""
     problems = Registry(store).verify(name)
     if as_json:
         typer.echo(json.dumps(problems, indent=2))
@@ -305,7 +339,9 @@ def verify(
 
 @app.command()
 def policy(store: Store = None, as_json: Json = False) -> None:
-    """The store's promotion gate: metric floors and rollback factor, and who set them."""
+    """The store's promotion gate: metric floors and rollback factor, and who set them.
+
+    Example: `registry policy`"""
     found = Registry(store).policy()  # a missing store: the default it would start with
     rows = [[f"floor {metric}", value] for metric, value in found["floors"].items()]
     rows.append(["rollback factor", found["rollback_factor"]])
@@ -335,7 +371,9 @@ def set_policy(
     store: Store = None,
     as_json: Json = False,
 ) -> None:
-    """Change the store's promotion gate; what is not named stays. Recorded in the events."""
+    """Change the store's promotion gate; what is not named stays. Recorded in the events.
+
+    Example: `registry set-policy --floor auc=0.92 --reason "after the bearing incident"`"""
     record = Registry(store).set_policy(
         _floors(floor or []), drop_floor or [], rollback_factor, reason
     )
@@ -368,9 +406,10 @@ def export(
     store: Store = None,
     as_json: Json = False,
 ) -> None:
-    """Ship NAME@ALIAS (or every holder of ALIAS) to TO/{device}/, each in one atomic swap;
-    without NAME, bundles of devices that no longer hold ALIAS are taken out of service.
-    Only what the exporter wrote is ever replaced."""
+    """Ship NAME@ALIAS (or every holder of ALIAS) to TO/{device}/, each in one atomic swap.
+
+    Without NAME, bundles of devices that no longer hold ALIAS are taken out of service. Only
+    what the exporter wrote is ever replaced. Example: `registry export --to deploy/models`"""
     registry = _existing(store)
     if name is not None:
         target = registry.export(f"{name}@{alias}", to, keep_backups)
@@ -385,7 +424,9 @@ def export(
 
 @app.command()
 def reindex(store: Store = None, as_json: Json = False) -> None:
-    """Rebuild versions.json and the index from the store and events.jsonl."""
+    """Rebuild versions.json and the index from the store and events.jsonl.
+
+    Example: `registry reindex` (what `registry verify` says repairs an interrupted write)"""
     latest = Registry(store).reindex()
     typer.echo(json.dumps(latest, sort_keys=True) if as_json else f"reindexed {len(latest)} models")
 
@@ -399,8 +440,10 @@ def gc(
     store: Store = None,
     as_json: Json = False,
 ) -> None:
-    """Delete the files of old versions: all but the newest KEEP of each model, never a version
-    that an alias holds or ever held, nor the parent of a version that is kept."""
+    """Delete the files of old versions: all but the newest KEEP of each model.
+
+    Never a version that an alias holds or ever held, nor the parent of a version that is
+    kept. Example: `registry gc --keep 5 --dry-run`"""
     removed = Registry(store).gc(keep, dry_run)
     if as_json:
         typer.echo(json.dumps(removed))
@@ -425,13 +468,26 @@ def _load(path: Path | None) -> dict[str, Any] | None:
 
 
 def main() -> None:
-    """Entry point: a RegistryError becomes one line on stderr, exit status 1 (2 for usage)."""
-    try:
-        app()
+    """Entry point: an error becomes one line on stderr (JSON with --json), exit status 1
+    (2 for usage)."""
+    as_json = "--json" in sys.argv[1:]
+    try:  # with --json, typer's own usage errors come back here, to be shown as JSON
+        status = app(standalone_mode=not as_json)
+    except TyperException as exc:  # a missing argument, a bad option value
+        _fail("UsageError", exc.format_message(), exc.exit_code, as_json)
     except RegistryError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(2 if isinstance(exc, UsageError) else 1)
+        _fail(type(exc).__name__, str(exc), 2 if isinstance(exc, UsageError) else 1, as_json)
     except OSError as exc:  # a read-only store, a full disk, a folder where a file should be
         where = f"{exc.filename}: " if exc.filename else ""
-        typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
-        sys.exit(1)
+        _fail("OSError", f"{where}{exc.strerror or exc}", 1, as_json)
+    sys.exit(status or 0)
+
+
+def _fail(kind: str, message: str, status: int, as_json: bool) -> None:
+    """One line on stderr: `error: MESSAGE`, or with --json a JSON object of stable shape."""
+    if as_json:
+        error = {"type": kind, "message": message, "status": status}
+        typer.echo(json.dumps({"error": error}), err=True)
+    else:
+        typer.echo(f"error: {message}", err=True)
+    sys.exit(status)

@@ -125,6 +125,9 @@ class Index:
     def all_aliases(self) -> dict[tuple[str, str], int]:
         return {(n, a): v for n, a, v in self._rows("select name, alias, version from aliases", [])}
 
+    def names(self) -> list[str]:
+        return [row[0] for row in self._rows("select distinct name from versions", [])]
+
     def latest(self, name: str) -> int | None:
         return self._rows("select max(version) from versions where name = ?", [name])[0][0]
 

@@ -246,9 +246,10 @@ def test_history_and_diff(registry: Registry, art: Artifacts) -> None:
         ("promoted", 1),
     ]
     assert found[2]["reason"] == "first"
-    assert registry.diff(NAME, 1, 2) == {
-        "params": {"epochs": [None, 3], "lr": [0.1, 0.1]},
-        "metrics": {"auc": [0.9, 0.95], "f1": [0.5, None]},
+    assert registry.diff(NAME, 1, 2) == {  # one key per change, nothing unchanged
+        "metrics.auc": [0.9, 0.95],
+        "metrics.f1": [0.5, None],
+        "params.epochs": [None, 3],
     }
     with pytest.raises(NotFoundError):
         registry.history("acoustic_X-1_convae")

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import typer.main
 from typer.testing import CliRunner
 
 from registry import export
@@ -257,9 +258,77 @@ def test_show_refs(two_models: Path) -> None:
     assert ok_json("show", f"{NAME}:v1", "--store", two_models)["version"] == 1
     shown = ok_json("show", f"{NAME}@production", "--store", two_models)
     assert shown["version"] == 2 and shown["aliases"] == ["production"]
-    table = ok("show", f"{NAME}:v1", "--store", two_models)
-    assert table.splitlines()[0].split() == ["field", "value"]
-    assert any(line.startswith("version") and line.split()[1] == "1" for line in table.splitlines())
+
+
+def test_show_is_a_model_card_with_short_lines(store: Path, tmp_path: Path) -> None:
+    """Identity and aliases first, then lineage, metrics, params (those that differ from the
+    parent when there is one), the family's settings and the files with short digests."""
+    registry = Registry(store)
+    for tag, lr, parent in (("v1", 0.001, None), ("v2", 0.0003, 1)):
+        registry.register(
+            make_artifacts(tmp_path / "art" / tag, tag.encode()),
+            *(FAMILY, SCOPE, MODEL_TYPE),
+            metrics={"auc": 0.95},
+            params={"train": {"lr": lr}},
+            extra={"inference": {"rate": 16000}},
+            parent_version=parent,
+        )
+    ok("promote", NAME, "2", "--store", store)
+    card = ok("show", f"{NAME}@production", "--store", store)
+    lines = card.splitlines()
+    assert lines[0] == f"{NAME}:v2  (production)"
+    assert lines[1] == f"family {FAMILY}, device {SCOPE}, model type {MODEL_TYPE}"
+    sections = [
+        line for line in lines if line and not line.startswith((" ", NAME, "family", "registered"))
+    ]
+    assert sections == ["lineage", "metrics", "params that differ from v1", "settings", "files"]
+    assert ["started", "from", "v1", "(fine-tuned)"] in [line.split() for line in lines]
+    assert ["train.lr", "0.001", "->", "0.0003"] in [line.split() for line in lines]
+    assert ["inference.rate", "16000"] in [line.split() for line in lines]
+    model = Registry(store).get(f"{NAME}:v2")["artifacts"]["model"]
+    assert any(line.endswith(f"  {model['sha256'][:12]}") for line in lines)
+    assert max(map(len, lines)) < 100
+    first = ok("show", f"{NAME}:v1", "--store", store)
+    assert "params\n  train.lr  0.001" in first  # no parent: every param
+
+
+def test_a_mistyped_name_gets_a_suggestion_and_at_n_the_version_syntax(two_models: Path) -> None:
+    typo = NAME[:-2] + NAME[-1] + NAME[-2]  # the last two letters swapped
+    assert f"did you mean {NAME}?" in refused("show", typo, "--store", two_models)
+    assert f"did you mean {NAME}?" in refused("history", typo, "--store", two_models)
+    said = refused("show", f"{NAME}@4", "--store", two_models)
+    assert said == f"{NAME} has no alias '4' (version 4 is written {NAME}:v4)"
+    far = refused("show", "toy_ZZ-9_other", "--store", two_models)
+    assert "(`registry list` shows them)" in far
+
+
+@pytest.mark.parametrize(
+    ("args", "kind", "status"),
+    [
+        (["show", "toy_LT-2_convea"], "NotFoundError", 1),
+        (["show"], "UsageError", 2),
+        (["gc", "--keep", "0"], "UsageError", 2),
+        (["promote", NAME, "2", "--force"], "UsageError", 2),
+    ],
+)
+def test_with_json_an_error_is_one_json_line_on_stderr(
+    two_models: Path, args: list[str], kind: str, status: int
+) -> None:
+    result = run_main(*args, "--store", two_models, "--json")
+    assert result.returncode == status and result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    error = json.loads(line)["error"]
+    assert sorted(error) == ["message", "status", "type"]
+    assert (error["type"], error["status"]) == (kind, status) and error["message"]
+
+
+def test_every_command_says_what_it_does_with_an_example() -> None:
+    command = typer.main.get_command(app)
+    for name, sub in command.commands.items():
+        summary, *rest = (sub.help or "").split("\n\n")
+        assert "\n" not in summary and len(summary) < 100, name
+        assert "Example: `registry " in " ".join(rest), name
+    assert not (command.help or "").startswith("`registry`: the command line")
 
 
 def test_store_from_env_and_option_precedence(two_models: Path, tmp_path: Path) -> None:
@@ -288,13 +357,12 @@ def test_history_and_diff(store: Path, tmp_path: Path) -> None:
     assert table[0].split() == ["time", "event", "version", "alias", "from", "actor", "detail"]
     last = ["promoted", "1", "production", "-", "cli-tester", "first", "one"]
     assert table[-1].split()[1:] == last
-    assert ok_json("diff", NAME, "1", "2", "--store", store) == {
-        "params": {},
-        "metrics": {"auc": [0.9, 0.95]},
-    }
+    assert ok_json("diff", NAME, "1", "2", "--store", store) == {"metrics.auc": [0.9, 0.95]}
     diff_table = ok("diff", NAME, "1", "2", "--store", store).splitlines()
-    assert diff_table[0].split() == ["section", "key", "v1", "v2", "differs"]
-    assert diff_table[2].split() == ["metrics", "auc", "0.9", "0.95", "*"]
+    assert diff_table[0].split() == ["key", "v1", "v2"]
+    assert diff_table[2:] == ["metrics.auc  0.9  0.95"]
+    same = ok("diff", NAME, "1", "1", "--store", store)
+    assert same == "v1 and v1 have the same params and metrics\n"
 
 
 # ================================================================== promote / rollback
