@@ -114,24 +114,43 @@ def score(
     clips: Annotated[list[Path], typer.Argument(help="audio files to score")],
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Score clips with a deployed bundle: clip -> score, threshold, verdict."""
+    """Score clips with a deployed bundle: clip -> score, threshold, verdict.
+
+    Says which device and model the bundle is, and warns about a clip unlike the ones the
+    model was trained on (sample rate, channels, duration) or under another device's folder."""
     from pipelines.acoustic.bundle import load_bundle, score_file
     from pipelines.errors import IntegrityError
+    from registry.naming import is_device_code
 
     try:
         bundle = load_bundle(bundle_dir)
     except (IntegrityError, KeyError, OSError) as exc:
         typer.echo(f"error: {bundle_dir}: cannot load the bundle: {exc}", err=True)
         raise typer.Exit(2) from exc
-    verdicts = [score_file(bundle, clip) for clip in clips]
+    # the other devices deployed beside it: a clip under a folder of that name is flagged
+    beside = Path(bundle_dir).absolute().parent.iterdir()
+    others = frozenset(p.name for p in beside if p.is_dir() and is_device_code(p.name))
+    verdicts = [score_file(bundle, clip, others) for clip in clips]
+    model = bundle.model or "a candidate bundle (not exported by the registry)"
     if as_json:
-        typer.echo(json.dumps([asdict(v) for v in verdicts], indent=2))
+        found = [asdict(v) | {"device": bundle.device, "model": bundle.model} for v in verdicts]
+        typer.echo(json.dumps(found, indent=2))
     else:
+        typer.echo(f"device {bundle.device}: {model}", err=True)
         rows = [
-            [v.file, _cell("{:.5f}", v.score), f"{v.threshold:.5f}", _verdict(v.anomalous, v.error)]
+            [
+                v.file,
+                _cell("{:.5f}", v.score),
+                f"{v.threshold:.5f}",
+                _verdict(v.anomalous, v.error),
+                "; ".join(v.warnings),
+            ]
             for v in verdicts
         ]
-        typer.echo(render(["clip", "score", "threshold", "verdict"], rows))
+        typer.echo(render(["clip", "score", "threshold", "verdict", "warning"], rows))
+    for v in verdicts:
+        for warning in v.warnings:
+            typer.echo(f"warning: {v.file}: {warning}", err=True)
     if any(v.error for v in verdicts):
         raise typer.Exit(1)
 

@@ -6,7 +6,9 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 from typer.testing import CliRunner
 
 from pipelines.acoustic import evaluation
@@ -84,3 +86,35 @@ def test_score_refuses_a_tampered_bundle(tiny: tiny_fleet.TinyFleet, tmp_path: P
     result = runner.invoke(app, ["score", str(folder), str(clip)])
     assert result.exit_code == 2
     assert "cannot load the bundle" in result.output and "global_scale.npy" in result.output
+
+
+def test_score_names_the_bundles_device_and_warns_about_unlike_clips(
+    tiny: tiny_fleet.TinyFleet, tmp_path: Path
+) -> None:
+    """A clip recorded otherwise than the training clips (rate, channels, length), or kept
+    under another device's folder, is scored but flagged: its score says little."""
+    clip = next((tiny.data / "A-1" / "test" / "normal").iterdir())
+    y, rate = sf.read(clip, dtype="float32")
+    odd = {
+        "stereo.wav": (np.stack([y, y], axis=1), rate),
+        "fast.wav": (np.interp(np.arange(0, len(y), 0.5), np.arange(len(y)), y), rate * 2),
+        "long.wav": (np.tile(y, 12), rate),
+    }
+    for name, (samples, sr) in odd.items():
+        sf.write(tmp_path / name, samples, sr)
+    (tmp_path / "B-2").mkdir()
+    shutil.copyfile(clip, tmp_path / "B-2" / "clip.wav")
+    files = [tmp_path / name for name in odd] + [tmp_path / "B-2" / "clip.wav", clip]
+    result = runner.invoke(app, ["score", str(tiny.deploy / "A-1"), *map(str, files)])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines()[0].startswith("device A-1: ")
+    warned = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warned) == 4, result.stderr
+    assert "stereo.wav: 2 channel(s); trained on 1" in warned[0]
+    assert f"fast.wav: recorded at {rate * 2} Hz; trained on {rate} Hz" in warned[1]
+    assert "long.wav: " in warned[2] and "s long; trained on clips of" in warned[2]
+    assert "under a folder named B-2, another device; this bundle is A-1's" in warned[3]
+    shown = json.loads(
+        runner.invoke(app, ["score", str(tiny.deploy / "A-1"), str(files[0]), "--json"]).stdout
+    )
+    assert shown[0]["device"] == "A-1" and shown[0]["warnings"] == [warned[0].split(": ", 2)[2]]

@@ -80,6 +80,7 @@ def write_bundle(device: str, trained: Path, evaluated: dict, inp: DeployInput, 
         "sample_rate": inp.params.data.sample_rate,
         "features": as_dict(inp.params.features),
         "architecture": summary["architecture"],
+        "recordings": summary.get("recordings"),
         "sha256": {name: sha256_file(out / name) for name in files},
     }
     fleet.write_json(out / MANIFEST, manifest)
@@ -93,6 +94,8 @@ class Bundle:
     threshold: float
     features: FeatureParams
     sample_rate: int
+    model: str  # NAME:vN as exported by the registry ("" for a candidate's bundle)
+    recordings: dict[str, list[float]] | None  # what it was trained on (data.formats)
 
 
 def load_bundle(folder: Path) -> Bundle:
@@ -123,6 +126,8 @@ def load_bundle(folder: Path) -> Bundle:
         threshold=float(threshold),
         features=FeatureParams(**manifest["features"]),
         sample_rate=int(manifest["sample_rate"]),
+        model=manifest.get("model", ""),
+        recordings=manifest.get("recordings"),
     )
 
 
@@ -133,12 +138,15 @@ class Verdict:
     threshold: float
     anomalous: bool | None
     error: str = ""
+    warnings: tuple[str, ...] = ()  # how the clip differs from what the model was trained on
 
 
-def score_file(bundle: Bundle, path: Path) -> Verdict:
-    """Score one clip: the mean of its windows' scores against the threshold."""
+def score_file(bundle: Bundle, path: Path, others: frozenset[str] = frozenset()) -> Verdict:
+    """Score one clip: the mean of its windows' scores against the threshold. `others`:
+    the other devices of the fleet (a clip under a folder of that name is flagged)."""
     try:
         y = data.decode(path.read_bytes(), path, bundle.sample_rate)
+        recorded = data.recording(path)
     except (OSError, ClipError) as exc:
         return Verdict(str(path), None, bundle.threshold, None, getattr(exc, "reason", str(exc)))
     windows = features.log_mel_windows(y, bundle.sample_rate, bundle.features)
@@ -146,7 +154,35 @@ def score_file(bundle: Bundle, path: Path) -> Verdict:
         reason = f"too short: need at least {bundle.features.window_sec} s"
         return Verdict(str(path), None, bundle.threshold, None, reason)
     score = float(bundle.detector.scores(features.apply_scale(windows, bundle.scale)).mean())
-    return Verdict(str(path), score, bundle.threshold, score > bundle.threshold)
+    seconds = len(y) / bundle.sample_rate
+    warnings = unlike_training(bundle, recorded, seconds) + _other_device(bundle, path, others)
+    return Verdict(str(path), score, bundle.threshold, score > bundle.threshold, "", warnings)
+
+
+def unlike_training(bundle: Bundle, recorded: data.Recording, seconds: float) -> tuple[str, ...]:
+    """How a clip differs from the clips the bundle's model was trained on: a score of such
+    a clip is no verdict on the machine."""
+    seen = bundle.recordings
+    if not seen:
+        return ()
+    found = []
+    if seen["sample_rates"] and recorded.sample_rate not in seen["sample_rates"]:
+        rates = "/".join(f"{r:g}" for r in seen["sample_rates"])
+        found.append(f"recorded at {recorded.sample_rate} Hz; trained on {rates} Hz")
+    if seen["channels"] and recorded.channels not in seen["channels"]:
+        counts = "/".join(f"{c:g}" for c in seen["channels"])
+        found.append(f"{recorded.channels} channel(s); trained on {counts}")
+    if seen["seconds"] and not seen["seconds"][0] * 0.5 <= seconds <= seen["seconds"][1] * 2:
+        low, high = seen["seconds"]
+        found.append(f"{seconds:.1f} s long; trained on clips of {low:.1f}-{high:.1f} s")
+    return tuple(found)
+
+
+def _other_device(bundle: Bundle, path: Path, others: frozenset[str]) -> tuple[str, ...]:
+    named = [part for part in path.parts if part in others and part != bundle.device]
+    if not named:
+        return ()
+    return (f"under a folder named {named[-1]}, another device; this bundle is {bundle.device}'s",)
 
 
 def _replay(bundle_dir: Path, inp: DeployInput) -> dict[str, Any]:

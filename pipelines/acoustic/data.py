@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import soundfile as sf
@@ -214,6 +214,34 @@ def read_blocks(path: Path, sample_rate: int, block: int | None = None) -> Itera
     except OSError as exc:
         raise ClipError(path, cannot_read(exc)) from exc
     yield from _blocks(str(path), size, path, sample_rate, block or BLOCK)
+
+
+@dataclass(frozen=True)
+class Recording:
+    """How a clip was recorded, before it is resampled and downmixed."""
+
+    sample_rate: int
+    channels: int
+
+
+def recording(path: Path) -> Recording:
+    """The clip's own sample rate and channel count, from its header; ClipError if unreadable."""
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as exc:
+        raise ClipError(path, f"cannot decode audio ({exc})") from exc
+    return Recording(int(info.samplerate), int(info.channels))
+
+
+def formats(clips: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """What a set of clips (index entries with sample_rate, channels, seconds) was recorded
+    as: each sample rate and channel count seen, and the range of durations."""
+    seconds = [c["seconds"] for c in clips if "seconds" in c]
+    return {
+        "sample_rates": sorted({c["sample_rate"] for c in clips if "sample_rate" in c}),
+        "channels": sorted({c["channels"] for c in clips if "channels" in c}),
+        "seconds": [min(seconds), max(seconds)] if seconds else [],
+    }
 
 
 def decode(data: bytes, path: Path, sample_rate: int) -> np.ndarray:

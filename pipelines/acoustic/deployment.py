@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from pipelines import fleet, parents
-from pipelines.acoustic import bundle, detectors
+from pipelines.acoustic import bundle, detectors, family
 from pipelines.acoustic.extraction import load_device
 from pipelines.params import Params, as_dict
 from registry.api import Registry
@@ -149,7 +149,8 @@ def evaluation_windows(features_dir: Path, limit: int) -> np.ndarray:
 def _inference(work: Path) -> dict[str, Any]:
     """What a bundle needs besides its files: kept in the registry, written back on export."""
     manifest = fleet.read_json(work / bundle.MANIFEST)
-    return {key: manifest[key] for key in ("sample_rate", "features", "architecture")}
+    keys = (*family.INFERENCE, *family.OPTIONAL)
+    return {key: manifest[key] for key in keys if manifest.get(key) is not None}
 
 
 def production(params: Params, target: Path) -> dict[str, dict[str, Any]]:

@@ -52,6 +52,7 @@ class Clip:
     windows: np.ndarray
     rms: float
     seconds: float
+    recorded: data.Recording  # its own sample rate and channels, before resampling
 
 
 def discover(root: Path, params: Params) -> data.Found:
@@ -198,7 +199,8 @@ def _clip(path: Path, role: str, inp: ExtractInput) -> Clip:
         raise ClipError(
             path, f"too short: {found.seconds:.2f} s, need at least {p.features.window_sec} s"
         )
-    return Clip(_rel(path, inp.root), role, found.windows, found.rms, found.seconds)
+    recorded = data.recording(path)
+    return Clip(_rel(path, inp.root), role, found.windows, found.rms, found.seconds, recorded)
 
 
 def sample(clips: list[Clip], hours: float, seed: list[int]) -> list[Clip]:
@@ -221,6 +223,9 @@ def _clip_entry(clip: Clip, inp: ExtractInput) -> dict[str, Any]:
         "role": clip.role,
         "sha256": inp.digests[clip.file],
         "windows": len(clip.windows),
+        "seconds": round(clip.seconds, 3),
+        "sample_rate": clip.recorded.sample_rate,
+        "channels": clip.recorded.channels,
     }
 
 

@@ -21,6 +21,7 @@ from registry.families import Version
 from registry.loading import state_dict
 
 INFERENCE = ("sample_rate", "features", "architecture")
+OPTIONAL = ("recordings",)  # what the clips it was trained on were (versions since 2026-11)
 
 
 def bundle(version: Version) -> tuple[dict[str, str], dict[str, Any]]:
@@ -34,7 +35,9 @@ def bundle(version: Version) -> tuple[dict[str, str], dict[str, Any]]:
         layout.SCALE: "scale",
         layout.threshold_file(device): "threshold",
     }
-    return files, {"device": device} | {key: _inference(version)[key] for key in INFERENCE}
+    inference = _inference(version)
+    settings = {key: inference[key] for key in (*INFERENCE, *OPTIONAL) if key in inference}
+    return files, {"device": device} | settings
 
 
 def compare(candidate: Version, holder: Version) -> tuple[float, float]:

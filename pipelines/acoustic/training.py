@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from pipelines import engine, fleet, parents
-from pipelines.acoustic import detectors, family, features, model
+from pipelines.acoustic import data, detectors, family, features, model
 from pipelines.acoustic.extraction import load_device
 from pipelines.errors import DeviceError, DeviceSkipped, ParamError
 from pipelines.params import Params, TrainParams, as_dict
@@ -152,6 +152,7 @@ def build(job: fleet.Job, work: Path) -> dict[str, Any]:
         "model_sha256": sha,
         "architecture": fitted.architecture,
         "start": inp.start.as_dict(),
+        "recordings": data.formats(index["train_clips"]),  # what fleet score checks clips against
         "novel_clips": [index["train_clips"][i]["file"] for i in novel],
     }
 
