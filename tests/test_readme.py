@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 from pathlib import Path
 
 import pytest
 
+from pipelines.params import edit_params
 from registry.api import Registry
 from tests.pipeline_repo import PROJECT, TINY, make_repo, merge, run
 
@@ -16,12 +18,14 @@ pytestmark = pytest.mark.e2e
 SECTIONS = ("## The lifecycle", "## The model registry", "## Detectors")
 
 
-def readme_commands(section: str) -> list[list[str]]:
-    """The commands of the first fenced block under `section`, comments dropped."""
+def readme_commands(section: str, block: int = 0) -> list[list[str]]:
+    """The commands of the fenced block number `block` under `section`, comments dropped."""
     text = (PROJECT / "README.md").read_text()
-    block = re.search(re.escape(section) + r".*?\n```\n(.*?)```", text, re.S)
-    assert block, f"README has no code block under {section!r}"
-    return [words for line in block[1].splitlines() if (words := shlex.split(line, comments=True))]
+    body = re.search(re.escape(section) + r"\n(.*?)(?:\n## |\Z)", text, re.S)
+    blocks = re.findall(r"\n```\n(.*?)```", body[1], re.S) if body else []
+    assert len(blocks) > block, f"README has no code block {block} under {section!r}"
+    lines = blocks[block].splitlines()
+    return [words for line in lines if (words := shlex.split(line, comments=True))]
 
 
 def test_the_readme_examples_work_as_written(tmp_path: Path) -> None:
@@ -57,3 +61,19 @@ def test_the_daily_loop_examples_work_as_written(tmp_path: Path) -> None:
     assert (latest["version"], latest["lineage"]["parent_version"]) == (2, 1)
     checked = [e for e in store.history("acoustic_LT-2_convae") if e["type"] == "checked"]
     assert checked and checked[-1]["experiment"] and checked[-1]["to_version"] == 2
+
+
+def test_your_own_fleet_commands_work_as_written(tmp_path: Path) -> None:
+    """The second block of "Your own fleet" (the first is the folder layout), on a fleet
+    generated where a user's folder would be."""
+    repo = make_repo(tmp_path / "repo", TINY)
+    run(repo, "dvc", "repro", "generate")
+    fleet = tmp_path / "my-fleet"
+    shutil.copytree(repo / "data" / "demo", fleet)
+    edit_params(repo / "params.yaml", {"data": {"root": str(fleet)}})  # as the README says
+    commands = readme_commands("## Your own fleet", block=1)
+    for words in commands:
+        run(repo, *words)
+    assert commands[0] == ["dvc", "repro"]
+    assert len(Registry(repo / "model_store").list(alias="production")) == 2
+    assert "fleet trained" in run(repo, "git", "log", "--oneline").stdout
