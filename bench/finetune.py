@@ -23,12 +23,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from pipelines.acoustic import evaluation
 from tests.pipeline_repo import make_repo, run
 
 
 def measure(repo: Path) -> dict[str, dict[str, Any]]:
     train = json.loads((repo / "reports/train.json").read_text())["devices"]
-    metrics = json.loads((repo / "eval/metrics.json").read_text())
+    metrics = evaluation.read_devices(repo / "eval/plots")
     return {
         device: {
             "seconds": entry["seconds"],

@@ -1,9 +1,10 @@
 """`fleet`: look at a pipeline run and use what it deployed.
 
-fleet table [--metrics eval/metrics.json] [--json]   per-device results of the last run
-fleet status [--json]                                what runs where, and every disagreement
-fleet score BUNDLE_DIR CLIP... [--json]              score audio with a deployed bundle
-fleet daily [--day YYYYMMDD | --days-ago N]         the daily job: fine-tune, gate, promote
+fleet table [--evaluation eval] [--json]        per-device results of the last run
+fleet compare RUN_A RUN_B [--json]              per-device AUC and pAUC of two runs
+fleet status [--json]                           what runs where, and every disagreement
+fleet score BUNDLE_DIR CLIP... [--json]         score audio with a deployed bundle
+fleet daily [--day YYYYMMDD | --days-ago N]     the daily job: fine-tune, gate, promote
 """
 
 from __future__ import annotations
@@ -33,40 +34,73 @@ COLUMNS = (
 
 @app.command()
 def table(
-    metrics: Annotated[Path, typer.Option(help="metrics file of the evaluate stage")] = Path(
-        "eval/metrics.json"
-    ),
+    evaluation: Annotated[Path, typer.Option(help="the evaluate stage's folder")] = Path("eval"),
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Per-device table: windows, epochs run, validation loss, threshold, AUC, pAUC, F1."""
+    from pipelines.acoustic.evaluation import read_devices
+
     try:
-        data = json.loads(metrics.read_text())
+        devices = read_devices(evaluation / "plots")
+        figures = json.loads((evaluation / "metrics.json").read_text())
     except (OSError, ValueError) as exc:
         raise typer.BadParameter(
-            f"{metrics}: cannot read metrics ({exc}); run `dvc repro`"
+            f"{evaluation}: cannot read metrics ({exc}); run `dvc repro`"
         ) from exc
-    fleet_summary = data.pop("_fleet", {})
     if as_json:
-        typer.echo(json.dumps({"fleet": fleet_summary, "devices": data}, indent=2))
+        typer.echo(json.dumps({"fleet": figures, "devices": devices}, indent=2))
         return
-    rows = [
-        [_cell(fmt, {"device": d, **m}.get(key)) for key, _, fmt in COLUMNS]
-        for d, m in data.items()
-    ]
+    rows = [[_cell(fmt, m.get(key)) for key, _, fmt in COLUMNS] for m in devices.values()]
     typer.echo(render([title for _, title, _ in COLUMNS], rows))
-    if "mean_auc" in fleet_summary:
+    if figures.get("auc_mean") is not None:
         typer.echo(
-            f"\n{fleet_summary['devices']} devices, mean AUC {fleet_summary['mean_auc']:.3f}, "
-            f"min AUC {fleet_summary['min_auc']:.3f}"
+            f"\n{figures['devices']} devices, mean AUC {figures['auc_mean']:.3f}, "
+            f"min AUC {figures['auc_min']:.3f}"
         )
+
+
+@app.command()
+def compare(
+    first: Annotated[str, typer.Argument(help="an experiment, a git revision or `workspace`")],
+    second: Annotated[str, typer.Argument(help="the same, to compare with FIRST")],
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Per-device AUC and pAUC of two runs side by side, with the change, worst first.
+
+    Example: `fleet compare workspace urban-dean` (names from `dvc exp show`)"""
+    from pipelines import compare as runs
+    from pipelines.errors import DataError
+
+    try:
+        rows = runs.compare(runs.per_device(first), runs.per_device(second))
+    except DataError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    rows.sort(key=lambda r: (r["auc_change"] is None, r["auc_change"] or 0.0))
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    columns = [
+        (f"{k}_{s}", f"{name} {t}")
+        for k, name in (("auc", "AUC"), ("pauc", "pAUC"))
+        for s, t in (("a", first), ("b", second), ("change", "change"))
+    ]
+    table = [
+        [
+            r["device"],
+            *(_cell("{:+.3f}" if k.endswith("change") else "{:.3f}", r[k]) for k, _ in columns),
+        ]
+        for r in rows
+    ]
+    typer.echo(render(["device", *(title for _, title in columns)], table))
 
 
 @app.command()
 def status(
     params: Annotated[Path, typer.Option(help="the pipeline's params file")] = Path("params.yaml"),
     deploy: Annotated[Path, typer.Option(help="the deploy folder")] = Path("deploy/models"),
-    metrics: Annotated[Path, typer.Option(help="metrics of the last evaluation")] = Path(
-        "eval/metrics.json"
+    devices: Annotated[Path, typer.Option(help="per-device figures of the last evaluation")] = Path(
+        "eval/plots/devices.json"
     ),
     reports: Annotated[Path, typer.Option(help="the stages' reports")] = Path("reports"),
     store: Annotated[Path | None, typer.Option(help="the model store folder")] = None,
@@ -83,7 +117,7 @@ def status(
     try:
         p = load_params(params)
         found = fleet_status(
-            Sources(Registry(store), p.deploy.family, Path(p.data.root), deploy, metrics, reports)
+            Sources(Registry(store), p.deploy.family, Path(p.data.root), deploy, devices, reports)
         )
     except (ParamError, RegistryError) as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -42,7 +42,7 @@ class Sources:
     family: str
     data_root: Path
     deploy: Path
-    metrics: Path
+    devices: Path  # the evaluate stage's per-device figures (eval/plots/devices.json)
     reports: Path
 
 
@@ -52,7 +52,7 @@ def fleet_status(src: Sources) -> list[DeviceStatus]:
         if meta["family"] == src.family:
             versions.setdefault(meta["scope"], []).append(meta)
     in_data = _data_devices(src.data_root)
-    metrics = _read(src.metrics)
+    metrics = _per_device(src.devices)
     failures = _failures(src.reports)
     since = _production_since(src.registry.history())
     found = []
@@ -135,6 +135,14 @@ def _failures(reports: Path) -> dict[str, tuple[str, str]]:
             if status in ("failed", "skipped") and device not in found:
                 found[device] = (status, f"{stage} {status}: {entry.get('error', '')}")
     return found
+
+
+def _per_device(path: Path) -> dict[str, dict[str, Any]]:
+    try:
+        rows = json.loads(path.read_text())
+        return {row["device"]: row for row in rows}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 python -m stages.deploy MODELS_DIR EVAL_DIR FEATURES_DIR DATA_ROOT OUT_DIR [--params params.yaml]
 
 Writes OUT_DIR/candidates/{device}/ (the candidate's bundle, which must reproduce the
-evaluation's scores from raw audio before it is registered). In a plain run (not a DVC
+evaluation's scores from raw audio before it is registered) and OUT_DIR/metrics.json (the
+gate's verdicts counted over the fleet). In a plain run (not a DVC
 experiment) OUT_DIR/models/ is then made to hold the registry's production versions, one
 bundle per device. Prints one line per device: what was registered, what the gate decided.
 """
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         candidates = args.out / "candidates"
         built = fleet.run_stage(candidates, jobs, deployment.build, p.fleet.workers, "deploy")
         production.update(deployment.production(p, args.out / "models"))
+        fleet.write_json(args.out / "metrics.json", deployment.decision_counts(built))
         return built
 
     def describe(report: dict[str, Any]) -> list[tuple[str, str]]:

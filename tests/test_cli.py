@@ -31,7 +31,7 @@ def metrics(tiny: tiny_fleet.TinyFleet) -> Path:
 
 
 def test_table_lists_every_device(metrics: Path) -> None:
-    result = runner.invoke(app, ["table", "--metrics", str(metrics)])
+    result = runner.invoke(app, ["table", "--evaluation", str(metrics.parent)])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0].split() == [
@@ -50,13 +50,13 @@ def test_table_lists_every_device(metrics: Path) -> None:
 
 
 def test_table_json(metrics: Path) -> None:
-    result = runner.invoke(app, ["table", "--metrics", str(metrics), "--json"])
+    result = runner.invoke(app, ["table", "--evaluation", str(metrics.parent), "--json"])
     data = json.loads(result.output)
     assert set(data["devices"]) == {"A-1", "B-2"} and data["fleet"]["devices"] == 2
 
 
 def test_table_without_a_run_says_what_to_do(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["table", "--metrics", str(tmp_path / "none.json")])
+    result = runner.invoke(app, ["table", "--evaluation", str(tmp_path / "none")])
     assert result.exit_code != 0 and "dvc repro" in result.output
 
 

@@ -37,10 +37,16 @@ def test_fleet_outputs_gather_every_device(tiny: tiny_fleet.TinyFleet, tmp_path:
     metrics = evaluation.write_fleet_outputs(
         tiny.evaluation, tmp_path / "metrics.json", tmp_path / "plots"
     )
-    written = json.loads((tmp_path / "metrics.json").read_text())
-    assert set(written) == {"_fleet", "A-1", "B-2"}
-    assert written["_fleet"]["min_auc"] == min(m["auc"] for m in metrics.values())
-    assert set(written["A-1"]) == set(evaluation.METRICS)
+    written = json.loads((tmp_path / "metrics.json").read_text())  # `dvc exp show`: the fleet
+    assert written["auc_min"] == min(m["auc"] for m in metrics.values())
+    assert written["auc_mean"] == pytest.approx(sum(m["auc"] for m in metrics.values()) / 2)
+    assert (written["devices"], written["devices_with_auc"]) == (2, 2)
+    assert set(written) == {"devices", "devices_with_auc"} | {
+        f"{k}_{s}" for k in ("auc", "pauc") for s in ("mean", "min")
+    } | {"f1_mean"}
+    devices = evaluation.read_devices(tmp_path / "plots")
+    assert list(devices) == ["A-1", "B-2"]
+    assert set(devices["A-1"]) == {"device", *evaluation.METRICS}
     for name in evaluation.PLOTS:
         assert sorted(p.name for p in (tmp_path / "plots" / name).iterdir()) == [
             "A-1.json",

@@ -35,7 +35,7 @@ def test_every_disagreement_is_flagged(tmp_path: Path) -> None:
     (tmp_path / "reports").mkdir()
     failed = {"devices": {"FAN-7": {"status": "failed", "error": "no usable clip"}}}
     (tmp_path / "reports" / "extract.json").write_text(json.dumps(failed))
-    (tmp_path / "metrics.json").write_text(json.dumps({"_fleet": {}, "LT-2": {"auc": 0.91}}))
+    (tmp_path / "devices.json").write_text(json.dumps([{"device": "LT-2", "auc": 0.91}]))
 
     rows = fleet_status(
         Sources(
@@ -43,7 +43,7 @@ def test_every_disagreement_is_flagged(tmp_path: Path) -> None:
             FAMILY,
             tmp_path / "data",
             deploy,
-            tmp_path / "metrics.json",
+            tmp_path / "devices.json",
             tmp_path / "reports",
         )
     )

@@ -179,6 +179,23 @@ def fleet_degraded(devices: dict[str, dict[str, Any]]) -> bool:
     return bool(actions) and all(action == "refused" for action in actions)
 
 
+def decision_counts(outcomes: dict[str, fleet.Outcome]) -> dict[str, int]:
+    """The run's gate verdicts counted over the fleet (the deploy stage's DVC metrics, a
+    column each in `dvc exp show` whatever the fleet's size); an experiment's are what the
+    gate would decide."""
+    decisions = [o.summary["decision"] for o in outcomes.values() if o.summary.get("decision")]
+    passed = [d for d in decisions if d["action"] == "promoted" or d.get("passed") is True]
+    refused = [d for d in decisions if d["action"] == "refused" or d.get("passed") is False]
+    floors = [d for d in refused if any("below the floor" in r for r in d.get("reasons", []))]
+    return {
+        "gate_passed": len(passed),
+        "gate_refused": len(refused),
+        "promoted": sum(1 for d in decisions if d["action"] == "promoted"),
+        "below_floor": len(floors),
+        "failed": sum(1 for o in outcomes.values() if o.status == "failed"),
+    }
+
+
 def describe(
     devices: dict[str, dict[str, Any]], production: dict[str, dict[str, Any]]
 ) -> list[tuple[str, str]]:

@@ -94,13 +94,17 @@ def build(job: fleet.Job, work: Path) -> dict[str, Any]:
     return result
 
 
-# Per-device metrics shown by `dvc exp show`; "_fleet" cannot clash with a device code.
+# Per-device figures, in eval/plots/devices.json: a table a person reads (`fleet table`) and
+# compares across experiments (`fleet compare`, `dvc plots diff`). `dvc exp show` gets the
+# fleet's figures only (eval/metrics.json), so its columns do not grow with the fleet.
 METRICS = ("auc", "pauc", "precision", "recall", "f1", "threshold", "val_loss", "epochs", "windows")
 PLOTS = ("roc", "histogram")
+DEVICES = "devices.json"
 
 
 def write_fleet_outputs(devices_dir: Path, metrics_path: Path, plots_dir: Path) -> dict[str, Any]:
-    """Gather every evaluated device into one metrics file and per-device plot files."""
+    """Every evaluated device's metrics into plots_dir/devices.json and its plot files; the
+    fleet's figures into `metrics_path`."""
     metrics: dict[str, Any] = {}
     shutil.rmtree(plots_dir, ignore_errors=True)
     for name in PLOTS:
@@ -112,10 +116,24 @@ def write_fleet_outputs(devices_dir: Path, metrics_path: Path, plots_dir: Path) 
             source = devices_dir / device / f"{name}.json"
             if source.is_file():
                 shutil.copyfile(source, plots_dir / name / f"{device}.json")
-    aucs = [m["auc"] for m in metrics.values() if "auc" in m]
-    summary = {"devices": len(metrics), "devices_with_auc": len(aucs)}
-    if aucs:
-        summary |= {"mean_auc": float(np.mean(aucs)), "min_auc": float(np.min(aucs))}
+    fleet.write_json(plots_dir / DEVICES, [{"device": d} | m for d, m in metrics.items()])
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
-    fleet.write_json(metrics_path, {"_fleet": summary, **metrics})
+    fleet.write_json(metrics_path, fleet_figures(metrics))
     return metrics
+
+
+def fleet_figures(metrics: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The fleet's mean and worst AUC and pAUC, mean F1, over the devices that have them."""
+    found: dict[str, Any] = {"devices": len(metrics)}
+    for key in ("auc", "pauc", "f1"):
+        values = [m[key] for m in metrics.values() if m.get(key) is not None]
+        found[f"{key}_mean"] = float(np.mean(values)) if values else None
+        if key != "f1":
+            found[f"{key}_min"] = float(np.min(values)) if values else None
+    found["devices_with_auc"] = sum(1 for m in metrics.values() if m.get("auc") is not None)
+    return found
+
+
+def read_devices(plots_dir: Path) -> dict[str, dict[str, Any]]:
+    """Device -> metrics, as `write_fleet_outputs` left them in plots_dir/devices.json."""
+    return {row["device"]: row for row in fleet.read_json(plots_dir / DEVICES)}
