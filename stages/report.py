@@ -1,0 +1,48 @@
+"""DVC stage: the run's evaluations, loss curves, deploy decisions and registry -> one HTML page.
+
+    python -m stages.report EVAL_DEVICES MODELS_DIR DEPLOY_REPORT OUT_HTML [--params params.yaml]
+
+The page needs no network (inline CSS and SVG): open OUT_HTML in any browser. It reads the
+registry (the store of `registry.store.locate`) and changes nothing in it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from pipelines import fleet as fleet_module
+from pipelines import report
+from pipelines.errors import ParamError
+from pipelines.params import load_params
+from registry.api import Registry
+from registry.errors import RegistryError
+
+log = logging.getLogger("stage")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    for name in ("evaluation", "models", "deploy_report", "out"):
+        parser.add_argument(name, type=Path)
+    parser.add_argument("--params", default="params.yaml", help="the params file")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=fleet_module.LOG_FORMAT)
+    try:
+        family = load_params(args.params).deploy.family
+        fleet = report.gather(args.evaluation, args.models, args.deploy_report, Registry(), family)
+    except (ParamError, RegistryError) as exc:
+        log.error("report: %s", exc)
+        return 1
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report.render(fleet), encoding="utf-8")
+    log.info("report: %d devices -> %s", len(fleet.devices), args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
