@@ -21,7 +21,7 @@ SECTIONS = ("## The lifecycle", "## The model registry", "## Detectors")
 def readme_commands(section: str, block: int = 0) -> list[list[str]]:
     """The commands of the fenced block number `block` under `section`, comments dropped."""
     text = (PROJECT / "README.md").read_text()
-    body = re.search(re.escape(section) + r"\n(.*?)(?:\n## |\Z)", text, re.S)
+    body = re.search(re.escape(section) + r"[^\n]*\n(.*?)(?:\n## |\Z)", text, re.S)
     blocks = re.findall(r"\n```\n(.*?)```", body[1], re.S) if body else []
     assert len(blocks) > block, f"README has no code block {block} under {section!r}"
     lines = blocks[block].splitlines()
