@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from pipelines.errors import IntegrityError
 from pipelines.params import TrainParams
 
 log = logging.getLogger(__name__)
+PROGRESS_SECONDS = 10.0
 
 
 @dataclass
@@ -60,17 +62,19 @@ def fit(
     val_x: torch.Tensor | None,
     p: TrainParams,
     checkpoints: Path,
+    label: str = "",
 ) -> FitResult:
-    """Train an autoencoder (targets are the inputs); fall back to the CPU on CUDA OOM."""
+    """Train an autoencoder to reconstruct `model.target(x)` (a convae: x itself) from each
+    batch x; fall back to the CPU on CUDA OOM."""
     device = select_device(p.device, p.min_gpu_mem_mb)
     try:
-        return _fit_on(device, make_model, train_x, val_x, p, checkpoints)
+        return _fit_on(device, make_model, train_x, val_x, p, checkpoints, label)
     except torch.OutOfMemoryError:
         if device.type != "cuda":
             raise
         log.warning("CUDA out of memory: continuing on the CPU from the last checkpoint")
         torch.cuda.empty_cache()
-        return _fit_on(torch.device("cpu"), make_model, train_x, val_x, p, checkpoints)
+        return _fit_on(torch.device("cpu"), make_model, train_x, val_x, p, checkpoints, label)
 
 
 def _fit_on(
@@ -80,8 +84,10 @@ def _fit_on(
     val_x: torch.Tensor | None,
     p: TrainParams,
     checkpoints: Path,
+    label: str,
 ) -> FitResult:
     torch.manual_seed(p.seed)
+    progress = _Progress(label or "training", p.epochs)
     model = make_model().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=p.lr)
     generator = torch.Generator().manual_seed(p.seed)
@@ -109,6 +115,8 @@ def _fit_on(
         else:
             state["bad_epochs"] += 1
         row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss}
+        stopping = state["bad_epochs"] >= p.patience and epoch + 1 >= p.min_epochs
+        progress.epoch(row, stopping)
         state["history"].append(row)
         state["epoch"] = epoch + 1
         save_checkpoint(
@@ -131,6 +139,26 @@ def _fit_on(
     )
 
 
+class _Progress:
+    """One log line per device every PROGRESS_SECONDS of training (and at its first and last
+    epoch): a long training says how far it is, a fleet's does not flood the console."""
+
+    def __init__(self, label: str, epochs: int) -> None:
+        self.label, self.epochs, self.last = label, epochs, -PROGRESS_SECONDS
+
+    def epoch(self, row: dict[str, Any], stopping: bool) -> None:
+        now = time.monotonic()
+        final = row["epoch"] == self.epochs or stopping
+        if now - self.last < PROGRESS_SECONDS and row["epoch"] != 1 and not final:
+            return
+        self.last = now
+        val = "" if row["val_loss"] is None else f", validation loss {row['val_loss']:.5g}"
+        log.info(
+            "%s: epoch %d/%d, training loss %.5g%s",
+            *(self.label, row["epoch"], self.epochs, row["train_loss"], val),
+        )
+
+
 def _train_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -147,7 +175,7 @@ def _train_epoch(
         # bf16 autocast on CUDA; on the CPU full float32 keeps runs bitwise reproducible.
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             output = model(batch)
-        loss = nn.functional.mse_loss(output.float(), batch)
+        loss = nn.functional.mse_loss(output.float(), model.target(batch))
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), p.grad_clip)
         optimizer.step()
@@ -163,8 +191,9 @@ def _mean_loss(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch
             batch = batch.to(device)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 output = model(batch)
-            total += nn.functional.mse_loss(output.float(), batch, reduction="sum").item()
-    return total / x[0].numel() / len(x)
+            target = model.target(batch)
+            total += nn.functional.mse_loss(output.float(), target, reduction="sum").item()
+    return total / target[0].numel() / len(x)
 
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -30,6 +30,7 @@ from tqdm import tqdm
 from pipelines.errors import DeviceSkipped, PipelineError
 
 log = logging.getLogger(__name__)
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"  # a stage's and its workers' lines
 
 STAMP = ".fingerprint"
 PARTIAL = ".partial"
@@ -156,8 +157,11 @@ _workers_sharing = 1  # worker processes sharing this machine's cores; set in ea
 
 
 def _share_cores(workers: int) -> None:
+    """A worker's setup: its share of the cores, and its log lines (a device's training
+    progress) on stderr as the stage's own."""
     global _workers_sharing
     _workers_sharing = workers
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
 
 
 def job_cores() -> int:

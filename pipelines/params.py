@@ -98,7 +98,15 @@ class QualityParams:
 @dataclass(frozen=True)
 class TrainParams:
     # the detector (pipelines/acoustic/detectors.py), registered as {family}_{device}_{model}
-    model: Literal["convae", "twfr-pca"] = "convae"
+    model: Literal[
+        "convae",
+        "twfr-pca",
+        "twfr-gmm",
+        "twfr-knn",
+        "frame-gmm",
+        "dense-ae",
+        "dense-ae-mahalanobis",
+    ] = "convae"
     components: int = _num(8, ge=1)  # twfr-pca: principal components of the normal windows
     seed: int = _num(0, ge=0)
     epochs: int = _num(60, ge=1)
@@ -112,6 +120,15 @@ class TrainParams:
     min_gpu_mem_mb: int = _num(512, ge=0)
     channels: tuple[int, ...] = _num((16, 32, 64, 64), ge=1)
     latent_channels: int = _num(8, ge=1)
+    # dense-ae*: consecutive frames in one input vector, and the encoder's layer widths (the
+    # last one the code); the decoder mirrors them (DCASE 2020: 5 and 128, 128, 128, 128, 8)
+    stack_frames: int = _num(5, ge=1)
+    dense_units: tuple[int, ...] = _num((128, 128, 128, 128, 8), ge=1)
+    # twfr-gmm, twfr-knn: TWFR pooling's decay, 0 (each band's max: impulsive faults such as a
+    # valve's) to 1 (its mean: stationary ones); the best worst case measured (bench/README.md)
+    twfr_r: float = _num(0.8, ge=0, le=1)
+    neighbors: int = _num(1, ge=1)  # twfr-knn: nearest normal windows a score is the mean to
+    mixtures: int = _num(8, ge=1)  # frame-gmm: Gaussian components of the normal frames
     # Threads per device job: results are bitwise reproducible for a fixed value.
     torch_threads: int = _num(1, ge=1)
     # scratch: new weights; production: fine-tune each device's production model (a device

@@ -44,7 +44,7 @@ def run(
     failed devices get one. `extra(report)` is what the stage adds to its report beside the
     devices; an `error` there is the fleet's, said after the devices' lines.
     """
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=fleet.LOG_FORMAT)
     try:
         outcomes = work(load_params(params_path))
     except (ParamError, DataError) as exc:

@@ -253,3 +253,22 @@ def test_select_device_falls_back_to_cpu_without_cuda(caplog: pytest.LogCaptureF
     with caplog.at_level(logging.WARNING, logger="pipelines.engine"):
         assert select_device("auto", 512) == torch.device("cpu")
     assert caplog.text == ""  # auto on a CPU machine is no surprise
+
+
+def test_training_says_how_far_it_is_at_most_every_few_seconds(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first and the last epoch always, the ones between only PROGRESS_SECONDS apart:
+    a device's long training shows progress, a fleet's does not flood the console."""
+    with caplog.at_level(logging.INFO, logger="pipelines.engine"):
+        fit(make_model, _data(), _data(8, seed=1), TINY, tmp_path / "a", label="LT-2")
+    lines = [r.getMessage() for r in caplog.records if r.name == "pipelines.engine"]
+    assert lines[0].startswith("LT-2: epoch 1/6, training loss ") and "validation loss" in lines[0]
+    assert lines[-1].startswith("LT-2: epoch 6/6, ") and len(lines) == 2
+    caplog.clear()
+    monkeypatch.setattr("pipelines.engine.PROGRESS_SECONDS", 0.0)
+    with caplog.at_level(logging.INFO, logger="pipelines.engine"):
+        fit(make_model, _data(), None, TINY, tmp_path / "b", label="LT-2")
+    lines = [r.getMessage() for r in caplog.records if r.name == "pipelines.engine"]
+    assert [line.split(",")[0] for line in lines] == [f"LT-2: epoch {e}/6" for e in range(1, 7)]
+    assert "validation" not in lines[0]

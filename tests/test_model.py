@@ -1,11 +1,22 @@
-"""pipelines.acoustic.model: the autoencoder's shapes and range, and the input-shape check."""
+"""pipelines.acoustic.model: the autoencoders' shapes and range, what the dense one
+reconstructs (stacked frames of a window's audio), and the input-shape checks."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
+from torch import nn
 
-from pipelines.acoustic.model import ConvAutoencoder, check_input_shape, reconstruction_errors
+from pipelines.acoustic.model import (
+    ConvAutoencoder,
+    DenseAutoencoder,
+    check_dense_shape,
+    check_input_shape,
+    from_architecture,
+    reconstruction_errors,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -103,3 +114,54 @@ def test_reconstruction_errors_do_not_depend_on_batch_size() -> None:
 def test_reconstruction_errors_of_no_windows() -> None:
     errors = reconstruction_errors(ConvAutoencoder((4, 8), 2), torch.zeros(0, 1, 16, 16))
     assert errors.shape == (0,)
+
+
+def test_the_dcase_dense_autoencoder_is_640_128x4_8_128x4_640() -> None:
+    net = DenseAutoencoder(n_mels=128, frames=313, stack=5, units=(128, 128, 128, 128, 8))
+    linear = [(m.in_features, m.out_features) for m in net.modules() if isinstance(m, nn.Linear)]
+    widths = [640, 128, 128, 128, 128, 8, 128, 128, 128, 128, 640]
+    assert linear == list(itertools.pairwise(widths))
+    assert sum(isinstance(m, nn.BatchNorm1d) for m in net.modules()) == 9  # none on the output
+
+
+def test_a_dense_autoencoder_reconstructs_each_run_of_stacked_audio_frames() -> None:
+    n_mels, frames, stack = 4, 7, 3
+    net = DenseAutoencoder(n_mels, frames, stack, (6, 2)).eval()
+    x = torch.rand(2, 1, n_mels, frames + 5)  # 5 columns of padding
+    target = net.target(x)
+    assert target.shape == (2, frames - stack + 1, stack * n_mels)
+    # vector v: frame v's bands, then frame v+1's, ... (the DCASE baseline's layout)
+    expected = torch.cat([x[:, 0, :, 2 + t] for t in range(stack)], dim=1)
+    torch.testing.assert_close(target[:, 2], expected)
+    with torch.no_grad():
+        y = net(x)
+        padded = x.clone()
+        padded[..., frames:] = 9.0
+        assert y.shape == target.shape
+        torch.testing.assert_close(net(padded), y)  # the padding is no input
+    errors = reconstruction_errors(net, x)
+    torch.testing.assert_close(errors, ((y - target) ** 2).mean(dim=(1, 2)))
+
+
+def test_from_architecture_builds_the_recorded_type() -> None:
+    dense = {"type": "dense-ae", "n_mels": 8, "frames": 9, "stack": 5, "units": [16, 4]}
+    assert isinstance(from_architecture(dense), DenseAutoencoder)
+    assert isinstance(from_architecture(dense | {"type": "dense-ae-mahalanobis"}), DenseAutoencoder)
+    # recorded before there were types: a convae
+    assert isinstance(from_architecture({"channels": [4], "latent_channels": 2}), ConvAutoencoder)
+
+
+@pytest.mark.parametrize(
+    ("frames", "stack", "units", "expected"),
+    [
+        (313, 5, (128, 8), None),
+        (5, 5, (8,), None),
+        (4, 5, (8,), "a window holds 4 frames of audio"),
+        (313, 5, (), "train.dense_units must name at least one layer width"),
+    ],
+)
+def test_check_dense_shape(
+    frames: int, stack: int, units: tuple[int, ...], expected: str | None
+) -> None:
+    reason = check_dense_shape(frames, stack, units)
+    assert reason is None if expected is None else expected in str(reason)

@@ -128,7 +128,7 @@ def _registration_folder(
     folder = work / "registration"
     folder.mkdir()
     trained = fleet.read_json(candidate.model / "summary.json")
-    trained_loop = detectors.kind(trained["architecture"]) == "convae"
+    trained_loop = detectors.kind(trained["architecture"]) in detectors.TRAINED
     for name, source in ARTIFACTS.items() if trained_loop else [("model.pth", "model.pth")]:
         shutil.copyfile(candidate.model / source, folder / name)
     shutil.copyfile(work / bundle.SCALE, folder / "scale.npy")

@@ -3,14 +3,17 @@
 Where each device starts is `train.init_from` (see pipelines/parents.py). From scratch, the
 scale is fitted on the training windows; a fine-tuning loads its parent's registered state
 (sha256-checked, `weights_only`) and keeps the parent's scale, so that it sees inputs as it
-was fitted to. A `convae` is built from `train.channels` (a fine-tuning: in its parent's
-architecture) and trained by pipelines/engine.py, `finetune_epochs` at `finetune_lr` when
-fine-tuned; a `twfr-pca` is fitted at once, a fine-tuning on its parent's references and
-the day's windows (pipelines/acoustic/detectors.py).
+was fitted to. A `convae` (built from `train.channels`) or `dense-ae*` (from
+`train.stack_frames` and `dense_units`; a fine-tuning: in its parent's architecture) is
+trained by pipelines/engine.py, `finetune_epochs` at `finetune_lr` when fine-tuned; a
+type without a training loop (`twfr-pca`, `twfr-gmm`, `twfr-knn`, `frame-gmm`) is fitted at
+once, a fine-tuning on its parent's references and the day's windows
+(pipelines/acoustic/detectors.py).
 
 Written per device: `model.pth` (the detector's state, with its sha256 beside it in
-`model.pth.json`), `scale.npy`, and for a convae `checkpoints/` (`last.pth`, `best.pth`) from
-which a killed run resumes; the summary records where it started (`start`).
+`model.pth.json`), `scale.npy`, and for a type with a training loop `checkpoints/`
+(`last.pth`, `best.pth`) from which a killed run resumes; the summary records where it
+started (`start`).
 """
 
 from __future__ import annotations
@@ -88,8 +91,14 @@ def plan(features_dir: Path, params: Params) -> list[fleet.Job]:
 
 def _check_shape(params: Params, device: str) -> None:
     f, t = params.features, params.train
-    problem = model.check_input_shape(f.n_mels, f.frames, t.channels)
-    if problem and t.model == "convae":
+    if t.model == "convae":
+        problem = model.check_input_shape(f.n_mels, f.frames, t.channels)
+    elif t.model in detectors.TRAINED:
+        frames = features.audio_frames(f, params.data.sample_rate)
+        problem = model.check_dense_shape(frames, t.stack_frames, t.dense_units)
+    else:
+        problem = None
+    if problem:
         where = f"devices.{device} in params.yaml" if params.devices.get(device) else "params.yaml"
         raise ParamError(f"{where}: {problem}")
 
@@ -133,10 +142,10 @@ def build(job: fleet.Job, work: Path) -> dict[str, Any]:
     clip_of = np.asarray(index["train_clip_of_window"])
     keep = ~np.isin(clip_of, novel)
     x, validation, clip_of = x[keep], validation[keep], clip_of[keep]
-    if p.model == "convae":
-        fitted = _train_convae(x, validation, p, parent, work / "checkpoints")
+    if p.model in detectors.TRAINED:
+        fitted = _train_network(x, validation, inp.params, parent, work / "checkpoints", job.device)
     else:
-        fitted = _fit_twfr_pca(x, validation, clip_of, inp.params, parent)
+        fitted = _fit_at_once(x, validation, clip_of, inp.params, parent)
     sha = engine.save_checkpoint(work / "model.pth", fitted.state)
     np.save(work / "scale.npy", np.array(scale, dtype=np.float64))
     fleet.write_json(work / "history.json", fitted.history)
@@ -157,13 +166,21 @@ def build(job: fleet.Job, work: Path) -> dict[str, Any]:
     }
 
 
-def _train_convae(
-    x: np.ndarray, validation: np.ndarray, p: TrainParams, parent: Parent | None, work: Path
+def _train_network(
+    x: np.ndarray,
+    validation: np.ndarray,
+    params: Params,
+    parent: Parent | None,
+    work: Path,
+    device: str,
 ) -> Fitted:
+    """A convae or dense-ae* trained by the training loop; a dense-ae-mahalanobis then fits
+    its scoring on the training windows' errors (held-out normal: the validation ones)."""
+    p = params.train
     if parent is None:
-        architecture = {"channels": list(p.channels), "latent_channels": p.latent_channels}
+        architecture = {"type": p.model} | _architecture(params)
     else:
-        architecture, p = parent.architecture, finetuning(p)
+        architecture, p = {"type": p.model} | parent.architecture, finetuning(p)
     windows = torch.from_numpy(x).unsqueeze(1)
     held = torch.from_numpy(validation)
     result = engine.fit(
@@ -172,10 +189,16 @@ def _train_convae(
         windows[held] if validation.any() else None,
         p,
         work,
+        label=device,  # its progress lines name the device
     )
+    state = result.state
+    if p.model == "dense-ae-mahalanobis":
+        net = model.from_architecture(architecture)
+        net.load_state_dict(state)
+        state = state | detectors.fit_mahalanobis(net, x[~validation], x[validation])
     return Fitted(
-        state=result.state,
-        architecture={"type": "convae"} | architecture,
+        state=state,
+        architecture=architecture,
         epochs_run=result.epochs_run,
         best_epoch=result.best_epoch,
         val_loss=result.best_loss if validation.any() else None,
@@ -186,20 +209,39 @@ def _train_convae(
     )
 
 
-def _fit_twfr_pca(
+def _architecture(params: Params) -> dict[str, Any]:
+    """A new network's layout, from `train` and, for a dense one, the windows' audio."""
+    t, f = params.train, params.features
+    if t.model == "convae":
+        return {"channels": list(t.channels), "latent_channels": t.latent_channels}
+    frames = features.audio_frames(f, params.data.sample_rate)
+    return {
+        "n_mels": f.n_mels,
+        "frames": frames,
+        "stack": t.stack_frames,
+        "units": list(t.dense_units),
+    }
+
+
+def _fit_at_once(
     x: np.ndarray,
     validation: np.ndarray,
     clip_of: np.ndarray,
     params: Params,
     parent: Parent | None,
 ) -> Fitted:
-    frames = features.audio_frames(params.features, params.data.sample_rate)
-    references = parent.state if parent else None
+    """A type without a training loop (detectors.METHODS), fitted on the training windows (a
+    fine-tuning: in its parent's architecture, on its references too); its validation
+    windows' mean score is its `val_loss`."""
+    if parent is None:
+        frames = features.audio_frames(params.features, params.data.sample_rate)
+        architecture = detectors.new_architecture(params.train.model, frames, params.train)
+    else:
+        architecture = parent.architecture
     fit = ~validation
-    state = detectors.fit_twfr_pca(
-        x[fit], clip_of[fit], frames, params.train.components, references
+    state = detectors.fit(
+        architecture, x[fit], clip_of[fit], params.train, parent.state if parent else None
     )
-    architecture = {"type": "twfr-pca", "frames": frames}
     detector = detectors.build(architecture, state)
     held = float(detector.scores(x[validation]).mean()) if validation.any() else None
     return Fitted(state, architecture, 0, 0, held, float(detector.scores(x[fit]).mean()))
@@ -255,10 +297,10 @@ def _parent(device: str, store: Path | None, ref: str) -> Parent:
         raise DeviceError(device, f"cannot start from {ref}: {exc}") from exc
 
 
-def _network(architecture: dict[str, Any], parent: Parent | None) -> model.ConvAutoencoder:
+def _network(architecture: dict[str, Any], parent: Parent | None) -> model.Network:
     net = model.from_architecture(architecture)
     if parent is not None:
-        net.load_state_dict(parent.state)
+        net.load_state_dict(detectors.network_state(parent.state))
     return net
 
 

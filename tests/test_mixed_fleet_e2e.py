@@ -1,0 +1,55 @@
+"""End to end, every detector type in one fleet (one device per type, through `devices:` in
+params.yaml), in a temp git + DVC repo: each is registered under its own name, promoted,
+exported, scores WAV files through `fleet score` as the evaluate stage did, and takes part
+in the daily loop (fine-tuned or refitted from its production version, the parent recorded).
+"""
+
+from __future__ import annotations
+
+import json
+import typing
+from pathlib import Path
+
+import pytest
+
+from pipelines.params import TrainParams
+from registry.api import Registry
+from tests.pipeline_repo import TINY, make_repo, merge, run
+
+pytestmark = pytest.mark.e2e
+TYPES = typing.get_args(typing.get_type_hints(TrainParams)["model"])
+DEVICES = {f"T-{i}": kind for i, kind in enumerate(TYPES, start=1)}
+SMALL = {"dense_units": [16, 4], "components": 4}  # small networks, few principal components
+
+
+def test_every_type_registers_promotes_exports_scores_and_takes_part_in_the_daily_loop(
+    tmp_path: Path,
+) -> None:
+    fleet = merge(TINY, {"generate": {"devices": list(DEVICES)}, "features": {"ref": "fixed"}})
+    fleet["devices"] = {device: {"model": kind} | SMALL for device, kind in DEVICES.items()}
+    repo = make_repo(tmp_path / "repo", fleet)
+    run(repo, "dvc", "repro")
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-qm", "baseline")
+    store = Registry(repo / "model_store")
+    for device, kind in DEVICES.items():
+        name = f"acoustic_{device}_{kind}"
+        assert store.get(f"{name}@production")["version"] == 1, name
+        bundle = repo / "deploy" / "models" / device
+        manifest = json.loads((bundle / "bundle.json").read_text())
+        assert manifest["model"] == f"{name}:v1"
+        assert manifest["architecture"].get("type", "convae") == kind
+        evaluated = json.loads((repo / "eval/devices" / device / "scores.json").read_text())
+        clips = [str(repo / "data/demo" / row["file"]) for row in evaluated[:2]]
+        shown = json.loads(run(repo, "fleet", "score", str(bundle), *clips, "--json").stdout)
+        for verdict, row in zip(shown, evaluated, strict=False):
+            assert verdict["score"] == pytest.approx(row["score"], rel=1e-4), name
+
+    day = run(repo, "fleet", "daily", "--day", "20261102", check=False)
+    assert day.returncode == 0, day.stdout + day.stderr
+    for device, kind in DEVICES.items():
+        name = f"acoustic_{device}_{kind}"
+        assert f"{device}: fine-tuned from v1 -> v2 registered" in day.stdout, day.stdout
+        child = store.get(f"{name}:v2")
+        assert child["lineage"]["parent_version"] == 1, name
+        assert child["params"]["train"]["model"] == kind
