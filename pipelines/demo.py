@@ -95,8 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     registry = Path(sys.executable).parent / "registry"
     device = changes["generate"]["drift_device"]
+    model = load_params(args.into / "params.yaml").train_for(device).model
     print(f"\nthe demo's project: {args.into}; a model's ancestry, for instance:")
-    print(f"  cd {args.into} && {registry} lineage acoustic_{device}_convae@production")
+    print(f"  cd {args.into} && {registry} lineage acoustic_{device}_{model}@production")
     return status
 
 

@@ -64,8 +64,8 @@ class GenerateParams:
     clips_per_day: int = _num(5, ge=1)
     clip_sec: float = _num(20.0, gt=0)
     verified_clips: int = _num(2, ge=0)
-    test_normal: int = _num(10, ge=1)
-    test_anomaly: int = _num(12, ge=1)
+    test_normal: int = _num(20, ge=1)
+    test_anomaly: int = _num(24, ge=1)
     test_clip_sec: float = _num(12.0, gt=0)
     # A drifting day: this device's recorded clips on day drift_day (0 = start_date) get a
     # bearing tick growing from a subtle to a beyond-strong fault, in clip order; "": none
@@ -75,16 +75,16 @@ class GenerateParams:
 
 @dataclass(frozen=True)
 class FeatureParams:
-    window_sec: float = _num(8.0, gt=0)
+    window_sec: float = _num(10.0, gt=0)  # the seed: 8 s windows every 4 s, 256 frames, ref max
     hop_sec: float = _num(4.0, gt=0)
     n_mels: int = _num(128, ge=1)
     n_fft: int = _num(1024, ge=16)
     hop_length: int = _num(512, ge=1)
-    frames: int = _num(256, ge=1)
+    frames: int = _num(320, ge=1)
     top_db: float = _num(80.0, gt=0)
     # "max": each window relative to its own loudest bin (the seed's power_to_db(ref=np.max));
     # "fixed": absolute level, 0 dB = power 1.0.
-    ref: Literal["max", "fixed"] = "max"
+    ref: Literal["max", "fixed"] = "fixed"
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ class TrainParams:
         "frame-gmm",
         "dense-ae",
         "dense-ae-mahalanobis",
-    ] = "convae"
+    ] = "twfr-pca"
     components: int = _num(8, ge=1)  # twfr-pca: principal components of the normal windows
     seed: int = _num(0, ge=0)
     epochs: int = _num(60, ge=1)
@@ -141,7 +141,7 @@ class TrainParams:
     finetune_lr: float = _num(0.0003, gt=0, le=1)
     # a fine-tuning leaves out the day's recorded clips on which the parent's error is above
     # this multiple of its error on its own validation windows (0: off); most of them: skipped
-    novelty_factor: float = _num(1.5, ge=0)
+    novelty_factor: float = _num(3.0, ge=0)
 
 
 @dataclass(frozen=True)

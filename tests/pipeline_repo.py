@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,15 @@ TINY: dict[str, Any] = {
     },
     # 0.992 s = 15872 samples = 31 frames of 512: on the frame grid, so the pipeline tests
     # run the fast feature path the default params use (1.0 s is 31.25 frames)
-    "features": {"window_sec": 2.0, "hop_sec": 0.992, "n_mels": 32, "frames": 64},
-    "train": {"epochs": 3, "min_epochs": 1, "channels": [4, 8], "latent_channels": 2},
+    # the seed's autoencoder and level (the tests of the pipeline's mechanics are about it)
+    "features": {"window_sec": 2.0, "hop_sec": 0.992, "n_mels": 32, "frames": 64, "ref": "max"},
+    "train": {
+        "model": "convae",
+        "epochs": 3,
+        "min_epochs": 1,
+        "channels": [4, 8],
+        "latent_channels": 2,
+    },
     "fleet": {"workers": 1},
 }
 # The store's gate for a tiny fleet: a 3-epoch model is not judged on AUC.
@@ -75,3 +83,14 @@ def make_repo(path: Path, overrides: dict[str, Any] = TINY) -> Path:
     sandbox.create(path, overrides, env())
     run(path, "registry", "set-policy", *TINY_POLICY)
     return path
+
+
+def wait_for_queue(repo: Path, timeout: float = 400) -> str:
+    """`dvc queue status` once nothing is queued or running (`dvc queue start` returns at once)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = run(repo, "dvc", "queue", "status").stdout
+        if "Queued" not in out and "Running" not in out:
+            return out
+        time.sleep(2)
+    raise AssertionError(f"the queue did not finish in {timeout} s:\n{out}")

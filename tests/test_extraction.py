@@ -85,8 +85,9 @@ def test_quality_filter_drops_a_loud_recorded_clip_but_never_a_verified_one(
     dated.mkdir()
     rate = PARAMS.data.sample_rate
     rng = np.random.default_rng(0)
-    for i in range(10):
-        sf.write(dated / f"quiet_{i}.wav", 0.05 * rng.standard_normal(6 * rate), rate)
+    for i in range(10):  # normal days vary in level, as the generated ones do
+        level = 0.02 + 0.004 * i
+        sf.write(dated / f"quiet_{i}.wav", level * rng.standard_normal(6 * rate), rate)
     sf.write(dated / "loud.wav", 0.8 * rng.standard_normal(6 * rate).clip(-1, 1), rate)
     sf.write(
         root / "A-1" / "verified_normal" / "loud.wav",

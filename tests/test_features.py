@@ -36,12 +36,12 @@ TOLERANCE_DB = 1e-3
 
 # The hop is on the STFT frame grid (16384 samples = 32 frames of 512), as with the default
 # params, so `log_mel_windows` takes its fast path (see `fast_path_only`).
-SMALL = FeatureParams(window_sec=2.0, hop_sec=1.024, n_mels=32, frames=64)
+SMALL = FeatureParams(window_sec=2.0, hop_sec=1.024, n_mels=32, frames=64, ref="max")
 
 CONFIGS: dict[str, tuple[FeatureParams, float]] = {
     # name: (params, clip seconds)
     "default": (FeatureParams(), 18.5),
-    "ref-fixed": (replace(FeatureParams(), ref="fixed"), 18.5),
+    "ref-max": (replace(FeatureParams(), ref="max"), 18.5),
     "frames-200-crop": (replace(FeatureParams(), frames=200), 18.5),
     "top-db-20": (replace(FeatureParams(), top_db=20.0), 18.5),
     "window-2-hop-1.024": (SMALL, 6.3),

@@ -8,14 +8,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from registry.api import Registry
-from tests.pipeline_repo import TINY, make_repo, merge, run, write_params
+from tests.pipeline_repo import TINY, make_repo, merge, run, wait_for_queue, write_params
 
 pytestmark = pytest.mark.e2e
 DEVICES = ("A-1", "B-2")
@@ -48,16 +47,6 @@ def shipped(repo: Path, device: str) -> str:
 def status(repo: Path) -> dict[str, dict[str, Any]]:
     out = run(repo, "fleet", "status", "--json").stdout
     return {row["device"]: row for row in json.loads(out)}
-
-
-def wait_for_queue(repo: Path, timeout: float = 400) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out = run(repo, "dvc", "queue", "status").stdout
-        if "Queued" not in out and "Running" not in out:
-            return out
-        time.sleep(2)
-    raise AssertionError(f"the queue did not finish in {timeout} s:\n{out}")
 
 
 @pytest.fixture(scope="module")

@@ -43,7 +43,7 @@ def test_empty_mapping_gives_every_default() -> None:
     assert params == Params()
     assert params.train == TrainParams()
     assert params.train.lr == 0.001
-    assert params.features.ref == "max"
+    assert params.features.ref == "fixed"
     assert params.data.extensions == (".wav", ".flac")
 
 
@@ -282,11 +282,11 @@ def test_a_refused_edit_leaves_the_file_as_it_was(tmp_path: Path) -> None:
 
 
 def test_a_device_override_changes_that_devices_train_params_only() -> None:
-    params = parse_params({"devices": {"PMP-3": {"model": "twfr-pca", "lr": 1}}})
-    assert params.devices == {"PMP-3": {"model": "twfr-pca", "lr": 1.0}}
+    params = parse_params({"devices": {"PMP-3": {"model": "convae", "lr": 1}}})
+    assert params.devices == {"PMP-3": {"model": "convae", "lr": 1.0}}
     own = params.for_device("PMP-3")
-    assert (own.train.model, own.train.lr, own.features) == ("twfr-pca", 1.0, params.features)
-    assert params.for_device("LT-2") is params and params.train.model == "convae"
+    assert (own.train.model, own.train.lr, own.features) == ("convae", 1.0, params.features)
+    assert params.for_device("LT-2") is params and params.train.model == "twfr-pca"
 
 
 @pytest.mark.parametrize(

@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.params import edit_params
+from pipelines.params import edit_params, load_params
 from registry.api import Registry
-from tests.pipeline_repo import PROJECT, TINY, make_repo, merge, run
+from tests.pipeline_repo import PROJECT, TINY, make_repo, merge, run, wait_for_queue
 
 pytestmark = pytest.mark.e2e
 SECTIONS = ("## The lifecycle", "## The model registry", "## Detectors")
+# The README's names are the default detector's (acoustic_LT-2_twfr-pca): its fleets use it.
+DEFAULT = {"train": {"model": load_params(PROJECT / "params.yaml").train.model}}
 
 
 def readme_commands(section: str, block: int = 0) -> list[list[str]]:
@@ -29,7 +31,7 @@ def readme_commands(section: str, block: int = 0) -> list[list[str]]:
 
 
 def test_the_readme_examples_work_as_written(tmp_path: Path) -> None:
-    fleet = {"generate": {"devices": ["LT-2", "FAN-7", "PMP-3"]}}
+    fleet = {"generate": {"devices": ["LT-2", "FAN-7", "PMP-3"]}} | DEFAULT
     repo = make_repo(tmp_path / "repo", merge(TINY, fleet))
     run(repo, "dvc", "repro")
     run(repo, "git", "add", "-A")
@@ -43,13 +45,19 @@ def test_the_readme_examples_work_as_written(tmp_path: Path) -> None:
                 }
                 words = [next(iter(names - {None})) if w == "EXP" else w for w in words]
             run(repo, *words)
+            if words[:3] == ["dvc", "queue", "start"]:
+                assert wait_for_queue(repo).count("Success") == 2
             ran.append(words[:2])
+    store = Registry(repo / "model_store")
+    assert store.get("acoustic_PMP-3_convae")["params"]["train"]["model"] == "convae"
+    assert {m["model_type"] for m in store.list(scope="LT-2")} == {"twfr-pca", "twfr-knn", "convae"}
     assert ["registry", "promote-experiment"] in ran and ["fleet", "status"] in ran
     assert len(ran) >= 20
 
 
 def test_the_daily_loop_examples_work_as_written(tmp_path: Path) -> None:
     fleet = {"generate": {"devices": ["LT-2", "FAN-7", "PMP-3"], "start_date": "20261101"}}
+    fleet |= DEFAULT
     repo = make_repo(tmp_path / "repo", merge(TINY, fleet))
     commands = readme_commands("## The daily loop")
     for words in commands:
@@ -57,9 +65,9 @@ def test_the_daily_loop_examples_work_as_written(tmp_path: Path) -> None:
     assert [w[:2] for w in commands].count(["fleet", "daily"]) == 3
     store = Registry(repo / "model_store")
     # The replay reproduces day 2's fine-tuning byte for byte: v2 again, nothing new.
-    latest = store.get("acoustic_LT-2_convae")
+    latest = store.get("acoustic_LT-2_twfr-pca")
     assert (latest["version"], latest["lineage"]["parent_version"]) == (2, 1)
-    checked = [e for e in store.history("acoustic_LT-2_convae") if e["type"] == "checked"]
+    checked = [e for e in store.history("acoustic_LT-2_twfr-pca") if e["type"] == "checked"]
     assert checked and checked[-1]["experiment"] and checked[-1]["to_version"] == 2
 
 

@@ -88,7 +88,7 @@ def test_layout_and_counts(fleet: tuple[Path, dict[str, int]]) -> None:
 def test_every_kind_at_every_severity() -> None:
     labels = {anomaly_label(i) for i in range(9)}
     assert labels == set(itertools.product(ANOMALY_KINDS, SEVERITIES))
-    assert SEVERITY_DB["strong"] > SEVERITY_DB["medium"] > SEVERITY_DB["subtle"] >= 6.0
+    assert SEVERITY_DB["strong"] > SEVERITY_DB["medium"] > SEVERITY_DB["subtle"] >= 3.0
 
 
 def test_same_params_give_identical_bytes(
@@ -174,10 +174,12 @@ def test_each_device_hums_at_its_own_f0(fleet: tuple[Path, dict[str, int]]) -> N
         power = np.abs(np.fft.rfft(audio)) ** 2
         hum = (freqs > 50) & (freqs < 450)
         peak = freqs[hum][np.argmax(power[hum])]
-        f0 = device_profile(device, SMALL.seed, i).f0
-        assert abs(peak / f0 - 1) < 0.01, (device, peak, f0)
+        profile = device_profile(device, SMALL.seed, i)
+        # Under load the machine slips: its speed drops by up to profile.slip.
+        assert 1 - profile.slip - 0.005 < peak / profile.f0 < 1.005, (device, peak, profile)
         peaks.append(peak)
-    assert all(b / a > 1.13 for a, b in itertools.pairwise(sorted(peaks)))
+    # Slots 20% apart, less 1.5% jitter either side and up to 3.5% slip.
+    assert all(b / a > 1.1 for a, b in itertools.pairwise(sorted(peaks)))
 
 
 def _click_rhythm(audio: np.ndarray, normal_psd: np.ndarray) -> float:
@@ -239,8 +241,9 @@ def test_fault_signatures_are_measurable(fleet: tuple[Path, dict[str, int]], dev
             if path_kind == kind:
                 found[severity] = measure(_read(path))
         assert set(found) == set(SEVERITIES)
-        assert found["subtle"] > factor * normal_level, (kind, found, normal_level)
-        assert found["strong"] > found["subtle"], (kind, found)
+        # Each severity is on another clip (another load, another bearing), so they are not
+        # ranked here: test_fault_is_added_on_top_of_the_normal_clip checks the dB apart.
+        assert min(found.values()) > factor * normal_level, (kind, found, normal_level)
 
 
 def test_fault_is_added_on_top_of_the_normal_clip() -> None:
@@ -262,7 +265,7 @@ def test_fault_is_added_on_top_of_the_normal_clip() -> None:
     power = np.abs(np.fft.rfft(partials)) ** 2
     low, high = np.sort(freqs[_local_peaks(power)[:2]])
     spacing = high - low
-    assert abs(spacing / profile.f0 - 1) < 0.006
+    assert 1 - profile.slip - 0.006 < spacing / profile.f0 < 1.006  # the clip's f0, slipped
     assert (low / spacing) % 1 == pytest.approx(0.5, abs=0.01)
     assert 1000 < low < 3500
 
@@ -353,7 +356,7 @@ def test_drift_is_a_bearing_tick_growing_over_the_day(drift_pair: tuple[Path, Pa
     assert gains[0] > 3.0, gains
     assert all(b > a + 3.0 for a, b in itertools.pairwise(gains)), gains
     assert rhythms[-1] > rhythms[0] > 1.5, rhythms
-    assert DRIFT_DB[0] <= SEVERITY_DB["subtle"] < SEVERITY_DB["strong"] < DRIFT_DB[1]
+    assert SEVERITY_DB["medium"] <= DRIFT_DB[0] < SEVERITY_DB["strong"] < DRIFT_DB[1]
 
 
 def test_root_that_is_a_file_is_refused(tmp_path: Path) -> None:
@@ -410,3 +413,21 @@ def test_stage_fails_with_one_line(tmp_path: Path, yaml_text: str, words: str) -
     assert len(result.stderr.strip().splitlines()) == 1
     assert words in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_normal_clips_vary_with_the_machines_load() -> None:
+    """A loaded machine slips and is louder: across clips, f0 falls as the level rises."""
+    profile = device_profile("PMP-3", 2026, 0)
+    f0s, levels = [], []
+    for i in range(16):
+        audio = render_normal(profile, 4.0, RATE, np.random.default_rng(i))
+        # The hum's peak near f0: 4 s gives 0.25 Hz bins, so 1% of f0 spans several.
+        freqs = np.fft.rfftfreq(len(audio), 1 / RATE)
+        power = np.abs(np.fft.rfft(audio)) ** 2
+        near = np.abs(freqs / profile.f0 - 1) < 0.05
+        f0s.append(freqs[near][np.argmax(power[near])])
+        levels.append(10 * np.log10(np.mean(audio**2)))
+    ratios = np.array(f0s) / profile.f0
+    assert np.all((ratios > 1 - profile.slip - 0.005) & (ratios < 1.005)), ratios
+    assert np.ptp(ratios) > profile.slip / 2  # the operating point moves
+    assert np.corrcoef(f0s, levels)[0, 1] < -0.5

@@ -376,3 +376,8 @@ METHODS: dict[str, Method] = {
     "twfr-knn": Method(_pooled, _fit_neighbours, _neighbour_distance, pooled_at_r=True),
     "frame-gmm": Method(_frames, _fit_mixture, _mixture_surprise, kept=FRAMES_KEPT, share=4),
 }
+# The types whose scores are in multiples of their own normal (held-out normal = 1): their
+# level is each version's own, so two versions compare by their scores relative to each
+# other's on common normal windows, and a day's clip is novel against 1, not against a
+# handful of evaluation windows.
+SELF_SCALED = (*METHODS, "dense-ae-mahalanobis")

@@ -42,12 +42,18 @@ def bundle(version: Version) -> tuple[dict[str, str], dict[str, Any]]:
 
 def compare(candidate: Version, holder: Version) -> tuple[float, float]:
     """(candidate score, holder score): each model's mean score on the candidate's
-    evaluation windows, each through its own scale, as the seed compared them. Two types of
-    detector score on different scales: IncomparableError (the gate compares metrics)."""
+    evaluation windows, each through its own scale, as the seed compared them; for a type
+    whose scores are in multiples of its own normal, each divided by its score on the holder's
+    evaluation windows. Two types of detector score on different scales: IncomparableError
+    (the gate compares metrics)."""
     kinds = [detectors.kind(architecture(v)) for v in (candidate, holder)]
     if kinds[0] != kinds[1]:
         raise IncomparableError(f"a {kinds[0]} and a {kinds[1]} score on different scales")
     windows = _array(candidate, "eval_windows")
+    if kinds[0] in detectors.SELF_SCALED:  # each relative to its own score on the holder's
+        normal = _array(holder, "eval_windows")  # evaluation windows, normal for both
+        ratios = [_score(v, windows) / max(_score(v, normal), 1e-12) for v in (candidate, holder)]
+        return ratios[0], ratios[1]
     return _score(candidate, windows), _score(holder, windows)
 
 

@@ -1,9 +1,15 @@
 """A deterministic synthetic fleet of machine sounds: the project's built-in demo data.
 
 Each device mixes a harmonic hum on its own fundamental f0, coloured broadband noise and
-a slow amplitude modulation, with one of the three dominant (by the device's index).
-Anomalies are added on top of a normal clip, each scaled against the normal sound in the
-anomaly's own frequency band, so a severity means the same dB excess on every device:
+a slow amplitude modulation, with one of the three dominant (by the device's index). Its
+normal clips vary as a real machine's do: each clip runs at its own load, and a loaded machine
+slips (f0 up to 1.5-3.5% lower), is 2-4 dB louder and harsher (stronger upper harmonics); the
+speed wanders +-0.2% within a clip; and the rest of the plant is heard: diffuse noise 20-30
+dB down, in about half the clips the neighbouring machine's hum (its own f0 per device), and
+now and then a knock. Anomalies are added on top of a normal clip, each scaled against the
+normal sound in the anomaly's own frequency band, so a severity means the same dB excess on
+every device (SEVERITY_DB: 9, 6 and 3.5 dB, subtle enough that a detector must average a
+band's level over the clip to find the subtle ones):
 
     bearing-click   resonant impulses repeating at a slightly irregular 5-15 Hz fault rate
     harmonic-shift  two half-order partials, (k + 1/2) f0 and (k + 3/2) f0, at 1.2-3 kHz
@@ -12,9 +18,9 @@ anomaly's own frequency band, so a severity means the same dB excess on every de
 A drifting day (generate.drift_device, generate.drift_day) is a bearing going bad while it
 is recorded as normal: on that day that device's clips carry one bearing's clicks (one
 fault rate and resonance for the whole day) on top of the very same normal clips, their
-excess rising linearly in clip order from DRIFT_DB[0] (the 'subtle' excess) on the first
-clip to DRIFT_DB[1] (beyond 'strong') on the last. A model fine-tuned on that day learns
-the fault as normal. Every other file is byte-identical to the fleet without the drift.
+excess rising linearly in clip order from DRIFT_DB[0] (between 'medium' and 'strong') on
+the first clip to DRIFT_DB[1] (far beyond 'strong') on the last. A model fine-tuned on that
+day learns the fault as normal. Every other file is byte-identical to the fleet without the drift.
 
 Layout under the fleet root (dates are start_date + d days):
 
@@ -44,10 +50,11 @@ from registry.naming import check_device_code
 COMPONENTS = ("hum", "broadband", "modulation")
 ANOMALY_KINDS = ("bearing-click", "harmonic-shift", "rubbing")
 # dB of the anomaly above the normal sound in the anomaly's own band, while it sounds.
-SEVERITY_DB = {"strong": 18.0, "medium": 13.0, "subtle": 8.0}
+SEVERITY_DB = {"strong": 9.0, "medium": 6.0, "subtle": 3.5}
 SEVERITIES = tuple(SEVERITY_DB)
-# The drifting day's bearing excess in dB, on its first and on its last clip.
-DRIFT_DB = (SEVERITY_DB["subtle"], SEVERITY_DB["strong"] + 4.0)
+# The drifting day's bearing excess in dB, on its first and on its last clip: a bearing going
+# bad fast, past 'medium' from the first clip, so a model that learns the day learns a fault.
+DRIFT_DB = (8.0, 22.0)
 VERIFIED_RATE = 32000
 
 # f0 slots on a log grid 20% apart; the +-1.5% jitter inside a slot keeps devices >= 15% apart.
@@ -56,6 +63,8 @@ _N_HARMONICS = 12
 _BAND_EDGE = 0.45  # highest frequency used, as a fraction of the sample rate
 _FRAME_SEC = 0.064  # the features' STFT frame: n_fft 1024 at 16 kHz
 _PEAK_LIMIT = 0.89
+_SPEED_WANDER = 0.002  # a clip's speed varies +-0.2% around its mean
+_KNOCKS_PER_MINUTE = 2.0  # the plant's knocks, a Poisson rate
 # Key groups of the per-clip random streams: one stream per clip, so clips are independent.
 # New groups go at the end, so that the streams of the existing ones never change.
 _PROFILE, _TRAIN, _VERIFIED, _TEST_NORMAL, _TEST_ANOMALY, _F0_ORDER = range(6)
@@ -76,7 +85,11 @@ class DeviceProfile:
     noise_tilt: float  # dB per octave
     mod_depth: float  # amplitude-modulation depth of hum and noise, 0..1
     mod_rate: float  # Hz
-    level_db: float  # RMS level in dBFS
+    level_db: float  # RMS level in dBFS, at no load
+    slip: float  # fraction by which the speed (and f0) drops from no load to full load
+    load_db: float  # dB louder at full load than at no load
+    load_tilt: float  # harmonic k gains k**(load_tilt * load): a loaded machine sounds harsher
+    neighbour_f0: float  # Hz, the machine next to it, heard in about half the clips
 
 
 def device_profile(device: str, seed: int, index: int) -> DeviceProfile:
@@ -103,7 +116,11 @@ def device_profile(device: str, seed: int, index: int) -> DeviceProfile:
         noise_tilt=float(rng.uniform(-6.0, -1.5)),
         mod_depth=float(depth),
         mod_rate=float(rng.uniform(0.2, 2.0)),
-        level_db=float(rng.uniform(-34.0, -30.0)),
+        level_db=float(rng.uniform(-36.0, -32.0)),
+        slip=float(rng.uniform(0.015, 0.035)),
+        load_db=float(rng.uniform(2.0, 4.0)),
+        load_tilt=float(rng.uniform(0.2, 0.5)),
+        neighbour_f0=float(rng.uniform(45.0, 300.0)),
     )
 
 
@@ -257,24 +274,56 @@ def _drifted(
 def _normal(
     profile: DeviceProfile, duration: float, rate: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, float]:
-    """A healthy clip and the f0 it was drawn with."""
+    """A healthy clip and its mean f0: the machine at the clip's operating point, in its plant."""
     n = max(1, round(duration * rate))
     t = np.arange(n) / rate
-    f0 = profile.f0 * rng.uniform(0.995, 1.005)
+    # The clip's load, 0..1: a loaded motor slips (runs slower), is louder and harsher.
+    load = rng.uniform(0.0, 1.0)
+    f0 = profile.f0 * (1 - profile.slip * load) * rng.uniform(0.997, 1.003)
+    # The speed also wanders a little within the clip, as a real drive's does.
+    period, start = rng.uniform(3.0, 8.0), rng.uniform(0, 2 * np.pi)
+    wander = 1 + _SPEED_WANDER * np.sin(2 * np.pi * t / period + start)
+    phase = 2 * np.pi * f0 * np.cumsum(wander) / rate
     phases = rng.uniform(0, 2 * np.pi, len(profile.harmonics))
     # Harmonic k is rotor**k: one complex exponential instead of a sine per harmonic.
-    rotor = np.exp(2j * np.pi * f0 * t)
+    rotor = np.exp(1j * phase)
     partial, hum = np.ones(n, dtype=complex), np.zeros(n)
-    for k, (a, phase) in enumerate(zip(profile.harmonics, phases, strict=True), start=1):
+    for k, (a, offset) in enumerate(zip(profile.harmonics, phases, strict=True), start=1):
         partial *= rotor
         if k * f0 < _BAND_EDGE * rate:
-            hum += a * (partial * np.exp(1j * phase)).imag
+            hum += a * k ** (profile.load_tilt * load) * (partial * np.exp(1j * offset)).imag
     noise = _coloured_noise(n, rate, profile.noise_band, profile.noise_tilt, rng)
     mod_rate = profile.mod_rate * rng.uniform(0.95, 1.05)
     envelope = 1 + profile.mod_depth * np.sin(2 * np.pi * mod_rate * t + rng.uniform(0, 2 * np.pi))
-    mix = (profile.hum_gain * _unit_rms(hum) + profile.noise_gain * _unit_rms(noise)) * envelope
-    level_db = profile.level_db + rng.uniform(-2.0, 2.0)
-    return _unit_rms(mix) * 10 ** (level_db / 20), f0
+    mix = _unit_rms(
+        (profile.hum_gain * _unit_rms(hum) + profile.noise_gain * _unit_rms(noise)) * envelope
+    )
+    mix += _plant(n, rate, profile.neighbour_f0, rng)
+    level_db = profile.level_db + profile.load_db * load + rng.uniform(-1.0, 1.0)
+    return mix * 10 ** (level_db / 20), float(f0)
+
+
+def _plant(n: int, rate: int, neighbour_f0: float, rng: np.random.Generator) -> np.ndarray:
+    """The rest of the plant, relative to a unit-RMS machine: diffuse noise, in about half the
+    clips the neighbouring machine's hum, and now and then a knock (a tool set down, a door)."""
+    diffuse = _coloured_noise(n, rate, (40.0, 6000.0), -4.5, rng)
+    out = _unit_rms(diffuse) * 10 ** (rng.uniform(-30.0, -20.0) / 20)
+    t = np.arange(n) / rate
+    if rng.uniform() < 0.5:
+        # Far away, so only its lowest harmonics carry: 3 of them, falling 6 dB each.
+        f0 = neighbour_f0 * rng.uniform(0.99, 1.01)
+        other = sum(
+            0.5**k * np.sin(2 * np.pi * (k + 1) * f0 * t + rng.uniform(0, 2 * np.pi))
+            for k in range(3)
+        )
+        out += _unit_rms(other) * 10 ** (rng.uniform(-22.0, -16.0) / 20)
+    for _ in range(rng.poisson(_KNOCKS_PER_MINUTE * n / rate / 60)):
+        length = min(n, int(rng.uniform(0.02, 0.1) * rate))
+        at = int(rng.uniform(0, max(1, n - length)))
+        decay = np.exp(-np.arange(length) / (length / 5))
+        knock = _coloured_noise(length, rate, (100.0, 5000.0), -3.0, rng) * decay
+        out[at : at + length] += _unit_rms(knock) * 10 ** (rng.uniform(-6.0, 3.0) / 20)
+    return out
 
 
 @dataclass(frozen=True)

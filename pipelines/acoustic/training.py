@@ -56,7 +56,7 @@ class Parent:
     scale: tuple[float, float]
     architecture: dict[str, Any]
     state: dict[str, torch.Tensor]  # its fitted detector
-    reference: float  # its mean score on its own evaluation windows: its normal
+    reference: float  # its normal score: on its own evaluation windows, or 1 (SELF_SCALED)
 
 
 def plan(features_dir: Path, params: Params) -> list[fleet.Job]:
@@ -287,12 +287,12 @@ def _parent(device: str, store: Path | None, ref: str) -> Parent:
         version = Registry(store).version(ref)
         state = family.state(version)  # read and sha256-checked once
         architecture = family.architecture(version)
-        return Parent(
-            family.scale(version),
-            architecture,
-            state,
-            family.own_error(version, detectors.build(architecture, state)),
-        )
+        detector = detectors.build(architecture, state)
+        if detectors.kind(architecture) in detectors.SELF_SCALED:
+            normal = 1.0  # by construction: its mean score on held-out normal clips
+        else:
+            normal = family.own_error(version, detector)
+        return Parent(family.scale(version), architecture, state, normal)
     except (RegistryError, ValueError) as exc:
         raise DeviceError(device, f"cannot start from {ref}: {exc}") from exc
 
