@@ -50,11 +50,14 @@ def compare(candidate: Version, holder: Version) -> tuple[float, float]:
     if kinds[0] != kinds[1]:
         raise IncomparableError(f"a {kinds[0]} and a {kinds[1]} score on different scales")
     windows = _array(candidate, "eval_windows")
+    versions = (candidate, holder)
+    fitted = [detector(v) for v in versions]  # each version's weights read and checked once
+    scores = [_score(v, windows, f) for v, f in zip(versions, fitted, strict=True)]
     if kinds[0] in detectors.SELF_SCALED:  # each relative to its own score on the holder's
         normal = _array(holder, "eval_windows")  # evaluation windows, normal for both
-        ratios = [_score(v, windows) / max(_score(v, normal), 1e-12) for v in (candidate, holder)]
-        return ratios[0], ratios[1]
-    return _score(candidate, windows), _score(holder, windows)
+        own = [_score(v, normal, f) for v, f in zip(versions, fitted, strict=True)]
+        return scores[0] / max(own[0], 1e-12), scores[1] / max(own[1], 1e-12)
+    return scores[0], scores[1]
 
 
 def own_error(version: Version, fitted: detectors.Detector | None = None) -> float:
