@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import fleet, parents
-from pipelines.acoustic import deployment
+from pipelines.acoustic import decisions
 from pipelines.params import edit_params
 
 DONE, FAILED, DEGRADED = 0, 1, 3
@@ -77,7 +77,7 @@ def run(project: Path, day: str, init_from: str, dvc: Sequence[str] = DVC) -> Ou
 def summary(reports: dict[str, dict[str, Any]]) -> list[str]:
     """One line per device: how its training started, then the deploy stage's line."""
     deploy = reports["deploy"]
-    lines = dict(deployment.describe(deploy.get("devices", {}), deploy.get("production", {})))
+    lines = dict(decisions.describe(deploy.get("devices", {}), deploy.get("production", {})))
     return [
         f"{device}: {_start(reports, device)}{lines[device].removeprefix(f'{device}: ')}"
         for device in sorted(lines)

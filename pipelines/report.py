@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from pipelines import fleet
-from pipelines.acoustic import deployment
+from pipelines.acoustic import decisions
 from registry.api import Registry
 from registry.events import replaced_model
 from registry.naming import parse_name
@@ -60,7 +60,7 @@ def gather(
 ) -> FleetRecord:
     """What the last run wrote and what the registry holds now, per device."""
     deployed = fleet.read_json(deploy_report)
-    lines = dict(deployment.describe(deployed["devices"], deployed["production"]))
+    lines = dict(decisions.describe(deployed["devices"], deployed["production"]))
     held = {m["scope"]: m for m in registry.list(alias=PRODUCTION) if m["family"] == family}
     events = _alias_events(registry.history(), family)
     names = set(fleet.complete_devices(eval_dir)) | set(fleet.complete_devices(models_dir))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import fleet
-from pipelines.acoustic import deployment
+from pipelines.acoustic import decisions, deployment
 from stages import common
 
 
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         return built
 
     def describe(report: dict[str, Any]) -> list[tuple[str, str]]:
-        return deployment.describe(report["devices"], report["production"])
+        return decisions.describe(report["devices"], report["production"])
 
     def extra(report: dict[str, Any]) -> dict[str, Any]:
         degraded = deployment.fleet_degraded(report["devices"])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import subprocess
 import sys
 import time
@@ -94,3 +96,14 @@ def wait_for_queue(repo: Path, timeout: float = 400) -> str:
             return out
         time.sleep(2)
     raise AssertionError(f"the queue did not finish in {timeout} s:\n{out}")
+
+
+def readme_commands(section: str, block: int = 0) -> list[list[str]]:
+    """The commands of the fenced block number `block` under the README's `section` (the
+    start of its heading), comments dropped."""
+    text = (PROJECT / "README.md").read_text()
+    body = re.search(re.escape(section) + r"[^\n]*\n(.*?)(?:\n## |\Z)", text, re.S)
+    blocks = re.findall(r"\n```\n(.*?)```", body[1], re.S) if body else []
+    assert len(blocks) > block, f"README has no code block {block} under {section!r}"
+    lines = blocks[block].splitlines()
+    return [words for line in lines if (words := shlex.split(line, comments=True))]

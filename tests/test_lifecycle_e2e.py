@@ -14,10 +14,20 @@ from typing import Any
 import pytest
 
 from registry.api import Registry
-from tests.pipeline_repo import TINY, make_repo, merge, run, wait_for_queue, write_params
+from tests.pipeline_repo import (
+    TINY,
+    make_repo,
+    merge,
+    readme_commands,
+    run,
+    wait_for_queue,
+    write_params,
+)
 
 pytestmark = pytest.mark.e2e
 DEVICES = ("A-1", "B-2")
+EXPERIMENTS = readme_commands("## Experiments")
+RUN = ["dvc", "exp", "run"]
 
 
 def production(repo: Path) -> dict[str, int]:
@@ -60,18 +70,38 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def experiments(repo: Path) -> list[str]:
-    """One experiment in the workspace and two queued ones run two at a time."""
+    """The README's experiments as written: one in the workspace, then two queued ones run
+    two at a time."""
     before = bundles(repo)
-    ran = run(repo, "dvc", "exp", "run", "-S", "train.lr=0.0005")
+    one, queued, start = EXPERIMENTS[:3]
+    assert (one[:3], queued[:4], start[:3]) == (RUN, [*RUN, "--queue"], ["dvc", "queue", "start"])
+    ran = run(repo, *one)
     assert "not promoted: the gate would" in ran.stderr + ran.stdout
-    run(repo, "git", "checkout", "--", "params.yaml")
-    run(repo, "dvc", "exp", "run", "--queue", "-S", "train.lr=0.0003,0.003")
-    run(repo, "dvc", "queue", "start", "-j", "2")
+    run(repo, *queued)
+    run(repo, *start)
     assert wait_for_queue(repo).count("Success") == 2
+    run(repo, "git", "checkout", "--", "params.yaml")  # the baseline's params again
     assert bundles(repo) == before  # no experiment touched the deploy folder
     return sorted(
         {m["lineage"]["dvc_experiment"] for m in Registry(repo / "model_store").list()} - {None}
     )
+
+
+def test_the_readme_compares_the_experiments(repo: Path, experiments: list[str]) -> None:
+    """The rest of the README's experiments block: the table, the per-device comparison and
+    the plots, with EXP one of the experiments."""
+    rest = [[experiments[0] if w == "EXP" else w for w in words] for words in EXPERIMENTS[3:]]
+    assert [words[:3] for words in rest] == [
+        ["dvc", "exp", "show"],
+        ["fleet", "compare", "workspace"],
+        ["dvc", "plots", "show"],
+    ]
+    header = run(repo, *rest[0]).stdout.splitlines()[0]
+    assert "train.lr" in header and "A-1" not in header  # what changed, never a device
+    compared = run(repo, *rest[1]).stdout.splitlines()
+    assert [line.split()[0] for line in compared[2:]] == ["A-1", "B-2"]  # under a rule
+    run(repo, *rest[2])
+    assert (repo / "dvc_plots" / "index.html").is_file()
 
 
 def test_a_plain_repro_promotes_and_exports_v1(repo: Path) -> None:

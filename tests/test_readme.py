@@ -3,31 +3,29 @@ with the demo fleet's device names."""
 
 from __future__ import annotations
 
-import re
-import shlex
+import glob
 import shutil
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
 
 from pipelines.params import edit_params, load_params
 from registry.api import Registry
-from tests.pipeline_repo import PROJECT, TINY, make_repo, merge, run, wait_for_queue
+from tests.pipeline_repo import (
+    PROJECT,
+    TINY,
+    make_repo,
+    merge,
+    readme_commands,
+    run,
+    wait_for_queue,
+)
 
 pytestmark = pytest.mark.e2e
-SECTIONS = ("## The lifecycle", "## The model registry", "## Detectors")
+SECTIONS = ("## The lifecycle", "## The model registry", "## Detectors", "## Scoring with")
 # The README's names are the default detector's (acoustic_LT-2_twfr-pca): its fleets use it.
 DEFAULT = {"train": {"model": load_params(PROJECT / "params.yaml").train.model}}
-
-
-def readme_commands(section: str, block: int = 0) -> list[list[str]]:
-    """The commands of the fenced block number `block` under `section`, comments dropped."""
-    text = (PROJECT / "README.md").read_text()
-    body = re.search(re.escape(section) + r"[^\n]*\n(.*?)(?:\n## |\Z)", text, re.S)
-    blocks = re.findall(r"\n```\n(.*?)```", body[1], re.S) if body else []
-    assert len(blocks) > block, f"README has no code block {block} under {section!r}"
-    lines = blocks[block].splitlines()
-    return [words for line in lines if (words := shlex.split(line, comments=True))]
 
 
 def test_the_readme_examples_work_as_written(tmp_path: Path) -> None:
@@ -39,11 +37,7 @@ def test_the_readme_examples_work_as_written(tmp_path: Path) -> None:
     ran = []
     for section in SECTIONS:
         for words in readme_commands(section):
-            if "EXP" in words:
-                names = {
-                    m["lineage"]["dvc_experiment"] for m in Registry(repo / "model_store").list()
-                }
-                words = [next(iter(names - {None})) if w == "EXP" else w for w in words]
+            words = as_typed(repo, words)
             run(repo, *words)
             if words[:3] == ["dvc", "queue", "start"]:
                 assert wait_for_queue(repo).count("Success") == 2
@@ -52,7 +46,22 @@ def test_the_readme_examples_work_as_written(tmp_path: Path) -> None:
     assert store.get("acoustic_PMP-3_convae")["params"]["train"]["model"] == "convae"
     assert {m["model_type"] for m in store.list(scope="LT-2")} == {"twfr-pca", "twfr-knn", "convae"}
     assert ["registry", "promote-experiment"] in ran and ["fleet", "status"] in ran
+    assert ["fleet", "score"] in ran and ["fleet", "table"] in ran
     assert len(ran) >= 20
+
+
+def as_typed(repo: Path, words: list[str]) -> list[str]:
+    """A README command as a shell in the project runs it: its globs expanded, `.venv/bin/`
+    on the PATH (the tests run in that environment), EXP one of the experiments registered."""
+    if "EXP" in words:
+        names = {m["lineage"]["dvc_experiment"] for m in Registry(repo / "model_store").list()}
+        words = [next(iter(names - {None})) if w == "EXP" else w for w in words]
+    typed = [words[0].removeprefix(".venv/bin/")]
+    for word in words[1:]:
+        matches = sorted(glob.glob(word, root_dir=repo)) if "*" in word else [word]
+        assert matches, f"{word}: matches no file"
+        typed += matches
+    return typed
 
 
 def test_the_daily_loop_examples_work_as_written(tmp_path: Path) -> None:
@@ -69,6 +78,16 @@ def test_the_daily_loop_examples_work_as_written(tmp_path: Path) -> None:
     assert (latest["version"], latest["lineage"]["parent_version"]) == (2, 1)
     checked = [e for e in store.history("acoustic_LT-2_twfr-pca") if e["type"] == "checked"]
     assert checked and checked[-1]["experiment"] and checked[-1]["to_version"] == 2
+
+    cron = readme_commands("## The daily loop", block=1)[0]  # the job cron runs, as written
+    job = as_typed(repo, cron[cron.index("&&") + 1 : cron.index(">>")])
+    assert job[:3] == ["fleet", "daily", "--days-ago"]
+    done = run(repo, *job, check=False)
+    yesterday = (date.today() - timedelta(days=1)).strftime("%Y%m%d")
+    assert done.returncode == 0 and f"daily {yesterday}: ran" in done.stdout
+    for device in ("LT-2", "FAN-7", "PMP-3"):  # no audio for yesterday here: nothing moves
+        assert f"{device}: skipped in extract: no clips recorded on {yesterday}" in done.stdout
+        assert f"production acoustic_{device}_twfr-pca:v2 kept" in done.stdout
 
 
 def test_your_own_fleet_commands_work_as_written(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import yaml
 
 from pipelines.acoustic.synth import generate_fleet
 from pipelines.params import parse_params
@@ -186,3 +188,38 @@ def test_model_shape_rule_is_checked_before_training(fleet_dir: Path) -> None:
     assert result.returncode == 2
     assert "divisible by 2**len(train.channels)" in result.stderr
     assert not (fleet_dir / "models").exists()
+
+
+def project_imports(path: Path) -> set[Path]:
+    """The project's source files that `path` imports, at any depth, in functions too."""
+    seen: set[Path] = set()
+    todo = [path]
+    while todo:
+        tree = ast.parse(todo.pop().read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            parts = [name.split(".") for name in names]  # a module's packages are run too
+            for base in {PROJECT.joinpath(*p[:n]) for p in parts for n in range(1, len(p) + 1)}:
+                for found in (base.with_suffix(".py"), base / "__init__.py"):
+                    if found.is_file() and found not in seen:
+                        seen.add(found)
+                        todo.append(found)
+    return seen
+
+
+def test_every_module_a_stage_imports_is_under_its_deps() -> None:
+    """DVC runs a stage again when its deps change: a module it imports outside them could
+    change its results and DVC would call the stage up to date."""
+    stages = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"]
+    for name, declared in stages.items():
+        entry = PROJECT / "stages" / f"{declared['cmd'].split()[2].split('.')[1]}.py"
+        deps = [PROJECT / dep for dep in declared["deps"]]
+        imported = project_imports(entry) | {entry}
+        outside = [p for p in imported if not any(p.is_relative_to(d) for d in deps)]
+        assert not outside, f"stage {name} imports {outside} outside its deps {declared['deps']}"
+        assert len(imported) > 5  # the walk found the stage's code

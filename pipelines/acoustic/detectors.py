@@ -49,12 +49,9 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from scipy.special import logsumexp
-from sklearn.covariance import LedoitWolf
-from sklearn.decomposition import PCA
-from sklearn.mixture import GaussianMixture
-from sklearn.neighbors import NearestNeighbors
 
+# scikit-learn and scipy are imported inside the one function of a type that needs each:
+# at the top they cost every stage and every `fleet score` 0.8 s of start-up.
 from pipelines.acoustic import model
 from pipelines.engine import load_verified
 from pipelines.params import TrainParams
@@ -263,6 +260,8 @@ def _standardised(member: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
 
 
 def _fit_pca(x: np.ndarray, p: TrainParams) -> dict[str, np.ndarray]:
+    from sklearn.decomposition import PCA
+
     standard = _standardiser(x)
     n = max(1, min(p.components, len(x) - 1, x.shape[1]))
     pca = PCA(n_components=n, svd_solver="full").fit(_standardised(standard, x))
@@ -276,6 +275,8 @@ def _pca_error(member: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
 
 
 def _fit_gaussian(x: np.ndarray, p: TrainParams) -> dict[str, np.ndarray]:
+    from sklearn.covariance import LedoitWolf
+
     standard = _standardiser(x)
     covariance = LedoitWolf().fit(_standardised(standard, x))
     return standard | {"location": covariance.location_, "precision": covariance.precision_}
@@ -294,6 +295,8 @@ def _neighbour_distance(member: dict[str, np.ndarray], x: np.ndarray) -> np.ndar
     training window) is scored as if left out, or the threshold, fitted on the training
     windows' scores, would be fitted on zeros. A ball tree's distances are exact, so its own
     is 0."""
+    from sklearn.neighbors import NearestNeighbors
+
     refs = _standardised(member, member["refs"])
     k = int(member["neighbors"])
     search = NearestNeighbors(n_neighbors=min(k + 1, len(refs)), algorithm="ball_tree")
@@ -305,6 +308,8 @@ def _neighbour_distance(member: dict[str, np.ndarray], x: np.ndarray) -> np.ndar
 
 
 def _fit_mixture(x: np.ndarray, p: TrainParams) -> dict[str, np.ndarray]:
+    from sklearn.mixture import GaussianMixture
+
     standard = _standardiser(x)
     mixture = GaussianMixture(min(p.mixtures, len(x)), covariance_type="diag", random_state=0)
     mixture.fit(_standardised(standard, x))
@@ -319,6 +324,8 @@ def _mixture_surprise(member: dict[str, np.ndarray], x: np.ndarray) -> np.ndarra
     """A row's negative log-likelihood under the mixture above its least possible one (the
     log of the density's upper bound): never negative, so that it can be divided by its mean
     on normal clips."""
+    from scipy.special import logsumexp
+
     z = _standardised(member, x)
     precisions, means = member["precisions"], member["means"]
     # each component's log density at its mean, with its weight
@@ -350,6 +357,8 @@ def fit_mahalanobis(
     """The scoring state of a trained dense autoencoder: the mean and precision (Ledoit-Wolf
     shrunk: a few windows, many bands) of its band errors on the `fit` windows, and its mean
     distance on the `held_out` normal windows (on `fit` when there are none)."""
+    from sklearn.covariance import LedoitWolf
+
     covariance = LedoitWolf().fit(band_errors(net, fit))
     state = {
         f"{MAHALANOBIS}mean": torch.from_numpy(covariance.location_),

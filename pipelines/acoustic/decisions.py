@@ -1,0 +1,75 @@
+"""What the deploy stage did, in words: one line per device of `reports/deploy.json`, for the
+stage's console, `fleet daily` and the fleet report (which need no torch to say it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def describe(
+    devices: dict[str, dict[str, Any]], production: dict[str, dict[str, Any]]
+) -> list[tuple[str, str]]:
+    """One console line per device: what this run did, and what runs there now."""
+    return [
+        (device, f"{device}: {_line(devices.get(device), production.get(device))}")
+        for device in sorted(set(devices) | set(production))
+    ]
+
+
+def _line(entry: dict[str, Any] | None, shipped: dict[str, Any] | None) -> str:
+    running = f"production {shipped['model']}" if shipped else "no production version"
+    if shipped and shipped["status"] == "failed":
+        running += f" (its export failed: {shipped['error']})"
+    if entry is None:
+        return f"no candidate from this run (see the earlier stages); {running} kept"
+    if entry["status"] in ("failed", "skipped"):
+        return f"{entry['status']}: {entry['error']}; {running} kept"
+    if entry["status"] == "unchanged":
+        return f"v{entry['version']} unchanged since the last run; {running}"
+    head = f"v{entry['version']} {'registered' if entry['new'] else 'already registered'}"
+    decision = entry["decision"]
+    action = decision["action"]
+    if action == "promoted":
+        return f"{head}; promoted{_was(decision)}{_figures(decision)}; {running}"
+    if action == "unchanged":
+        return f"{head}; already in production"
+    if action == "kept":
+        return (
+            f"{head}; not promoted: production {_holder(decision)} is newer or this "
+            f"version held it before (going back is `registry rollback`); {running} kept"
+        )
+    if action == "refused":
+        return f"{head}; refused by the gate: {'; '.join(decision['reasons'])}; {running} kept"
+    who = f"experiment {decision['experiment']}" if decision["experiment"] else "auto_promote off"
+    verdict = (
+        "would promote it"
+        if decision["passed"]
+        else ("would refuse it: " + "; ".join(decision["reasons"]))
+    )
+    return f"{head}; {who}, not promoted: the gate {verdict}{_figures(decision)}; {running}"
+
+
+def _was(decision: dict[str, Any]) -> str:
+    holder = _holder(decision)
+    return f" from {holder}" if holder else ""
+
+
+def _holder(decision: dict[str, Any]) -> str:
+    """The version that held production before: vN of the same model, or another's NAME:vN."""
+    if decision.get("replaced"):
+        return decision["replaced"]
+    return f"v{decision['from_version']}" if decision.get("from_version") else ""
+
+
+def _figures(decision: dict[str, Any]) -> str:
+    figures = decision.get("figures") or {}
+    shown = [f"{k} {v:.3f}" for k, v in figures.items() if k in ("auc", "pauc") and v is not None]
+    if isinstance(figures.get("candidate_error"), float):
+        shown.append(
+            f"error {figures['candidate_error']:.4g} vs {figures['holder']}'s "
+            f"{figures['holder_error']:.4g} (x{figures['rollback_factor']:g} allowed)"
+        )
+    if figures.get("readmitted"):
+        shown.append(f"held production before {figures['holder']}")
+    shown += decision.get("notes") or []
+    return f" [{', '.join(shown)}]" if shown else ""
