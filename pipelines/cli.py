@@ -223,8 +223,7 @@ def daily(
         typer.echo(f"ERROR {deployment.DEGRADED}")
     if outcome.ran:
         typer.echo(
-            f"commit the day: git add params.yaml dvc.lock reports eval/metrics.json && "
-            f'git commit -m "daily {when}"'
+            f"commit the day: git add {' '.join(job.RECORD)} && git commit -m 'daily {when}'"
         )
     raise typer.Exit(outcome.status)
 

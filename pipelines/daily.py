@@ -25,6 +25,18 @@ from pipelines.params import edit_params
 
 DONE, FAILED, DEGRADED = 0, 1, 3
 STAGES = ("extract", "train", "evaluate", "deploy")
+# What a run leaves for git (the rest of its outputs are in DVC's cache and gitignored): what it
+# ran with, and the figures, plots and reports that `dvc exp show`, `dvc plots diff` and
+# `fleet compare` read from a commit.
+RECORD = (
+    "dvc.lock",
+    "params.yaml",
+    "reports",
+    "logs/train",
+    "eval",
+    "deploy/metrics.json",
+    "report",
+)
 
 
 @dataclass(frozen=True)

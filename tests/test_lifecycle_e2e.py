@@ -102,6 +102,9 @@ def test_the_readme_compares_the_experiments(repo: Path, experiments: list[str])
     assert [line.split()[0] for line in compared[2:]] == ["A-1", "B-2"]  # under a rule
     run(repo, *rest[2])
     assert (repo / "dvc_plots" / "index.html").is_file()
+    diff = json.loads(run(repo, "dvc", "plots", "diff", "HEAD", experiments[0], "--json").stdout)
+    bars = diff["data"]["eval/plots/devices.json"][0]  # the README's `dvc plots diff A B`
+    assert sorted(bars["revisions"]) == sorted(["HEAD", experiments[0]])
 
 
 def test_a_plain_repro_promotes_and_exports_v1(repo: Path) -> None:

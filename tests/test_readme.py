@@ -4,12 +4,14 @@ with the demo fleet's device names."""
 from __future__ import annotations
 
 import glob
+import shlex
 import shutil
 from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
 
+from pipelines.daily import RECORD
 from pipelines.params import edit_params, load_params
 from registry.api import Registry
 from tests.pipeline_repo import (
@@ -85,6 +87,10 @@ def test_the_daily_loop_examples_work_as_written(tmp_path: Path) -> None:
     done = run(repo, *job, check=False)
     yesterday = (date.today() - timedelta(days=1)).strftime("%Y%m%d")
     assert done.returncode == 0 and f"daily {yesterday}: ran" in done.stdout
+    said = done.stdout.split("commit the day: ")[1].splitlines()[0]
+    for command in said.split(" && "):  # what it says to commit is the whole of the run's record
+        run(repo, *shlex.split(command))
+    assert run(repo, "git", "status", "--porcelain").stdout == ""
     for device in ("LT-2", "FAN-7", "PMP-3"):  # no audio for yesterday here: nothing moves
         assert f"{device}: skipped in extract: no clips recorded on {yesterday}" in done.stdout
         assert f"production acoustic_{device}_twfr-pca:v2 kept" in done.stdout
@@ -104,3 +110,5 @@ def test_your_own_fleet_commands_work_as_written(tmp_path: Path) -> None:
     assert commands[0] == ["dvc", "repro"]
     assert len(Registry(repo / "model_store").list(alias="production")) == 2
     assert "fleet trained" in run(repo, "git", "log", "--oneline").stdout
+    assert run(repo, "git", "status", "--porcelain").stdout == ""  # the run's record, all of it
+    assert commands[1][2:] == list(RECORD)  # as `fleet daily` says it
