@@ -4,8 +4,10 @@ Run by hand from the repository root (not in CI, not in tests):
 
     .venv/bin/python -m bench.finetune [--days 3] [--keep] [--json OUT]
 
-In a temp git + DVC repo holding a copy of the project's pipeline with the default params
-(the demo fleet, `--days` days of it): the reference is the full training, `dvc repro` with
+In a fresh project (pipelines/sandbox.py) with the default params but for the detector, the
+seed's autoencoder (`train.model: convae`: a type with a training loop, which is what a
+fine-tuning shortens), on the demo fleet, `--days` days of it: the reference is the full
+training, `dvc repro` with
 `data.day: all` and `train.init_from: scratch`, every device trained on every day; ours is
 then `fleet daily --day LAST`, each device fine-tuned from that model on the last day's clips.
 Reported per device: the train stage's seconds for it (from `reports/train.json`), epochs
@@ -16,15 +18,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from pipelines import daily, sandbox
 from pipelines.acoustic import evaluation
-from tests.pipeline_repo import make_repo, run
+
+
+def run(repo: Path, *command: str) -> None:
+    subprocess.run(command, cwd=repo, env=daily.environment(), check=True)
 
 
 def measure(repo: Path) -> dict[str, dict[str, Any]]:
@@ -47,8 +55,9 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-finetune-"))
-    repo = make_repo(work / "repo", {"generate": {"days": args.days}})
-    run(repo, "dvc", "repro")
+    changes = {"generate": {"days": args.days}, "train": {"model": "convae"}}
+    repo = sandbox.create(work / "repo", changes, os.environ)
+    run(repo, *daily.DVC, "repro")
     full = measure(repo)
     start = datetime.strptime("20261101", "%Y%m%d")
     last = (start + timedelta(days=args.days - 1)).strftime("%Y%m%d")
