@@ -95,7 +95,7 @@ def reference(paths: list[Path], p: FeatureParams) -> list[np.ndarray]:
 def ours(root: Path, paths: list[Path], threads: int) -> list[np.ndarray]:
     """The extract stage's clip reader: decode, check and featurise on `threads` threads."""
     sources = data.DeviceSources("BENCH", tuple(paths), (), (), ())
-    inp = extraction.ExtractInput(root, sources, {}, Params())
+    inp = extraction.ExtractInput(root, sources, {}, Params(), None)
     clips, skipped = extraction.read_clips([(path, "recorded") for path in paths], inp, threads)
     if skipped:
         raise RuntimeError(f"the clip reader skipped {skipped}")
