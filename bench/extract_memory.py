@@ -41,7 +41,7 @@ import soundfile as sf
 import soxr
 
 from pipelines import fleet
-from pipelines.acoustic import extraction, features
+from pipelines.acoustic import data, extraction, features
 from pipelines.errors import ClipError
 from pipelines.params import Params
 
@@ -75,7 +75,8 @@ def whole_clip(path: Path, role: str, inp: extraction.ExtractInput) -> extractio
     if len(windows) == 0:
         raise ClipError(path, "too short")
     rms = features.probe_rms(y, target, p.quality)
-    return extraction.Clip(extraction._rel(path, inp.root), role, windows, rms)
+    seconds, recorded = len(mono) / target, data.recording(path)
+    return extraction.Clip(extraction._rel(path, inp.root), role, windows, rms, seconds, recorded)
 
 
 def extract(variant: str, root: Path, out: Path) -> dict[str, Any]:
