@@ -5,12 +5,16 @@ references and the day's audio, the parent recorded)."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from pipelines.acoustic import family, features
 from registry.api import Registry
+from registry.families import Version
 from tests.pipeline_repo import TINY, make_repo, merge, run
 
 pytestmark = pytest.mark.e2e
@@ -44,3 +48,24 @@ def test_twfr_pca_registers_promotes_exports_scores_and_fine_tunes(tmp_path: Pat
     assert child["lineage"]["parent_version"] == 1
     trained = json.loads((repo / "models/A-1/summary.json").read_text())
     assert trained["start"]["parent"] == f"{NAME}:v1" and trained["epochs_run"] == 0
+
+    # The gate compared v2 with v1 each relative to its own mean score on the holder's
+    # evaluation windows (normal for both): a type whose scores are multiples of its own normal.
+    candidate, holder = store.version(f"{NAME}:v2"), store.version(f"{NAME}:v1")
+    windows = [_windows(v) for v in (candidate, holder)]
+    expected = [
+        _mean_score(v, windows[0]) / _mean_score(v, windows[1]) for v in (candidate, holder)
+    ]
+    assert family.compare(candidate, holder) == pytest.approx(expected)
+    decision = json.loads((repo / "reports/deploy.json").read_text())["devices"]["A-1"]["decision"]
+    figures = decision["figures"]
+    assert [figures["candidate_error"], figures["holder_error"]] == pytest.approx(expected)
+
+
+def _windows(version: Version) -> np.ndarray:
+    return np.load(io.BytesIO(version.read("eval_windows")), allow_pickle=False)
+
+
+def _mean_score(version: Version, windows: np.ndarray) -> float:
+    scaled = features.apply_scale(windows, family.scale(version))
+    return float(family.detector(version).scores(scaled).mean())
