@@ -20,7 +20,7 @@ import numpy as np
 from pipelines import fleet
 from pipelines.acoustic import decisions
 from registry.api import Registry
-from registry.events import replaced_model
+from registry.events import previous_holder, replaced_model
 from registry.naming import parse_name
 
 # The registry events that change (or were refused the right to change) who runs on a device.
@@ -175,11 +175,11 @@ def _policy(policy: dict[str, Any]) -> str:
 
 def below_floors(device: DeviceRecord, floors: dict[str, float]) -> list[str]:
     """The floors this run's evaluation of the device misses, as 'auc 0.61 < 0.9'."""
-    metrics = device.evaluation or {}
+    measured = {metric: _metric(device, metric) for metric in floors}
     return [
-        f"{metric} {metrics[metric]:.3f} < {floor:g}"
-        for metric, floor in floors.items()
-        if isinstance(metrics.get(metric), float | int) and metrics[metric] < floor
+        f"{metric} {value:.3f} < {floors[metric]:g}"
+        for metric, value in measured.items()
+        if value is not None and value < floors[metric]
     ]
 
 
@@ -352,7 +352,7 @@ def _events_table(records: list[dict[str, Any]]) -> str:
 
 def _versions(r: dict[str, Any]) -> str:
     to = f"{r['name']}:v{r.get('to_version') or r['version']}"
-    held = r.get("replaced") or (f"v{r['from_version']}" if r.get("from_version") else "")
+    held = previous_holder(r)
     return f"{held} -> {to}" if held and r["type"] != "retired" else to
 
 

@@ -182,6 +182,14 @@ def replaced(records: Iterable[dict[str, Any]], name: str, alias: str) -> str | 
     return None if first.get("rollback") else first.get("replaced")
 
 
+def previous_holder(record: dict[str, Any]) -> str:
+    """Who held the alias before an alias event or a gate decision moved it: another model's
+    NAME:vN, vN of the same model, or "" for nobody."""
+    if record.get("replaced"):
+        return record["replaced"]
+    return f"v{record['from_version']}" if record.get("from_version") else ""
+
+
 def replaced_model(record: dict[str, Any]) -> str | None:
     """The model whose holding an alias event ended by taking its place, if any."""
     ref = record.get("replaced")

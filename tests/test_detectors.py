@@ -207,5 +207,4 @@ def test_the_mahalanobis_state_is_tensors_and_its_network_the_rest() -> None:
     scoring = {k for k in state if k.startswith(detectors.MAHALANOBIS)}
     assert scoring == {f"mahalanobis.{k}" for k in ("mean", "precision", "normal")}
     assert state["mahalanobis.precision"].shape == (16, 16)  # per Mel band
-    net = model.from_architecture({"type": "dense-ae"} | DENSE)
-    net.load_state_dict(detectors.network_state(state))  # strict: the weights, nothing else
+    detectors.network({"type": "dense-ae"} | DENSE, state)  # strict: the weights, nothing else

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from registry.events import previous_holder
+
 
 def describe(
     devices: dict[str, dict[str, Any]], production: dict[str, dict[str, Any]]
@@ -35,7 +37,7 @@ def _line(entry: dict[str, Any] | None, shipped: dict[str, Any] | None) -> str:
         return f"{head}; already in production"
     if action == "kept":
         return (
-            f"{head}; not promoted: production {_holder(decision)} is newer or this "
+            f"{head}; not promoted: production {previous_holder(decision)} is newer or this "
             f"version held it before (going back is `registry rollback`); {running} kept"
         )
     if action == "refused":
@@ -50,15 +52,8 @@ def _line(entry: dict[str, Any] | None, shipped: dict[str, Any] | None) -> str:
 
 
 def _was(decision: dict[str, Any]) -> str:
-    holder = _holder(decision)
+    holder = previous_holder(decision)
     return f" from {holder}" if holder else ""
-
-
-def _holder(decision: dict[str, Any]) -> str:
-    """The version that held production before: vN of the same model, or another's NAME:vN."""
-    if decision.get("replaced"):
-        return decision["replaced"]
-    return f"v{decision['from_version']}" if decision.get("from_version") else ""
 
 
 def _figures(decision: dict[str, Any]) -> str:

@@ -137,16 +137,17 @@ def kind(architecture: dict[str, Any]) -> str:
 def build(architecture: dict[str, Any], state: dict[str, torch.Tensor]) -> Detector:
     if kind(architecture) in METHODS:
         return AtOnce(METHODS[kind(architecture)], architecture, state)
-    net = model.from_architecture(architecture)
-    net.load_state_dict(network_state(state))
+    net = network(architecture, state).eval()
     if kind(architecture) == "dense-ae-mahalanobis":
-        return Mahalanobis(net.eval(), state)
-    return Autoencoder(net.eval())
+        return Mahalanobis(net, state)
+    return Autoencoder(net)
 
 
-def network_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The network weights of a trained detector's state."""
-    return {k: v for k, v in state.items() if not k.startswith(MAHALANOBIS)}
+def network(architecture: dict[str, Any], state: dict[str, torch.Tensor]) -> model.Network:
+    """A trained detector's network (a type of TRAINED), its weights loaded from `state`."""
+    net = model.from_architecture(architecture)
+    net.load_state_dict({k: v for k, v in state.items() if not k.startswith(MAHALANOBIS)})
+    return net
 
 
 def load(path: Path, sha256: str, architecture: dict[str, Any]) -> Detector:

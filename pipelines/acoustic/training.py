@@ -193,8 +193,7 @@ def _train_network(
     )
     state = result.state
     if p.model == "dense-ae-mahalanobis":
-        net = model.from_architecture(architecture)
-        net.load_state_dict(state)
+        net = detectors.network(architecture, state)
         state = state | detectors.fit_mahalanobis(net, x[~validation], x[validation])
     return Fitted(
         state=state,
@@ -298,10 +297,9 @@ def _parent(device: str, store: Path | None, ref: str) -> Parent:
 
 
 def _network(architecture: dict[str, Any], parent: Parent | None) -> model.Network:
-    net = model.from_architecture(architecture)
-    if parent is not None:
-        net.load_state_dict(detectors.network_state(parent.state))
-    return net
+    if parent is None:
+        return model.from_architecture(architecture)
+    return detectors.network(architecture, parent.state)
 
 
 def log_curves(models_dir: Path, live_dir: Path) -> None:
