@@ -156,6 +156,7 @@ def build_store(root: Path, models: int, versions: int) -> dict[str, Any]:
         "architecture": {"channels": list(p.train.channels), "latent_channels": 8},
     }
     registry = Registry(root, actor=ACTOR)
+    registry.init()
     names = model_names(models)
     counts = {"register": 0, "promote": 0, "rollback": 0}
     register_s: list[float] = []

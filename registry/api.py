@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from registry import card, events, export, families, gate, integrity, ledger, lineage
+from registry import backup, card, events, export, families, gate, integrity, ledger, lineage
 from registry.errors import (
     ArtifactError,
     CorruptStoreError,
@@ -150,6 +150,20 @@ class Registry:
         against the log, stray files), each with what repairs it; empty when all agree."""
         return integrity.verify(self.store, str(parse_name(name)) if name else None)
 
+    def verify_version(self, ref: str) -> list[dict[str, Any]]:
+        """The problems of one version's files (its metadata against the digest recorded when
+        it was registered, each artifact against its sha256), each with its repair; empty
+        when all match."""
+        meta = self.get(ref)
+        key = (meta["name"], meta["version"])
+        registered = integrity.live_versions(self._events()).get(key)
+        if registered is None:
+            raise CorruptStoreError(
+                f"{key[0]}:v{key[1]}: the index holds it, events.jsonl does not; "
+                f"{integrity.RECOVER}"
+            )
+        return integrity.check_version(self.store, key, registered)[1]
+
     def version(self, ref: str) -> families.Version:
         """NAME[:vN|@alias] as its family sees it: metadata and sha256-verified artifacts."""
         return self._version(self.get(ref))
@@ -219,7 +233,8 @@ class Registry:
         shas = {kind: sha256_file(path) for kind, path in files.items()}
         content = hashlib.sha256(json.dumps(shas, sort_keys=True).encode()).hexdigest()
         origin = lineage.capture(data_fingerprint=data_fingerprint, parent_version=parent_version)
-        with ledger.open_ledger(self.store, create=True) as book:
+        self._require_store(create=self.store.default)
+        with ledger.open_ledger(self.store) as book:
             existing = book.index.find_content(name, content)
             if existing:
                 return existing | {"existing": True}
@@ -277,7 +292,8 @@ class Registry:
     ) -> dict[str, Any]:
         """Change the store's promotion policy: set or change `floors`, drop `drop_floors`,
         set `rollback_factor`; what is not named stays. Recorded as an event."""
-        with ledger.open_ledger(self.store, create=True) as book:  # it may make the store
+        self._require_store(create=self.store.default)
+        with ledger.open_ledger(self.store) as book:
             current = _policy(events.last_policy(book.records))
             dropped = set(drop_floors)
             unknown = sorted(dropped - set(current.floors))
@@ -536,6 +552,7 @@ class Registry:
         """Ship a version to `to/{scope}/` in the layout of its family, in one atomic swap,
         keeping `keep_backups` earlier bundles; unchanged when that bundle is already there."""
         self.get(ref)  # an unknown ref is refused before the deploy folder is touched
+        self._outside_store(Path(to))
         with export.locked(Path(to)) as own:  # resolved again: an alias may have moved
             return self._export(own, self.get(ref), keep_backups)[0]
 
@@ -550,6 +567,7 @@ class Registry:
         A bundle whose scope no longer has a holder is taken out of service. One scope that
         fails does not stop the others. Returns scope -> {model, status[, error]}."""
         holders: dict[str, list[dict[str, Any]]] = {}
+        self._outside_store(Path(to))
         with export.locked(Path(to)) as own:
             for meta in self.list(alias=alias):
                 if family in (None, meta["family"]):
@@ -597,34 +615,71 @@ class Registry:
         hint = f"; did you mean {close[0]}?" if close else " (`registry list` shows them)"
         return f"{name}: no such model in {self.store.root}{hint}"
 
+    def init(self) -> bool:
+        """Make an empty store here, in a new or empty folder; False when there is one
+        already. A store named on purpose (--store, $MODEL_STORE) is made only by this."""
+        return ledger.create(self.store)
+
     def reindex(self) -> dict[str, int]:
         """Rebuild versions.json and the index from events.jsonl and the metadata files, after
-        checking every event and metadata file; on any problem the store is left as it was.
-        Temp files and files of no live version are swept."""
+        checking every event and metadata file; on any problem, or a log that lost events
+        the index or the files still show, the store is left as it was. Deletes nothing."""
         return integrity.reindex(self.store)
 
-    def gc(self, keep: int, dry_run: bool = False) -> list[str]:
-        """Delete the files of old versions: all but the newest `keep` of each model, never a
-        version that an alias holds or ever held, nor the parent of a version that is kept.
-        `dry_run`: only say what would go."""
-        if keep < 1:
+    def recover(self, reason: str) -> dict[str, Any] | None:
+        """Rebuild what events.jsonl lost from the metadata files and the index (the lost
+        registrations and alias holders), recorded as a `recovered` event with `reason`,
+        then reindex. None when the log lost nothing."""
+        if not reason.strip():
+            raise UsageError("--recover needs a --reason: the rebuilt events are recorded with it")
+        return integrity.recover(self.store, reason, self.actor)
+
+    def backup(self, to: Path) -> dict[str, Any]:
+        """Copy the store whole to `to` (a new or empty folder), under its lock, so that no
+        write is half-way through the copy; then verify the copy."""
+        self._require_store()
+        files = backup.take(self.store, Path(to))
+        return {"to": str(to), "files": len(files), "problems": Registry(to).verify()}
+
+    def gc(self, keep: int | None = None, dry_run: bool = False) -> list[str]:
+        """Delete what interrupted writes left (`verify` lists it) and, with `keep`, the files
+        of old versions: all but the newest `keep` of each model, never a version that an
+        alias holds or ever held, nor the parent of a version that is kept. `dry_run`: only
+        say what would go."""
+        if keep is not None and keep < 1:
             raise UsageError(f"keep {keep!r}: expected an integer >= 1")
         self._require_store()
         with ledger.open_ledger(self.store) as book:
             held = {(n, v) for n, _, v in events.ever_held(book.records)}
-            doomed = _collectable(book.index.search(), keep, held)
+            doomed = [] if keep is None else _collectable(book.index.search(), keep, held)
+            gone = [f"{m['name']}:v{m['version']}" for m in doomed]
+            gone += [p.name for p in integrity.leftovers(self.store, book.records)]
             if dry_run:
-                return [f"{m['name']}:v{m['version']}" for m in doomed]
+                return gone
             for meta in doomed:  # the event first: a kill leaves files of an archived version
                 name, version = meta["name"], meta["version"]
                 record = events.event(events.ARCHIVED, name, version, self.actor, "gc")
                 book.commit([record], lambda index, n=name, v=version: index.remove(n, v))
-            integrity.sweep(self.store, set(integrity.live_versions(book.records)))
-        return [f"{m['name']}:v{m['version']}" for m in doomed]
+            integrity.sweep(self.store, book.records)
+        return gone
 
-    def _require_store(self) -> None:
-        if not self.store.root.is_dir():
-            raise NotFoundError(f"{self.store.root}: no model store here; nothing changed")
+    def _outside_store(self, to: Path) -> None:
+        """Refuse a deploy folder that is the store or inside it: bundles and links among the
+        store's own files would be files of no version."""
+        if self.store.holds(to):
+            raise ExportError(
+                f"{to}: is inside the model store {self.store.root}; export to a deploy folder "
+                "outside it; nothing was changed"
+            )
+
+    def _require_store(self, create: bool = False) -> None:
+        """A write needs a store; `create`: make it when there is none."""
+        if self.store.exists() or (create and ledger.create(self.store)):
+            return
+        root = self.store.root
+        raise NotFoundError(
+            f"{root}: no model store here (`registry init {root}` makes one); nothing changed"
+        )
 
     def _existing(self, index: Any, name: str, version: int) -> dict[str, Any]:
         meta = index.get(name, version)

@@ -45,9 +45,12 @@ def shown(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
-def model_card(meta: dict[str, Any], parent: dict[str, Any] | None) -> str:
+def model_card(
+    meta: dict[str, Any], parent: dict[str, Any] | None, problems: list[dict[str, Any]] | None
+) -> str:
     """The version as a card: identity and aliases, lineage, metrics, the params that differ
-    from its parent (all of them without one), the family's settings, files with digests."""
+    from its parent (all of them without one), the family's settings, files with digests and
+    whether they were verified (`problems`: None when they were not checked)."""
     lineage = meta.get("lineage") or {}
     held = ", ".join(meta.get("aliases") or []) or "no alias"
     head = [
@@ -66,7 +69,17 @@ def model_card(meta: dict[str, Any], parent: dict[str, Any] | None) -> str:
     for title, rows in sections:
         if rows:
             parts.append(f"{title}\n" + columns(rows, indent="  "))
-    return "\n\n".join(parts)
+    return "\n\n".join([*parts, _verified(meta, problems)])
+
+
+def _verified(meta: dict[str, Any], problems: list[dict[str, Any]] | None) -> str:
+    if problems is None:
+        ref = f"{meta['name']}:v{meta['version']}"
+        return f"files not verified here (`registry show {ref} --verify` checks them)"
+    if not problems:
+        return "files verified: the metadata and every file match the digests recorded for them"
+    rows = [[p["file"], p["problem"], p["repair"]] for p in problems]
+    return "files DAMAGED\n" + columns(rows, indent="  ")
 
 
 def _lineage(lineage: dict[str, Any]) -> dict[str, str]:

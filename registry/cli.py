@@ -44,7 +44,7 @@ KeepBackups = Annotated[int, typer.Option(min=1, help="earlier bundles to keep p
 def _existing(store: Path | None) -> Registry:
     """The registry of a store that exists: a read command on a missing store says so."""
     registry = Registry(store)
-    if not registry.store.root.is_dir():
+    if not registry.store.exists():
         raise NotFoundError(f"{registry.store.root}: no model store here (see --store)")
     return registry
 
@@ -142,21 +142,31 @@ def list_(
 @app.command()
 def show(
     ref: Annotated[str, typer.Argument(help="NAME, NAME:vN or NAME@alias")],
+    verify: Annotated[
+        bool, typer.Option(help="check its files against their recorded sha256; exit 1 if not")
+    ] = False,
     store: Store = None,
     as_json: Json = False,
 ) -> None:
     """One version as a model card: aliases, lineage, metrics, params, files.
 
     The params shown are those that differ from its parent (all of them without one); files
-    with their size and the first digits of their sha256.
+    with their size and the first digits of their sha256, and whether they were verified.
 
-    Example: `registry show acoustic_LT-2_convae:v2` (or NAME@production, or NAME: the latest)"""
-    chain = _existing(store).lineage(ref)
+    Example: `registry show acoustic_LT-2_convae:v2 --verify` (or NAME@production, or NAME:
+    the latest)"""
+    registry = _existing(store)
+    chain = registry.lineage(ref)
+    ref = f"{chain[0]['name']}:v{chain[0]['version']}"
+    problems = registry.verify_version(ref) if verify else None
     if as_json:
-        typer.echo(json.dumps(chain[0], indent=2, sort_keys=True))
-        return
-    parent = chain[1] if len(chain) > 1 and not chain[1].get("missing") else None
-    typer.echo(card.model_card(chain[0], parent))
+        checked = {"checked": verify} | ({"problems": problems} if verify else {})
+        typer.echo(json.dumps(chain[0] | {"verification": checked}, indent=2, sort_keys=True))
+    else:
+        parent = chain[1] if len(chain) > 1 and not chain[1].get("missing") else None
+        typer.echo(card.model_card(chain[0], parent, problems))
+    if problems:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -328,13 +338,21 @@ def verify(
     problems = Registry(store).verify(name)
     if as_json:
         typer.echo(json.dumps(problems, indent=2))
-    elif problems:
-        rows = [[p["file"], p["problem"], p["repair"]] for p in problems]
-        typer.echo(render(["file", "problem", "repair"], rows))
     else:
-        typer.echo("the store agrees with itself: every file, digest, index row and alias")
+        _problems(problems, f"the store agrees with itself: {CLEAN}")
     if problems:
         raise typer.Exit(1)
+
+
+CLEAN = "every file, digest, index row and alias"
+
+
+def _problems(problems: list[dict[str, Any]], clean: str) -> None:
+    if not problems:
+        typer.echo(clean)
+        return
+    rows = [[p["file"], p["problem"], p["repair"]] for p in problems]
+    typer.echo(render(["file", "problem", "repair"], rows))
 
 
 @app.command()
@@ -423,27 +441,91 @@ def export(
 
 
 @app.command()
-def reindex(store: Store = None, as_json: Json = False) -> None:
-    """Rebuild versions.json and the index from the store and events.jsonl.
+def init(
+    path: Annotated[Path, typer.Argument(help="a new or empty folder")], as_json: Json = False
+) -> None:
+    """Make an empty model store in PATH.
 
-    Example: `registry reindex` (what `registry verify` says repairs an interrupted write)"""
-    latest = Registry(store).reindex()
-    typer.echo(json.dumps(latest, sort_keys=True) if as_json else f"reindexed {len(latest)} models")
+    A store named by --store or $MODEL_STORE must exist before anything is written to it (a
+    mistyped path is refused instead of starting again at v1); only the project's own
+    model_store/ is made by its first write. Example: `registry init /srv/models`"""
+    made = Registry(path).init()
+    word = "made an empty model store in" if made else "already a model store:"
+    typer.echo(json.dumps({"store": str(path), "made": made}) if as_json else f"{word} {path}")
+
+
+@app.command()
+def backup(
+    to: Annotated[Path, typer.Argument(help="a new or empty folder outside the store")],
+    store: Store = None,
+    as_json: Json = False,
+) -> None:
+    """Copy the store whole to TO, under its lock, and verify the copy.
+
+    No write is half-way through the copy. To restore it, copy it back into a new folder
+    (README, "The model registry"). Example: `registry backup /backups/models-2026-12-03`"""
+    done = Registry(store).backup(to)
+    if as_json:
+        typer.echo(json.dumps(done, indent=2))
+    else:
+        typer.echo(f"copied {done['files']} files to {to}")
+        _problems(done["problems"], f"the copy verifies: {CLEAN}")
+    if done["problems"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def reindex(
+    recover: Annotated[
+        bool,
+        typer.Option(
+            help="first rebuild what a lost events.jsonl still shows in the metadata files and "
+            "the index (needs --reason; recorded)"
+        ),
+    ] = False,
+    reason: Reason = "",
+    store: Store = None,
+    as_json: Json = False,
+) -> None:
+    """Rebuild versions.json and the index from events.jsonl and the metadata files.
+
+    Deletes nothing. A log that lost events (shorter than the index saw it, or missing a
+    version whose metadata is in the store) is refused, naming what is missing: restore it
+    from a backup, or rebuild with --recover. Example: `registry reindex` (what `registry
+    verify` says repairs an interrupted write)"""
+    registry = Registry(store)
+    if not recover:
+        latest = registry.reindex()
+        typer.echo(
+            json.dumps(latest, sort_keys=True) if as_json else f"reindexed {len(latest)} models"
+        )
+        return
+    record = registry.recover(reason)
+    if as_json:
+        typer.echo(json.dumps(record, indent=2, sort_keys=True))
+    elif record is None:
+        typer.echo("the log lost nothing: reindexed")
+    else:
+        rows = [["version", v] for v in record["versions"]]
+        rows += [["alias", a] for a in record["aliases"]]
+        typer.echo(render(["recovered", ""], rows or [["nothing", "the index is rebuilt"]]))
 
 
 @app.command()
 def gc(
-    keep: Annotated[int, typer.Option(min=1, help="newest versions to keep per model")],
+    keep: Annotated[
+        int | None, typer.Option(min=1, help="also delete all but the newest KEEP of each model")
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option(help="list what would be deleted; delete nothing")
     ] = False,
     store: Store = None,
     as_json: Json = False,
 ) -> None:
-    """Delete the files of old versions: all but the newest KEEP of each model.
+    """Delete what interrupted writes left and, with --keep, the files of old versions.
 
     Never a version that an alias holds or ever held, nor the parent of a version that is
-    kept. Example: `registry gc --keep 5 --dry-run`"""
+    kept, nor a version the log lost. Example: `registry gc --keep 5 --dry-run`"""
     removed = Registry(store).gc(keep, dry_run)
     if as_json:
         typer.echo(json.dumps(removed))

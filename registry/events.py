@@ -12,6 +12,8 @@ alias changes `alias`, `from_version`, `to_version`. The types:
   checked      what the gate would decide, recorded by an experiment (no alias moves)
   archived     `gc` deleted a version's files
   policy_set   the store's promotion policy changed (`policy`; name and version are empty)
+  recovered    `registry reindex --recover` rebuilt lost events (`versions`, `aliases`; name
+               and version are empty); each rebuilt event is marked `recovered`
 Written under the store's lock, one `write` and an fsync per event.
 """
 
@@ -32,6 +34,7 @@ from registry.store import open_new
 
 REGISTERED, PROMOTED, ROLLED_BACK, ARCHIVED = "registered", "promoted", "rolled_back", "archived"
 RETIRED, REFUSED, CHECKED, POLICY_SET = "retired", "refused", "checked", "policy_set"
+RECOVERED = "recovered"
 
 
 def now() -> str:
@@ -82,12 +85,14 @@ class Position:
         return Position(self.size + sum(map(len, lines)), hashlib.sha256(lines[-1]).hexdigest())
 
 
-def position(path: Path, chunk: int = 1 << 16) -> Position:
-    """The log's Position, from its last bytes only (the log may be long)."""
+def position(path: Path, chunk: int = 1 << 16, upto: int | None = None) -> Position:
+    """The log's Position, from its last bytes only (the log may be long); with `upto`, the
+    Position of its first `upto` bytes."""
     if not path.exists():
         return Position(0, "")
     with open(path, "rb") as handle:
         length = handle.seek(0, os.SEEK_END)
+        length = length if upto is None else min(upto, length)
         data, start = b"", length
         while start > 0 and data.count(b"\n") < 2:  # the last complete line and the one before
             start = max(0, start - chunk)
@@ -99,13 +104,21 @@ def position(path: Path, chunk: int = 1 << 16) -> Position:
     return Position(size, hashlib.sha256(last).hexdigest() if last else "", size < length)
 
 
+def holds(path: Path, seen: tuple[int, str]) -> bool:
+    """Does the log still hold all that a reader who saw it end at `seen` (size, sha256 of the
+    last line) saw: at least as long, with that line ending there? No: events were lost."""
+    size, tail = seen
+    return position(path, upto=size) == Position(size, tail)
+
+
 def load(path: Path) -> tuple[list[dict[str, Any]], Position]:
     """Every event, each checked against its type's fields, and where the log ends;
-    CorruptStoreError names the first line that is not a valid event. A last line without its
+    CorruptStoreError names the first line that is not a valid event, or that repeats an
+    earlier one (a line copied twice, a version registered twice). A last line without its
     newline is not an event."""
     data = path.read_bytes() if path.exists() else b""
     complete = data[: data.rfind(b"\n") + 1]
-    records, last = [], b""
+    records, last, seen = [], b"", _Seen()
     for number, line in enumerate(complete.split(b"\n")[:-1], start=1):
         last = line + b"\n"
         if not line.strip():
@@ -114,12 +127,33 @@ def load(path: Path) -> tuple[list[dict[str, Any]], Position]:
             record = json.loads(line)
         except ValueError as exc:
             raise CorruptStoreError(f"{path}: line {number} is not valid JSON ({exc})") from exc
-        problem = invalid(record)
+        problem = invalid(record) or seen.repeats(number, line, record)
         if problem:
             raise CorruptStoreError(f"{path}: line {number} is not a valid event: {problem}")
         records.append(record)
     tail = hashlib.sha256(last).hexdigest() if last else ""
     return records, Position(len(complete), tail, torn=len(complete) < len(data))
+
+
+class _Seen:
+    """The lines and registrations read so far, to find one that comes twice."""
+
+    def __init__(self) -> None:
+        self.lines: dict[bytes, int] = {}
+        self.registered: dict[tuple[str, int], int] = {}
+
+    def repeats(self, number: int, line: bytes, record: dict[str, Any]) -> str | None:
+        digest = hashlib.blake2b(line, digest_size=16).digest()
+        if digest in self.lines:
+            return f"it repeats line {self.lines[digest]} (an event is written once)"
+        self.lines[digest] = number
+        if record["type"] != REGISTERED:
+            return None
+        key = (record["name"], record["version"])
+        if key in self.registered:
+            return f"{key[0]}:v{key[1]} was registered at line {self.registered[key]} already"
+        self.registered[key] = number
+        return None
 
 
 def read(path: Path) -> list[dict[str, Any]]:
@@ -129,6 +163,7 @@ def read(path: Path) -> list[dict[str, Any]]:
 
 # Fields each type of event must have, beyond type/time/actor/reason/name/version.
 _INT, _OPT_INT, _STR, _DICT, _NONE = (int,), (int, type(None)), (str,), (dict,), (type(None),)
+_LIST = (list,)
 _COMMON = {"time": _STR, "actor": _STR, "reason": _STR}
 _FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
     REGISTERED: {},
@@ -139,6 +174,7 @@ _FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
     CHECKED: {"alias": _STR, "from_version": _OPT_INT, "to_version": _INT, "gate": _DICT},
     ARCHIVED: {},
     POLICY_SET: {"policy": _DICT},
+    RECOVERED: {"versions": _LIST, "aliases": _LIST},
 }
 
 
@@ -149,7 +185,7 @@ def invalid(record: Any) -> str | None:
     fields = _FIELDS.get(record.get("type"))  # type: ignore[arg-type]
     if fields is None:
         return f"unknown type {record.get('type')!r}"
-    if record["type"] == POLICY_SET:  # about the store, not one model
+    if record["type"] in (POLICY_SET, RECOVERED):  # about the store, not one model
         ident = {"name": _NONE, "version": _NONE}
     else:
         ident = {"name": _STR, "version": _INT}

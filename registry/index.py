@@ -177,7 +177,8 @@ def build(
     import sqlite_utils
 
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temp.unlink(missing_ok=True)
+    for stale in (temp, Path(f"{temp}-journal")):  # a killed build's, by the same pid
+        stale.unlink(missing_ok=True)
     conn = sqlite3.connect(temp)
     try:
         db = sqlite_utils.Database(conn)

@@ -1,12 +1,12 @@
 """The store's log and index, written in lockstep: how every change that an event records is made.
 
-`open_ledger` takes the store's lock and checks, before anything is written, that the store can
-be trusted: its files are regular files inside it, its log does not end in a torn line, its
-index exists while the log has events, and the index, versions.json and the log agree (the
-index records where the log ends: its size and the sha256 of its last line, so the check reads
-the end of the log only). A write that needs the events reads them all, and refuses on any
-line that is not a valid event. Otherwise the write is refused, with the command that repairs
-it.
+`create` makes an empty store. `open_ledger` takes the store's lock and checks, before
+anything is written, that the store can be trusted: its files are regular files inside it, its
+log does not end in a torn line, its index exists, and the index, versions.json and the log
+agree (the index records where the log ends: its size and the sha256 of its last line, so the
+check reads the end of the log only; a log that no longer holds that end lost events). A
+write that needs the events reads them all, and refuses on any line that is not a valid event.
+Otherwise the write is refused, with the command that repairs it.
 
 `Ledger.commit` then makes a change in one SQLite transaction: it changes the index, appends
 the events to events.jsonl (fsynced), records the log's new end in the index, and commits.
@@ -17,6 +17,7 @@ before), or with the log longer than the index knows, which the next writer sees
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,7 +27,8 @@ from registry import events
 from registry import index as index_mod
 from registry.errors import CorruptStoreError
 from registry.index import Index
-from registry.store import Store, read_json
+from registry.integrity import RECOVER
+from registry.store import Store, fsync_dir, open_new, read_json, write_json
 
 REPAIR = "run `registry reindex` (`registry verify` shows what disagrees)"
 
@@ -62,9 +64,8 @@ class Ledger:
 
 
 @contextmanager
-def open_ledger(store: Store, create: bool = False) -> Iterator[Ledger]:
-    """Hold the store's lock with its log and index checked to agree; `create` makes the
-    index of a store that has no events yet."""
+def open_ledger(store: Store) -> Iterator[Ledger]:
+    """Hold the store's lock with its log and index checked to agree."""
     with store.locked():
         end = events.position(store.events_file)
         if end.torn:
@@ -72,18 +73,46 @@ def open_ledger(store: Store, create: bool = False) -> Iterator[Ledger]:
                 f"{store.events_file}: ends with an unfinished line (a write was interrupted); "
                 f"{REPAIR}; nothing was changed"
             )
-        if create and end.size == 0 and not store.index_file.exists():
-            index_mod.build(store.index_file, [], {}, (end.size, end.tail))
         index = Index(store.index_file, write=True)
         try:
-            if index.log() != (end.size, end.tail):
-                raise CorruptStoreError(
-                    f"{store.index_file}: does not reflect {store.events_file} as it is now "
-                    f"(an interrupted or outside write); {REPAIR}; nothing was changed"
-                )
+            seen = index.log()
+            if seen != (end.size, end.tail):
+                raise CorruptStoreError(_disagreement(store, seen))
             yield Ledger(store, index, end, _versions(store, index))
         finally:
             index.close()
+
+
+def _disagreement(store: Store, seen: tuple[int, str]) -> str:
+    if events.position(store.events_file).size < seen[0]:
+        return (
+            f"{store.events_file}: shorter than {store.index_file} saw it: events were lost; "
+            f"{RECOVER}; nothing was changed"
+        )
+    return (
+        f"{store.index_file}: does not reflect {store.events_file} as it is now "
+        f"(an interrupted or outside write); {REPAIR}; nothing was changed"
+    )
+
+
+def create(store: Store) -> bool:
+    """Make an empty store (its log, index and versions.json) in a new or empty folder; False
+    when a store is there already. A folder holding anything else is refused."""
+    with store.locked():
+        if store.exists():
+            return False
+        other = sorted(p.name for p in store.root.iterdir() if p != store.lock_file)
+        if other:
+            raise CorruptStoreError(
+                f"{store.root}: holds {', '.join(other[:3])}, not a model store; a store is "
+                "made in a new or empty folder; nothing was changed"
+            )
+        index_mod.build(store.index_file, [], {}, (0, ""))
+        write_json(store.versions_file, {})
+        with open_new(store.events_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL):
+            pass
+        fsync_dir(store.root)
+    return True
 
 
 def _versions(store: Store, index: Index) -> dict[str, int]:

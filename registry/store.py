@@ -11,6 +11,7 @@ gives up before touching anything.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -38,6 +39,13 @@ ARTIFACTS = {
 REQUIRED = ("model",)
 
 
+def is_default(explicit: str | Path | None = None) -> bool:
+    """True when `locate` falls back to the project's own store (no --store, no $MODEL_STORE):
+    the one store that a write may create; any store named on purpose must exist already,
+    so that a mistyped path is refused instead of starting again at v1."""
+    return not explicit and not os.environ.get("MODEL_STORE")
+
+
 def locate(explicit: str | Path | None = None, cwd: Path | None = None) -> Path:
     """Where the store is; the CLI, the API and the pipeline all ask this one function.
 
@@ -60,6 +68,7 @@ def locate(explicit: str | Path | None = None, cwd: Path | None = None) -> Path:
 class Store:
     def __init__(self, root: str | Path | None = None, lock_timeout: float = 10.0) -> None:
         self.root = locate(root)
+        self.default = is_default(root)
         self.lock_timeout = lock_timeout
         self.versions_file = self.root / "versions.json"
         self.events_file = self.root / "events.jsonl"
@@ -88,6 +97,21 @@ class Store:
         if checkpoints.is_symlink() or (checkpoints.exists() and not checkpoints.is_dir()):
             raise CorruptStoreError(f"{checkpoints}: not a folder inside the store")
 
+    def exists(self) -> bool:
+        """A store is here: a folder holding the log, the index, versions.json or a version's
+        file (a store that lost its log and index is still a store, to be repaired). A file,
+        or a link, where the store's folder or own files should be is refused."""
+        self.check_regular()
+        if not self.root.is_dir():
+            return False
+        own = (self.events_file, self.index_file, self.versions_file)
+        return any(p.exists() for p in own) or any(owner(p) for p in self.files())
+
+    def holds(self, path: Path) -> bool:
+        """Is `path` the store's folder or inside it (links resolved)?"""
+        target, root = Path(path).resolve(), self.root.resolve()
+        return target == root or root in target.parents
+
     def files(self) -> list[Path]:
         """Every file in the store's two folders (not the store's lock)."""
         folders = [self.root, self.root / "checkpoints"]
@@ -96,6 +120,30 @@ class Store:
     @contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the store's lock; LockTimeoutError if it stays taken past the timeout."""
+        lock = self._acquire()
+        try:
+            yield
+        finally:
+            lock.release()
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """The lock, for a reader that must see the store whole (`verify`, `backup`): no
+        writer is half-way through. A store on a read-only filesystem is read without it:
+        nobody can be writing it."""
+        try:
+            lock: FileLock | None = self._acquire()
+        except OSError as exc:
+            if exc.errno != errno.EROFS:
+                raise
+            lock = None
+        try:
+            yield
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _acquire(self) -> FileLock:
         self.check_regular()
         self.root.mkdir(parents=True, exist_ok=True)
         lock = FileLock(self.lock_file, timeout=self.lock_timeout)
@@ -106,10 +154,7 @@ class Store:
                 f"{self.root}: the store is locked by another process "
                 f"(waited {self.lock_timeout:g} s); nothing was changed"
             ) from exc
-        try:
-            yield
-        finally:
-            lock.release()
+        return lock
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -147,7 +192,7 @@ def copy_atomic(src: Path, dst: Path) -> None:
 
 
 _STORED = re.compile(r"(?P<name>[^_]+_[^_]+_[^_]+)_v(?P<version>\d+)_[a-z_]+\.[a-z]+")
-_TEMP = re.compile(r"\..+\.\d+\.tmp")
+_TEMP = re.compile(r"\..+\.\d+\.tmp(-journal)?")  # the index is built with a journal
 
 
 def owner(path: Path) -> tuple[str, int] | None:
@@ -167,13 +212,11 @@ def canonical_sha256(data: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def read_json(path: Path, what: str) -> Any:
+def read_json(path: Path, what: str, repair: str = "run `registry reindex`") -> Any:
     try:
         return json.loads(path.read_text())
     except ValueError as exc:
-        raise CorruptStoreError(
-            f"{path}: {what} is not valid JSON ({exc}); run `registry reindex`"
-        ) from exc
+        raise CorruptStoreError(f"{path}: {what} is not valid JSON ({exc}); {repair}") from exc
 
 
 def fsync_dir(folder: Path) -> None:

@@ -1,13 +1,15 @@
 """Fault injection for the tests: kill -9 a worker at a random moment of its work.
 
 Workers come from a forkserver that has imported what they need once, so each try costs a
-fork, not an interpreter start, and dozens of tries run in seconds.
+fork, not an interpreter start, and dozens of tries run in seconds. The moments are drawn over
+the time the work takes now (`span`), so they fall all through it whatever the machine's load.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import random
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -42,3 +44,28 @@ def kill_during(
     worker.join(rng.uniform(0, within))
     worker.kill()
     worker.join()
+
+
+def _once(ready: Any, done: Any, work: Callable[..., None], args: tuple[Any, ...]) -> None:
+    ready.set()
+    work(*args)
+    done.set()
+
+
+def span(work: Callable[..., None], args: tuple[Any, ...]) -> float:
+    """Seconds one `work(*args)` takes in a worker at the machine's present load: the `within`
+    of `kill_during` for kills that land anywhere in it (a calibration, not a check)."""
+    ctx = context()
+    ready, done = ctx.Event(), ctx.Event()
+    worker = ctx.Process(target=_once, args=(ready, done, work, args), daemon=True)
+    worker.start()
+    if not ready.wait(600):
+        worker.kill()
+        raise RuntimeError("the worker never started")
+    start = time.monotonic()
+    finished = done.wait(600)
+    took = time.monotonic() - start
+    worker.join()
+    if not finished:
+        raise RuntimeError("the work never finished")
+    return took

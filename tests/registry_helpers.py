@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from pipelines.acoustic import model
+from registry.api import Registry
 from registry.errors import IncomparableError
 from registry.families import Version
 
@@ -59,6 +60,15 @@ class ToyFamily:
 
 
 TOY = {FAMILY: ToyFamily()}
+
+
+def new_registry(root: Path, **options: Any) -> Registry:
+    """The registry of a store made empty at `root` (a store named on purpose must exist
+    before it is written to: `registry init`)."""
+    registry = Registry(root, **options)
+    registry.init()
+    return registry
+
 
 # The acoustic family's smallest real model: 16 mel bands x 16 frames, two encoder blocks.
 ARCHITECTURE = {"channels": [2, 4], "latent_channels": 1}

@@ -16,6 +16,7 @@ from pipelines.acoustic.extraction import load_device
 from registry.api import Registry
 from tests import tiny_fleet
 from tests.pipeline_repo import PROJECT, TINY, write_params
+from tests.registry_helpers import new_registry
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +50,7 @@ def types(registry: Registry, device: str) -> list[str]:
 def test_a_plain_run_promotes_exports_and_says_so(
     tiny: tiny_fleet.TinyFleet, tmp_path: Path
 ) -> None:
-    Registry(tmp_path / "model_store").set_policy(drop_floors=["auc"], reason="tiny models")
+    new_registry(tmp_path / "model_store").set_policy(drop_floors=["auc"], reason="tiny models")
     ran = deploy(tiny, tmp_path)
     assert ran.returncode == 0, ran.stderr
     registry = Registry(tmp_path / "model_store")
@@ -75,7 +76,7 @@ def test_the_registered_windows_are_the_devices_validation_windows_in_decibels(
 def test_a_refusal_is_printed_with_its_figures_and_recorded(
     tiny: tiny_fleet.TinyFleet, tmp_path: Path
 ) -> None:
-    Registry(tmp_path / "model_store").set_policy({"auc": 1.01}, reason="nothing passes")
+    new_registry(tmp_path / "model_store").set_policy({"auc": 1.01}, reason="nothing passes")
     ran = deploy(tiny, tmp_path)
     assert ran.returncode == 0, ran.stderr
     registry = Registry(tmp_path / "model_store")
@@ -91,7 +92,7 @@ def test_a_refusal_is_printed_with_its_figures_and_recorded(
 def test_an_experiment_moves_nothing_and_records_the_verdict(
     tiny: tiny_fleet.TinyFleet, tmp_path: Path
 ) -> None:
-    Registry(tmp_path / "model_store").set_policy(drop_floors=["auc"], reason="tiny models")
+    new_registry(tmp_path / "model_store").set_policy(drop_floors=["auc"], reason="tiny models")
     ran = deploy(tiny, tmp_path, DVC_EXP_NAME="exp-one", DVC_ROOT=str(tmp_path))
     assert ran.returncode == 0, ran.stderr
     assert "experiment exp-one, not promoted: the gate would promote it" in ran.stderr

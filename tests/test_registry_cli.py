@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from registry import export
 from registry.api import Registry
 from registry.cli import app
 from registry.errors import RegistryError
+from tests.pipeline_repo import readme_commands
 from tests.registry_helpers import (
     ARCHITECTURE,
     FAMILY,
@@ -54,6 +56,7 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def store(tmp_path: Path) -> Path:
+    Registry(tmp_path / "store").init()
     return tmp_path / "store"
 
 
@@ -199,14 +202,14 @@ def test_register_keeps_extra_metadata_from_a_file(store: Path, tmp_path: Path) 
 def test_register_bad_metadata_file_is_a_usage_error(
     store: Path, tmp_path: Path, option: str
 ) -> None:
-    folder = make_artifacts(tmp_path / "a1")
+    folder, before = make_artifacts(tmp_path / "a1"), snapshot(store)
     (tmp_path / "m.json").write_text("[1, 2]")
     result = cli(*register_args(folder), option, tmp_path / "m.json", "--store", store)
     assert result.exit_code == 2
     assert "expected a mapping" in result.output
     missing = cli(*register_args(folder), option, tmp_path / "nope.json", "--store", store)
     assert missing.exit_code == 2 and "cannot read" in missing.output
-    assert not store.exists()
+    assert snapshot(store) == before
 
 
 def test_register_refuses_extra_that_sets_recorded_fields(store: Path, tmp_path: Path) -> None:
@@ -281,7 +284,10 @@ def test_show_is_a_model_card_with_short_lines(store: Path, tmp_path: Path) -> N
     sections = [
         line for line in lines if line and not line.startswith((" ", NAME, "family", "registered"))
     ]
-    assert sections == ["lineage", "metrics", "params that differ from v1", "settings", "files"]
+    assert sections == [
+        *("lineage", "metrics", "params that differ from v1", "settings", "files"),
+        f"files not verified here (`registry show {NAME}:v2 --verify` checks them)",
+    ]
     assert ["started", "from", "v1", "(fine-tuned)"] in [line.split() for line in lines]
     assert ["train.lr", "0.001", "->", "0.0003"] in [line.split() for line in lines]
     assert ["inference.rate", "16000"] in [line.split() for line in lines]
@@ -342,7 +348,9 @@ def test_store_from_env_and_option_precedence(two_models: Path, tmp_path: Path) 
 
 
 def test_default_store_is_model_store_in_the_working_directory(tmp_path: Path) -> None:
-    register(tmp_path / "model_store", tmp_path, "v1")
+    """The project's own store is made by its first write; a store named on purpose is not."""
+    ok(*register_args(make_artifacts(tmp_path / "a1")))
+    assert (tmp_path / "model_store" / "events.jsonl").is_file()
     assert len(ok_json("list")) == 1
 
 
@@ -426,6 +434,9 @@ def test_force_needs_a_reason_and_is_recorded(store: Path, tmp_path: Path) -> No
 
 # ================================================================== policy and check
 def test_policy_and_set_policy(store: Path, tmp_path: Path) -> None:
+    absent = tmp_path / "absent"
+    assert ok("policy", "--store", absent) == ok("policy", "--store", store)
+    assert not absent.exists()  # reading the policy makes no store
     table = ok("policy", "--store", store).splitlines()
     assert table[0].split() == ["rule", "value"]
     assert [line.split() for line in table[2:]] == [
@@ -433,7 +444,6 @@ def test_policy_and_set_policy(store: Path, tmp_path: Path) -> None:
         ["rollback", "factor", "2.0"],
         ["set", "never:", "the", "default", "applies"],
     ]
-    assert not store.exists()
     record = ok_json(
         *("set-policy", "--floor", "auc=0.8", "--floor", "pauc=0.5"),
         *("--rollback-factor", "1.5", "--reason", "pilot site", "--store", store),
@@ -863,7 +873,7 @@ def test_a_store_path_that_is_a_file_is_one_clear_line(tmp_path: Path) -> None:
     not_a_store = tmp_path / "store.txt"
     not_a_store.write_text("a file")
     folder = make_artifacts(tmp_path / "new", b"new")
-    assert_one_error_line(run_main("list", "--store", not_a_store), "no model store here")
+    assert_one_error_line(run_main("list", "--store", not_a_store), "not a folder")
     assert_one_error_line(run_main(*register_args(folder), "--store", not_a_store), "not a folder")
     assert not_a_store.read_text() == "a file"
 
@@ -874,3 +884,92 @@ def test_a_huge_version_is_one_clear_line(two_models: Path) -> None:
     assert_one_error_line(
         run_main("promote", NAME, str(10**30), "--store", two_models), "from 1 to"
     )
+
+
+# ================================================================== init, backup, show --verify
+def test_a_mistyped_store_is_refused_not_made_and_init_makes_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write to a store named on purpose (--store, $MODEL_STORE) that is not there used to
+    start a new store at v1 without a word."""
+    folder, typo = make_artifacts(tmp_path / "a1"), tmp_path / "modle_store"
+    for args in (register_args(folder), ["set-policy", "--floor", "auc=0.8"]):
+        line = assert_one_error_line(run_main(*args, "--store", typo), "no model store here")
+        assert f"`registry init {typo}` makes one" in line
+    monkeypatch.setenv("MODEL_STORE", str(typo))
+    assert "no model store here" in refused(*register_args(folder))
+    assert not typo.exists()
+    monkeypatch.delenv("MODEL_STORE")
+    assert ok("init", typo).strip() == f"made an empty model store in {typo}"
+    assert Registry(typo).verify() == [] and Registry(typo).list() == []
+    assert ok_json(*register_args(folder), "--store", typo)["version"] == 1
+    assert ok("init", typo).strip() == f"already a model store: {typo}"
+    assert [m["version"] for m in Registry(typo).list()] == [1]
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's")
+    assert "not a model store" in refused("init", mine)
+    assert sorted(p.name for p in mine.iterdir()) == [".lock", "notes.txt"]
+
+
+def test_export_into_the_store_is_refused(two_models: Path) -> None:
+    before = snapshot(two_models)
+    for to in (two_models, two_models / "deploy", two_models / "checkpoints"):
+        line = assert_one_error_line(run_main("export", "--to", to, "--store", two_models))
+        assert "is inside the model store" in line and "nothing was changed" in line
+        one = run_main("export", NAME, "--to", to, "--store", two_models)
+        assert_one_error_line(one, "is inside the model store")
+    assert snapshot(two_models) == before
+
+
+def test_show_says_whether_the_files_were_verified(two_models: Path) -> None:
+    assert ok("show", NAME, "--store", two_models).endswith(
+        f"files not verified here (`registry show {NAME}:v2 --verify` checks them)\n"
+    )
+    clean = ok("show", NAME, "--verify", "--store", two_models)
+    assert clean.splitlines()[-1].startswith("files verified: the metadata and every file")
+    assert ok_json("show", NAME, "--store", two_models)["verification"] == {"checked": False}
+    checked = ok_json("show", NAME, "--verify", "--store", two_models)["verification"]
+    assert checked == {"checked": True, "problems": []}
+    damaged = two_models / f"{NAME}_v2_model.pth"
+    flip_byte(damaged)
+    result = cli("show", f"{NAME}@production", "--verify", "--store", two_models)
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert "files DAMAGED" in lines
+    assert any(str(damaged) in line and "sha256 mismatch" in line for line in lines)
+    assert cli("show", f"{NAME}:v1", "--verify", "--store", two_models).exit_code == 0
+
+
+def test_backup_copies_a_store_that_verifies_and_restores_by_copying(
+    two_models: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "backups" / "models"
+    out = ok("backup", copy, "--store", two_models)
+    assert out.splitlines()[-1] == "the copy verifies: every file, digest, index row and alias"
+    books = {".lock"}
+    original = {k: v for k, v in snapshot(two_models).items() if k not in books}
+    assert {k: v for k, v in snapshot(copy).items() if k not in books} == original
+    again = run_main("backup", copy, "--store", two_models)
+    assert_one_error_line(again, "not an empty folder", status=2)  # never over anything
+    inside = run_main("backup", two_models / "b", "--store", two_models)
+    assert_one_error_line(inside, "is inside the store", status=2)
+    restored = tmp_path / "restored"  # the README's restore: a plain copy into a new folder
+    subprocess.run(["cp", "-a", str(copy), str(restored)], check=True)
+    assert Registry(restored).verify() == []
+    assert Registry(restored).get(f"{NAME}@production")["version"] == 2
+
+
+def test_the_readme_restore_works_as_written(two_models: Path, tmp_path: Path) -> None:
+    """The README's restore block, run as written in a project whose store was damaged after
+    its backup: the project's store is the backup again, and verifies."""
+    project = tmp_path / "project"
+    shutil.copytree(two_models, project / "model_store")
+    ok("backup", tmp_path / "model_store.backup", "--store", project / "model_store")
+    flip_byte(project / "model_store" / f"{NAME}_v2_model.pth")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for words in readme_commands("## The model registry", block=1):
+        command = [str(CONSOLE_SCRIPT), *words[1:]] if words[0] == "registry" else words
+        subprocess.run(command, cwd=project, env=env, check=True, capture_output=True)
+    assert Registry(project / "model_store").verify() == []
+    assert Registry(project / "model_store.damaged").verify() != []  # put aside, not deleted

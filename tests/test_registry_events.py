@@ -11,9 +11,16 @@ from pathlib import Path
 import pytest
 
 from registry import events
-from registry.api import Registry
 from registry.errors import CorruptStoreError
-from tests.registry_helpers import FAMILY, MODEL_TYPE, NAME, SCOPE, make_artifacts, snapshot
+from tests.registry_helpers import (
+    FAMILY,
+    MODEL_TYPE,
+    NAME,
+    SCOPE,
+    make_artifacts,
+    new_registry,
+    snapshot,
+)
 
 OTHER = f"{FAMILY}_FAN-7_{MODEL_TYPE}"
 
@@ -237,7 +244,7 @@ def test_a_rollback_with_no_earlier_holder_is_a_corrupt_log() -> None:
 
 
 def test_a_torn_tail_stops_writes_until_reindex_drops_it(tmp_path: Path) -> None:
-    registry = Registry(tmp_path / "store", actor="t")
+    registry = new_registry(tmp_path / "store", actor="t")
     registry.register(make_artifacts(tmp_path / "a1", b"one"), FAMILY, SCOPE, MODEL_TYPE)
     with open(registry.store.events_file, "ab") as handle:
         handle.write(b'{"type": "registered", "na')  # a writer killed mid-write
@@ -358,7 +365,7 @@ def test_last_policy_of_a_store_that_never_had_one_is_none() -> None:
 
 
 def test_the_store_records_its_lifecycle_as_events(tmp_path: Path) -> None:
-    registry = Registry(tmp_path / "store", actor="t")
+    registry = new_registry(tmp_path / "store", actor="t")
     registry.set_policy({"auc": 0.5}, reason="pilot")
     folder = make_artifacts(tmp_path / "a1", b"one")
     registry.register(folder, FAMILY, SCOPE, MODEL_TYPE, metrics={"auc": 0.7})

@@ -27,13 +27,14 @@ from tests.registry_helpers import (
     TOY,
     make_acoustic_artifacts,
     make_artifacts,
+    new_registry,
 )
 
 
 @pytest.fixture
 def registry(tmp_path: Path) -> Registry:
     """Two versions of one model, each a little different, v1 in production."""
-    registry = Registry(tmp_path / "store", actor="tester", families=TOY)
+    registry = new_registry(tmp_path / "store", actor="tester", families=TOY)
     for version in (1, 2):
         folder = make_artifacts(tmp_path / "art" / str(version), f"weights {version}".encode())
         registry.register(folder, FAMILY, SCOPE, MODEL_TYPE, metrics={"auc": 1.0, "error": 0.1})
@@ -173,7 +174,7 @@ def test_weights_that_would_not_load_safely_are_not_shipped(tmp_path: Path) -> N
         def __reduce__(self) -> tuple:
             return (open, (str(tmp_path / "pwned"), "w"))
 
-    registry = Registry(tmp_path / "store")
+    registry = new_registry(tmp_path / "store")
     folder = make_acoustic_artifacts(tmp_path / "art", 0)
     (folder / "model.pth").write_bytes(pickle.dumps({"w": Evil()}, protocol=2))
     registry.register(folder, "acoustic", SCOPE, MODEL_TYPE, extra=INFERENCE)
@@ -184,7 +185,7 @@ def test_weights_that_would_not_load_safely_are_not_shipped(tmp_path: Path) -> N
 
 
 def test_the_acoustic_layout_is_the_seeds(tmp_path: Path) -> None:
-    registry = Registry(tmp_path / "store")
+    registry = new_registry(tmp_path / "store")
     folder = make_acoustic_artifacts(tmp_path / "art", 0)
     registry.register(folder, "acoustic", SCOPE, MODEL_TYPE, extra=INFERENCE)
     link = registry.export(f"acoustic_{SCOPE}_{MODEL_TYPE}:v1", tmp_path / "deploy")
@@ -264,10 +265,10 @@ def test_kill_9_at_any_moment_of_an_export_leaves_a_whole_bundle(
 ) -> None:
     to = tmp_path / "deploy"
     registry.export(f"{NAME}:v1", to)
-    rng = random.Random(7)
-    shipped = []
+    rng, args, shipped = random.Random(7), (str(registry.store.root), str(to)), []
+    within = 2 * faults.span(_export_alternately, args)  # two swaps a cycle: both sides
     for _ in range(30):
-        faults.kill_during(_export_alternately, (str(registry.store.root), str(to)), rng, 0.05)
+        faults.kill_during(_export_alternately, args, rng, within)
         shipped.append(assert_shipped(registry, to, {1, 2}))
     assert set(shipped) == {1, 2}  # the kills landed on both sides of the swap
     for version in (1, 2):  # an export clears what the kills left half-done

@@ -23,6 +23,7 @@ from tests.registry_helpers import (
     TOY,
     make_acoustic_artifacts,
     make_artifacts,
+    new_registry,
     snapshot,
 )
 
@@ -136,7 +137,7 @@ def test_make_policy_refuses_bad_values(floors: dict, factor: Any, says: str) ->
 # ------------------------------------------------------------------ the store's policy
 @pytest.fixture
 def registry(tmp_path: Path) -> Registry:
-    return Registry(tmp_path / "store", actor="tester", families=TOY)
+    return new_registry(tmp_path / "store", actor="tester", families=TOY)
 
 
 def _register(registry: Registry, tmp_path: Path, tag: str, **metrics: float) -> dict[str, Any]:
@@ -257,7 +258,7 @@ def test_an_earlier_holder_comes_back_on_its_floors(registry: Registry, tmp_path
 
 
 def test_without_an_installed_family_the_comparison_refuses(tmp_path: Path) -> None:
-    registry = Registry(tmp_path / "store", families={})
+    registry = new_registry(tmp_path / "store", families={})
     _v1_in_production_then(registry, tmp_path, auc=0.99, error=0.1)
     with pytest.raises(
         GateError, match=f"cannot compare with the holder {NAME}:v1: no family 'toy'"
@@ -345,7 +346,7 @@ def _acoustic(registry: Registry, tmp_path: Path, seed: int, bias: float = 0.0) 
 def test_the_acoustic_family_compares_real_models_on_the_candidates_windows(
     tmp_path: Path,
 ) -> None:
-    registry = Registry(tmp_path / "store")  # the installed families: acoustic is one
+    registry = new_registry(tmp_path / "store")  # the installed families: acoustic is one
     name = f"acoustic_{SCOPE}_{MODEL_TYPE}"
     _acoustic(registry, tmp_path, 0)
     registry.promote(name, 1)

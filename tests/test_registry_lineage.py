@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from registry import lineage
-from registry.api import Registry
-from tests.registry_helpers import FAMILY, MODEL_TYPE, SCOPE, make_artifacts
+from tests.registry_helpers import FAMILY, MODEL_TYPE, SCOPE, make_artifacts, new_registry
 
 
 @pytest.fixture(autouse=True)
@@ -122,7 +121,7 @@ def test_registration_records_lineage_of_the_working_directory(
 ) -> None:
     monkeypatch.chdir(repo)
     monkeypatch.setenv("DVC_EXP_NAME", "exp-1")
-    registry = Registry(tmp_path / "store", actor="t")
+    registry = new_registry(tmp_path / "store", actor="t")
     meta = registry.register(
         make_artifacts(tmp_path / "a1", b"one"),
         FAMILY,
@@ -162,7 +161,7 @@ def test_registration_outside_git_records_no_commit(
     plain = tmp_path / "plain"
     plain.mkdir()
     monkeypatch.chdir(plain)
-    meta = Registry(tmp_path / "store", actor="t").register(
+    meta = new_registry(tmp_path / "store", actor="t").register(
         make_artifacts(tmp_path / "a1"), FAMILY, SCOPE, MODEL_TYPE
     )
     assert meta["lineage"]["git_commit"] is None

@@ -27,6 +27,7 @@ from tests.registry_helpers import (
     flip_byte,
     make_acoustic_artifacts,
     make_artifacts,
+    new_registry,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,7 +41,7 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def registry(tmp_path: Path) -> Registry:
-    return Registry(tmp_path / "store", actor="t")
+    return new_registry(tmp_path / "store", actor="t")
 
 
 def _state_dict() -> dict[str, torch.Tensor]:

@@ -220,7 +220,7 @@ def test_locked_times_out_when_held_elsewhere(tmp_path: Path) -> None:
         with pytest.raises(LockTimeoutError) as caught, store.locked():
             pytest.fail("the body must not run without the lock")
         elapsed = time.monotonic() - start
-    assert elapsed < 3
+    assert elapsed >= 0.2  # it waited its timeout, then gave up
     message = str(caught.value)
     assert str(root) in message and "locked by another process" in message
     assert "0.2 s" in message and "nothing was changed" in message

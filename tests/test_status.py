@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pipelines.status import Sources, fleet_status
 from registry.api import Registry
-from tests.registry_helpers import FAMILY, MODEL_TYPE, TOY, make_artifacts
+from tests.registry_helpers import FAMILY, MODEL_TYPE, TOY, make_artifacts, new_registry
 
 
 def _register(registry: Registry, tmp_path: Path, scope: str, tag: str, error: float) -> None:
@@ -18,7 +18,7 @@ def _register(registry: Registry, tmp_path: Path, scope: str, tag: str, error: f
 
 
 def test_every_disagreement_is_flagged(tmp_path: Path) -> None:
-    registry = Registry(tmp_path / "store", families=TOY)
+    registry = new_registry(tmp_path / "store", families=TOY)
     for scope in ("LT-2", "FAN-7", "OLD-1"):
         _register(registry, tmp_path, scope, "v1", 0.1)
     _register(registry, tmp_path, "LT-2", "v2", 0.15)
