@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import tracemalloc
 from datetime import date
 from pathlib import Path
@@ -103,6 +104,19 @@ def test_each_clip_is_decoded_once_per_extraction(
     clips = sorted(str(path) for job in jobs for path in job.inputs.sources.all_files)
     assert len(clips) == 2 * (2 * 2 + 1 + 3 + 3)  # each device's days, verified and test clips
     assert sorted(f.name for f in read.values()) == clips
+
+
+def test_an_override_of_a_device_not_in_the_fleet_is_named_and_the_fleet_goes_on(
+    root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    overrides = {"devices": {"A-1": {"epochs": 2}, "C-3": {"epochs": 2}}}
+    with caplog.at_level(logging.WARNING):
+        jobs = extraction.plan(root, parse_params(merge(TINY, overrides)))
+    assert [job.device for job in jobs] == ["A-1", "B-2"]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+        f"params.yaml: devices: C-3 is not a device of the fleet (no folder C-3 under {root}); "
+        "its overrides are not used"
+    ]
 
 
 def test_unchanged_devices_are_skipped_and_a_changed_clip_rebuilds_its_device(
