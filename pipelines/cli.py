@@ -146,25 +146,26 @@ def status(
 def score(
     bundle_dir: Annotated[Path, typer.Argument(help="a deployed device folder, deploy/models/DEV")],
     clips: Annotated[list[Path], typer.Argument(help="audio files to score")],
+    store: Annotated[
+        Path | None, typer.Option(help="the model store, whose devices name device folders")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Score clips with a deployed bundle: clip -> score, threshold, verdict.
 
     Says which device and model the bundle is, and warns about a clip unlike the ones the
-    model was trained on (sample rate, channels, duration) or under another device's folder."""
+    model was trained on (sample rate, channels, duration) or under the folder of another
+    device the model store knows (it reads the store, and changes nothing in it)."""
     from pipelines.acoustic.bundle import load_bundle, score_file
     from pipelines.errors import IntegrityError
-    from registry.naming import is_device_code
 
     try:
         bundle = load_bundle(bundle_dir)
     except (IntegrityError, KeyError, OSError) as exc:
         typer.echo(f"error: {bundle_dir}: cannot load the bundle: {exc}", err=True)
         raise typer.Exit(2) from exc
-    # the other devices deployed beside it: a clip under a folder of that name is flagged
-    beside = Path(bundle_dir).absolute().parent.iterdir()
-    others = frozenset(p.name for p in beside if p.is_dir() and is_device_code(p.name))
-    verdicts = [score_file(bundle, clip, others) for clip in clips]
+    devices = _known_devices(store)
+    verdicts = [score_file(bundle, clip, devices) for clip in clips]
     model = bundle.model or "a candidate bundle (not exported by the registry)"
     if as_json:
         found = [asdict(v) | {"device": bundle.device, "model": bundle.model} for v in verdicts]
@@ -226,6 +227,19 @@ def daily(
             f"commit the day: git add {' '.join(job.RECORD)} && git commit -m 'daily {when}'"
         )
     raise typer.Exit(outcome.status)
+
+
+def _known_devices(store: Path | None) -> frozenset[str]:
+    """The devices the model store has versions of; none, said in a warning, when it cannot
+    be read (the clips are scored all the same)."""
+    from registry.api import Registry
+    from registry.errors import RegistryError
+
+    try:
+        return frozenset(m["scope"] for m in Registry(store).list())
+    except RegistryError as exc:
+        typer.echo(f"warning: {exc}; clips not checked against device folders", err=True)
+        return frozenset()
 
 
 def _verdict(anomalous: bool | None, error: str) -> str:

@@ -204,6 +204,10 @@ class Params:
     def train_for(self, device: str) -> TrainParams:
         return dataclasses.replace(self.train, **self.devices.get(device, {}))
 
+    def unknown_devices(self, fleet: typing.Iterable[str]) -> list[str]:
+        """The devices `devices:` overrides that are not in `fleet`: a typo, or a device gone."""
+        return sorted(set(self.devices) - set(fleet))
+
 
 def load_params(path: Path | str = "params.yaml") -> Params:
     """Read and validate params.yaml; raise ParamError naming the first bad key."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import tracemalloc
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import librosa
 import numpy as np
@@ -19,6 +21,7 @@ from tests.pipeline_repo import TINY, merge
 
 PARAMS = parse_params(TINY)
 RATE = PARAMS.data.sample_rate
+DEFAULT = parse_params({})  # what a fleet extracts with when params.yaml says nothing
 # A regular file that every read fails on (EIO), even for root, who may read a mode-000 file.
 UNREADABLE = Path("/proc/self/mem")
 
@@ -54,10 +57,66 @@ def test_windows_are_kept_in_decibels_without_a_scale(root: Path, tmp_path: Path
     """The scale is a model's: the features hold what the audio measured."""
     extract(root, tmp_path / "features")
     train, test, index = extraction.load_device(tmp_path / "features" / "A-1")
-    assert -PARAMS.features.top_db - 1e-3 <= float(train.min()) < float(train.max()) <= 1e-3
-    assert float(test.max()) <= 1e-3
+    f = PARAMS.features
+    for windows in (train, test):
+        audio = windows[:, :, : features.audio_frames(f, RATE)]
+        lowest, peak = audio.min(axis=(1, 2)), audio.max(axis=(1, 2))
+        assert (lowest >= peak - f.top_db - 1e-3).all()  # each window floored at top_db
+        assert float(windows.max() - windows.min()) > 1  # decibels, not a 0..1 scale
     assert "scale" not in index
     assert not (tmp_path / "features" / "A-1" / "scale.npy").exists()
+
+
+def test_default_params_keep_each_windows_absolute_level(tmp_path: Path) -> None:
+    """A clip 20 dB louder than another (the same noise, x10) gives windows 20 dB higher."""
+    rate = DEFAULT.data.sample_rate
+    y = 0.03 * np.random.default_rng(5).standard_normal(18 * rate)
+    device = tmp_path / "data" / "L-1"
+    for folder, gain in (("20261101", 1.0), ("verified_normal", 10.0)):
+        (device / folder).mkdir(parents=True)
+        sf.write(device / folder / "clip.wav", gain * y, rate, subtype="FLOAT")
+    assert extract(tmp_path / "data", tmp_path / "features", DEFAULT)["L-1"].status == "built"
+    train, _, index = extraction.load_device(tmp_path / "features" / "L-1")
+    assert [c["role"] for c in index["train_clips"]] == ["recorded", "verified"]
+    clip_of = np.asarray(index["train_clip_of_window"])
+    audio = train[:, :, : features.audio_frames(DEFAULT.features, rate)]
+    quiet, loud = audio[clip_of == 0], audio[clip_of == 1]
+    assert len(quiet) == len(loud) == 3
+    np.testing.assert_allclose(loud - quiet, 20.0, atol=0.01)
+
+
+def test_each_clip_is_decoded_once_per_extraction(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counted at soundfile: every file whose samples are read (a header read for its
+    sample rate and channels is no decoding)."""
+    read: dict[int, sf.SoundFile] = {}
+
+    class Counted(sf.SoundFile):
+        def read(self, *args: Any, **kwargs: Any) -> Any:
+            read.setdefault(id(self), self)
+            return super().read(*args, **kwargs)
+
+    monkeypatch.setattr(sf, "SoundFile", Counted)
+    jobs = extraction.plan(root, PARAMS)
+    outcomes = fleet.run_stage(tmp_path / "features", jobs, extraction.build, 1, "extract")
+    assert {o.status for o in outcomes.values()} == {"built"}
+    clips = sorted(str(path) for job in jobs for path in job.inputs.sources.all_files)
+    assert len(clips) == 2 * (2 * 2 + 1 + 3 + 3)  # each device's days, verified and test clips
+    assert sorted(f.name for f in read.values()) == clips
+
+
+def test_an_override_of_a_device_not_in_the_fleet_is_named_and_the_fleet_goes_on(
+    root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    overrides = {"devices": {"A-1": {"epochs": 2}, "C-3": {"epochs": 2}}}
+    with caplog.at_level(logging.WARNING):
+        jobs = extraction.plan(root, parse_params(merge(TINY, overrides)))
+    assert [job.device for job in jobs] == ["A-1", "B-2"]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+        f"params.yaml: devices: C-3 is not a device of the fleet (no folder C-3 under {root}); "
+        "its overrides are not used"
+    ]
 
 
 def test_unchanged_devices_are_skipped_and_a_changed_clip_rebuilds_its_device(

@@ -11,6 +11,7 @@ import select
 import shutil
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -150,19 +151,48 @@ def test_the_fleet_summary_names_devices_below_the_floors_and_the_runs_decisions
     assert ">gate floor 0.9</text>" in chart
 
 
-def test_every_outside_string_is_escaped() -> None:
-    hostile = "<script>alert(1)</script>"
-    event = full_device().events[0] | {"reason": hostile, "actor": 'o"neil & <co>'}
-    name = '<b>&"'  # no device code looks like this, but a page must not trust that
-    device = full_device(name, events=[event], deployed=f"refused: {hostile}", detector=hostile)
-    policy = POLICY | {"set": {"time": "2026-11-24T10:00", "actor": "x", "reason": hostile}}
-    page = render(FleetRecord("<fam>", [device], policy, error=hostile))
+HOSTILE = '<script>x</script>"><img src=x onerror=1>'
 
-    assert not re.search(r"<script|<fam>|<co>|<b>", page)
-    assert chart_titles(section(page, name))[0] == f"{name}: ROC of test clips (AUC 0.950)"
-    assert ">&lt;b&gt;&amp;&quot;: test clip scores</text>" in page
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
-    assert "o&quot;neil &amp; &lt;co&gt;" in page
+
+def hostile_fleet() -> FleetRecord:
+    """Outside text at every place the page shows some: device names (of a device judged, one
+    below the floors, one without test clips, one without a training loop), detectors,
+    actions, the deploy stage's lines, models, the registry's events (type, time, actor,
+    reason, gate reasons, versions), the policy (metrics, who set it, why), the family, the
+    fleet's error."""
+    event = full_device().events[0] | {"name": HOSTILE, "replaced": HOSTILE}
+    events = [
+        event | {"type": HOSTILE, "time": HOSTILE, "actor": HOSTILE, "reason": HOSTILE},
+        event | {"type": "refused", "gate": {"reasons": [HOSTILE]}},
+    ]
+    judged = {"action": HOSTILE, "deployed": HOSTILE, "production": HOSTILE, "events": events}
+    devices = [
+        full_device(f"A{HOSTILE}", detector=HOSTILE, **judged),
+        full_device(f"B{HOSTILE}", evaluation={"auc": 0.5, "pauc": 0.5, "threshold": 0.5}),
+        replace(untested_device(), name=f"C{HOSTILE}"),
+        replace(fitted_device(), name=f"D{HOSTILE}", detector=HOSTILE),
+    ]
+    policy = {
+        "floors": {"auc": 0.9, HOSTILE: 0.1},
+        "rollback_factor": 2.0,
+        "set": {"time": "2026-11-24T10:00", "actor": HOSTILE, "reason": HOSTILE},
+    }
+    return FleetRecord(HOSTILE, devices, policy, error=HOSTILE)
+
+
+def test_every_outside_string_is_escaped() -> None:
+    page = render(hostile_fleet())
+
+    assert not re.search(r"<script|<img", page)
+    escaped = html.escape(HOSTILE)
+    assert escaped in page
+    names = [d.name for d in hostile_fleet().devices]
+    for name in names:
+        assert chart_titles(section(page, name))[0].startswith(f"{name}: ")
+        assert f"<h2>{html.escape(name)}</h2>" in section(page, name)
+    not_judged = "Not measured against every floor (no labelled test clips): "
+    assert html.escape(not_judged + ", ".join(names)) in page
+    assert f'<span class="tag {escaped}">{escaped}</span>' in page
 
 
 def test_the_page_needs_nothing_from_outside() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipelines import fleet
 from pipelines.acoustic import bundle, evaluation, extraction, training
@@ -22,20 +23,22 @@ class TinyFleet:
     deploy: Path
 
 
-def build(root: Path) -> TinyFleet:
-    p = parse_params(TINY)
+def build(root: Path, overrides: dict[str, Any] = TINY) -> TinyFleet:
+    p = parse_params(overrides)
     t = TinyFleet(
         p, root / "data", root / "features", root / "models", root / "eval", root / "deploy"
     )
     generate_fleet(t.data, p.generate, p.data.sample_rate)
-    _run(t.features, extraction.plan(t.data, p), extraction.build)
-    _run(t.models, training.plan(t.features, p), training.build)
-    _run(t.evaluation, evaluation.plan(t.features, t.models, p), evaluation.build)
-    _run(t.deploy, bundle.plan(t.models, t.evaluation, t.data, p), bundle.build)
+    run(t.features, extraction.plan(t.data, p), extraction.build)
+    run(t.models, training.plan(t.features, p), training.build)
+    run(t.evaluation, evaluation.plan(t.features, t.models, p), evaluation.build)
+    run(t.deploy, bundle.plan(t.models, t.evaluation, t.data, p), bundle.build)
     return t
 
 
-def _run(out: Path, jobs: list[fleet.Job], build_fn: fleet.BuildFn) -> None:
+def run(out: Path, jobs: list[fleet.Job], build_fn: fleet.BuildFn) -> dict[str, fleet.Outcome]:
+    """One stage's work into `out`; no device may fail."""
     outcomes = fleet.run_stage(out, jobs, build_fn, 1, out.name)
     failed = {device: o.error for device, o in outcomes.items() if o.status == "failed"}
     assert not failed, failed
+    return outcomes

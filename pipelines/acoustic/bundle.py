@@ -141,9 +141,9 @@ class Verdict:
     warnings: tuple[str, ...] = ()  # how the clip differs from what the model was trained on
 
 
-def score_file(bundle: Bundle, path: Path, others: frozenset[str] = frozenset()) -> Verdict:
-    """Score one clip: the mean of its windows' scores against the threshold. `others`:
-    the other devices of the fleet (a clip under a folder of that name is flagged)."""
+def score_file(bundle: Bundle, path: Path, devices: frozenset[str] = frozenset()) -> Verdict:
+    """Score one clip: the mean of its windows' scores against the threshold. `devices`:
+    those the model store knows (a clip under another one's folder is flagged)."""
     try:
         y = data.decode(path.read_bytes(), path, bundle.sample_rate)
         recorded = data.recording(path)
@@ -155,7 +155,7 @@ def score_file(bundle: Bundle, path: Path, others: frozenset[str] = frozenset())
         return Verdict(str(path), None, bundle.threshold, None, reason)
     score = float(bundle.detector.scores(features.apply_scale(windows, bundle.scale)).mean())
     seconds = len(y) / bundle.sample_rate
-    warnings = unlike_training(bundle, recorded, seconds) + _other_device(bundle, path, others)
+    warnings = unlike_training(bundle, recorded, seconds) + _other_device(bundle, path, devices)
     return Verdict(str(path), score, bundle.threshold, score > bundle.threshold, "", warnings)
 
 
@@ -178,11 +178,14 @@ def unlike_training(bundle: Bundle, recorded: data.Recording, seconds: float) ->
     return tuple(found)
 
 
-def _other_device(bundle: Bundle, path: Path, others: frozenset[str]) -> tuple[str, ...]:
-    named = [part for part in path.parts if part in others and part != bundle.device]
-    if not named:
+def _other_device(bundle: Bundle, path: Path, devices: frozenset[str]) -> tuple[str, ...]:
+    """A clip whose device folder (the nearest folder above it named like one of `devices`,
+    e.g. data/FAN-7/test/anomaly/x.wav: FAN-7) is another device's than the bundle's."""
+    folders = reversed(path.absolute().parent.parts)
+    device = next((part for part in folders if part in devices), bundle.device)
+    if device == bundle.device:
         return ()
-    return (f"under a folder named {named[-1]}, another device; this bundle is {bundle.device}'s",)
+    return (f"under the folder of {device}, another device; this bundle is {bundle.device}'s",)
 
 
 def _replay(bundle_dir: Path, inp: DeployInput) -> dict[str, Any]:

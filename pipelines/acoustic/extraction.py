@@ -65,9 +65,18 @@ def plan(root: Path, params: Params, found: data.Found | None = None) -> list[fl
     """One job per device, fingerprinted by its files' bytes, the params and this code.
 
     `found` is `discover(root, params)` when the caller has it already. A file that cannot
-    be read for its digest is skipped, and reported with the device's other skipped files."""
+    be read for its digest is skipped, and reported with the device's other skipped files. A
+    `devices:` override of a device that is not in the fleet is named in a warning."""
     code = fleet.code_digest(data, features, sys.modules[__name__])
     found = found or discover(root, params)
+    for device in params.unknown_devices(found.devices):
+        log.warning(
+            "params.yaml: devices: %s is not a device of the fleet (no folder %s under %s); "
+            "its overrides are not used",
+            device,
+            device,
+            root,
+        )
     day = found.day
     settings = [as_dict(params.data), day, as_dict(params.features), as_dict(params.quality)]
     settings += [as_dict(params.split), code, librosa.__version__]
