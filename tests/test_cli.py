@@ -14,9 +14,8 @@ from typer.testing import CliRunner
 
 from pipelines.acoustic import evaluation
 from pipelines.cli import app
-from registry.api import Registry
 from tests import tiny_fleet
-from tests.registry_helpers import make_artifacts, snapshot
+from tests.registry_helpers import make_artifacts, new_registry, snapshot
 
 runner = CliRunner()
 
@@ -30,9 +29,9 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tiny_fleet.TinyFleet:
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model store with a version of each tiny device, A-1 and B-2: the devices it knows."""
     root = tmp_path_factory.mktemp("store")
+    registry = new_registry(root / "model_store")
     for device in ("A-1", "B-2"):
-        folder = make_artifacts(root / "artifacts" / device)
-        Registry(root / "model_store").register(folder, "acoustic", device, "convae")
+        registry.register(make_artifacts(root / "artifacts" / device), "acoustic", device, "convae")
     return root / "model_store"
 
 
