@@ -37,6 +37,7 @@ from tests.pipeline_repo import (
     wait_for_queue,
 )
 from tests.registry_helpers import snapshot
+from tests.trees import tree
 
 pytestmark = pytest.mark.e2e
 SECTIONS = ("## The lifecycle", "## The model registry", "## Detectors", "## Scoring with")
@@ -621,8 +622,10 @@ def test_your_own_fleet_commands_work_as_written(tmp_path: Path) -> None:
     shutil.copytree(repo / "data" / "demo", fleet)
     edit_params(repo / "params.yaml", {"data": {"root": str(fleet)}})  # as the README says
     commands = readme_commands("## Your own fleet", block=1)
+    before = tree(fleet)
     for words in commands:
         run(repo, *words)
+    assert tree(fleet) == before  # "nothing is written under data.root"
     assert commands[0] == ["dvc", "repro"]
     assert len(Registry(repo / "model_store").list(alias="production")) == 2
     assert "fleet trained" in run(repo, "git", "log", "--oneline").stdout
