@@ -17,6 +17,7 @@ import yaml
 from registry.api import Registry
 from tests.pipeline_repo import PROJECT, TINY, env, make_repo, merge, run
 from tests.registry_helpers import snapshot
+from tests.trees import tree
 
 pytestmark = pytest.mark.e2e
 DAYS = {"generate": {"days": 3, "start_date": "20261101"}}
@@ -144,12 +145,14 @@ def test_a_bad_pin_fails_its_device_and_a_gate_refusing_all_degrades_the_fleet(
     )
     assert first.returncode == 0, first.stdout + first.stderr
     assert "A-1: trained from scratch -> v1 registered" in first.stdout
+    audio = tree(repo / "data" / "demo")  # data.root, as the generate stage wrote it
     out = daily(
         repo, "--day", "20261102", "--init-from", "acoustic_A-1_convae:v9,production", code=1
     )
     assert "A-1: failed in train: device A-1: cannot start from acoustic_A-1_convae:v9" in out
     assert "B-2: fine-tuned from v1 -> v2 registered; promoted" in out
     assert production(repo) == {"A-1": 1, "B-2": 2}
+    assert tree(repo / "data" / "demo") == audio  # "nothing is written under data.root"
 
     # A gate nothing passes: every candidate is refused, the run says so, production stays.
     run(repo, "registry", "set-policy", "--rollback-factor", "0.01", "--reason", "test: refuse all")
@@ -160,3 +163,4 @@ def test_a_bad_pin_fails_its_device_and_a_gate_refusing_all_degrades_the_fleet(
     report = json.loads((repo / "reports/deploy.json").read_text())
     assert report["fleet_degraded"] is True and "fleet-wide degradation" in report["error"]
     assert production(repo) == {"A-1": 1, "B-2": 2}
+    assert tree(repo / "data" / "demo") == audio  # "nothing is written under data.root"

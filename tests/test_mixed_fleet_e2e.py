@@ -1,7 +1,8 @@
 """End to end, every detector type in one fleet (one device per type, through `devices:` in
 params.yaml), in a temp git + DVC repo: each is registered under its own name, promoted,
 exported, scores WAV files through `fleet score` as the evaluate stage did, and takes part
-in the daily loop (fine-tuned or refitted from its production version, the parent recorded).
+in the daily loop (fine-tuned or refitted from its production version, the parent recorded;
+a network for `finetune_epochs` at `finetune_lr`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from pipelines import engine
+from pipelines.acoustic.detectors import TRAINED
 from pipelines.params import TrainParams
 from registry.api import Registry
 from tests.pipeline_repo import TINY, make_repo, merge, run
@@ -20,12 +23,30 @@ pytestmark = pytest.mark.e2e
 TYPES = typing.get_args(typing.get_type_hints(TrainParams)["model"])
 DEVICES = {f"T-{i}": kind for i, kind in enumerate(TYPES, start=1)}
 SMALL = {"dense_units": [16, 4], "components": 4}  # small networks, few principal components
+# a network's full training, and a fine-tuning with its own epochs and learning rate
+FULL = {"epochs": 3, "lr": 0.001}
+FINETUNE = {"finetune_epochs": 2, "finetune_lr": 0.0007}
+
+
+def trained(repo: Path, device: str) -> tuple[int, int, int, float]:
+    """How a network's last training ran: the epochs in its summary, in its loss history and
+    in its DVCLive loss log, and the learning rate its optimizer stepped at (from its last
+    checkpoint)."""
+    models = repo / "models" / device
+    summary = json.loads((models / "summary.json").read_text())
+    history = json.loads((models / "history.json").read_text())
+    logged = repo / "logs" / "train" / "plots" / "metrics" / device / "train" / "loss.tsv"
+    last = models / "checkpoints" / "last.pth"
+    optimizer = engine.load_verified(last, engine.recorded_sha256(last))["optimizer"]
+    rows = len(logged.read_text().splitlines()) - 1  # under a header
+    return summary["epochs_run"], len(history), rows, optimizer["param_groups"][0]["lr"]
 
 
 def test_every_type_registers_promotes_exports_scores_and_takes_part_in_the_daily_loop(
     tmp_path: Path,
 ) -> None:
     fleet = merge(TINY, {"generate": {"devices": list(DEVICES)}, "features": {"ref": "fixed"}})
+    fleet = merge(fleet, {"train": FULL | FINETUNE})
     fleet["devices"] = {device: {"model": kind} | SMALL for device, kind in DEVICES.items()}
     repo = make_repo(tmp_path / "repo", fleet)
     run(repo, "dvc", "repro")
@@ -44,6 +65,9 @@ def test_every_type_registers_promotes_exports_scores_and_takes_part_in_the_dail
         shown = json.loads(run(repo, "fleet", "score", str(bundle), *clips, "--json").stdout)
         for verdict, row in zip(shown, evaluated, strict=False):
             assert verdict["score"] == pytest.approx(row["score"], rel=1e-4), name
+        if kind in TRAINED:
+            epochs, lr = FULL["epochs"], FULL["lr"]
+            assert trained(repo, device) == (epochs, epochs, epochs, lr), name
 
     day = run(repo, "fleet", "daily", "--day", "20261102", check=False)
     assert day.returncode == 0, day.stdout + day.stderr
@@ -53,3 +77,6 @@ def test_every_type_registers_promotes_exports_scores_and_takes_part_in_the_dail
         child = store.get(f"{name}:v2")
         assert child["lineage"]["parent_version"] == 1, name
         assert child["params"]["train"]["model"] == kind
+        if kind in TRAINED:
+            epochs, lr = FINETUNE["finetune_epochs"], FINETUNE["finetune_lr"]
+            assert trained(repo, device) == (epochs, epochs, epochs, lr), name
