@@ -115,7 +115,8 @@ class Store:
     def files(self) -> list[Path]:
         """Every file in the store's two folders (not the store's lock)."""
         folders = [self.root, self.root / "checkpoints"]
-        return sorted(p for f in folders if f.is_dir() for p in f.iterdir() if p.is_file())
+        found = (p for f in folders if f.is_dir() for p in f.iterdir() if p.is_file())
+        return sorted(p for p in found if p != self.lock_file)
 
     @contextmanager
     def locked(self) -> Iterator[None]:

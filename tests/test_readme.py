@@ -438,6 +438,8 @@ def shown(flow: Flow, ran: Ran) -> None:
     assert re.search(rf"\n  auc +{meta['metrics']['auc']:.4g}\n", card)
     for artifact in meta["artifacts"].values():
         assert f"{artifact['file']}  " in card and artifact["sha256"][:12] in card
+    assert "--verify" in ran.words  # and every file was checked against its digest
+    assert card.splitlines()[-1].startswith("files verified: the metadata and every file match")
     unchanged(flow, ran)
 
 
@@ -472,10 +474,31 @@ def reindexed(flow: Flow, ran: Ran) -> None:
     }
 
 
-def collected(flow: Flow, ran: Ran) -> None:
-    """`registry gc --keep K`: --dry-run lists the versions beyond each model's newest K,
-    never one that held an alias, and deletes nothing; then gc deletes those, files and all."""
+def backed_up(flow: Flow, ran: Ran) -> None:
+    """`registry backup DIR`: a copy of every file of the store, which verifies."""
     out = succeeded(ran).splitlines()
+    copy = flow.repo / ran.words[2]
+    assert out == [
+        f"copied {len(ran.store) - 1} files to {ran.words[2]}",
+        CLEAN.replace("the store agrees with itself", "the copy verifies"),
+    ]
+    books = {".lock"}
+    assert {k: v for k, v in snapshot(copy).items() if k not in books} == {
+        k: v for k, v in ran.store.items() if k not in books
+    }
+    assert {f"{m['name']}:v{m['version']}" for m in Registry(copy).list()} == flow.versions
+    unchanged(flow, ran)
+
+
+def collected(flow: Flow, ran: Ran) -> None:
+    """`registry gc`: what an interrupted write left (here nothing). `registry gc --keep K`:
+    --dry-run lists the versions beyond each model's newest K, never one that held an alias,
+    and deletes nothing; then gc deletes those, files and all."""
+    out = succeeded(ran).splitlines()
+    if "--keep" not in ran.words:
+        assert out == ["nothing to remove"]
+        unchanged(flow, ran)
+        return
     keep = int(ran.option("--keep"))
     if "--dry-run" in ran.words:
         assert out[0] == "would remove:"
@@ -530,7 +553,8 @@ def scored(flow: Flow, ran: Ran) -> None:
     score = {f"data/demo/{row['file']}": row["score"] for row in evaluated}
     assert [row["clip"] for row in rows] == clips
     for row in rows:
-        assert float(row["score"]) == pytest.approx(score[row["clip"]], abs=1e-5)
+        # printed to 5 decimals; the bundle scores in float32 as the evaluate stage did
+        assert float(row["score"]) == pytest.approx(score[row["clip"]], rel=1e-5, abs=1e-5)
         assert row["threshold"] == f"{entry['threshold']:.5f}"
         above = float(row["score"]) > entry["threshold"]
         assert row["verdict"] == ("ANOMALY" if above else "normal")
@@ -564,6 +588,7 @@ CHECKS: dict[tuple[str, ...], Check] = {
     ("registry", "verify"): verified,
     ("registry", "reindex"): reindexed,
     ("registry", "gc"): collected,
+    ("registry", "backup"): backed_up,
     ("dvc", "exp"): experiment,
     ("dvc", "queue"): queue_started,
     ("fleet", "status"): status,
