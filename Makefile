@@ -29,9 +29,10 @@ demo: $(STAMP)
 daily-demo: $(STAMP)
 	$(BIN)/python -m pipelines.demo --into build/daily-demo
 
-# the end-to-end tests (a temp git + DVC repo each) are most of the time: one per core
+# the end-to-end tests (a temp git + DVC repo each) are most of the time: one worker per
+# core, each taking a whole test module (its fixtures are built once), the longest first
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n auto
+	$(BIN)/python -m pytest -q -n auto --dist loadscope --no-loadscope-reorder
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from tests.patience import HANG_S
+
 PRELOAD = ["registry.api", "tests.registry_helpers"]
 
 
@@ -37,7 +39,7 @@ def kill_during(
     ready = ctx.Event()
     worker = ctx.Process(target=_loop, args=(ready, work, args), daemon=True)
     worker.start()
-    if not ready.wait(60):
+    if not ready.wait(HANG_S):
         worker.kill()
         raise RuntimeError("the worker never started")
     ready.clear()

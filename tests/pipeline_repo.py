@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from typing import Any
 import yaml
 
 from pipelines import sandbox
+from tests.patience import HANG_S
 
 PROJECT = sandbox.PROJECT
 
@@ -61,7 +63,7 @@ def env() -> dict[str, str]:
 
 def run(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        args, cwd=repo, env=env(), capture_output=True, text=True, timeout=600, check=False
+        args, cwd=repo, env=env(), capture_output=True, text=True, timeout=HANG_S, check=False
     )
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
@@ -88,7 +90,12 @@ def make_repo(path: Path, overrides: dict[str, Any] = TINY) -> Path:
     return path
 
 
-def wait_for_queue(repo: Path, timeout: float = 400) -> str:
+def copy_repo(repo: Path, to: Path) -> Path:
+    """A copy of a built repo (links as links), its own to change."""
+    return Path(shutil.copytree(repo, to, symlinks=True))
+
+
+def wait_for_queue(repo: Path, timeout: float = HANG_S) -> str:
     """`dvc queue status` once nothing is queued or running (`dvc queue start` returns at once)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from tests.patience import HANG_S
 from tests.pipeline_repo import PROJECT, env
 
 pytestmark = pytest.mark.e2e
@@ -34,7 +35,7 @@ def test_a_benchmark_runs_on_a_small_input(bench: str, args: list[str], says: st
         env=env(),
         capture_output=True,
         text=True,
-        timeout=1800,  # against a hang only: at load 12 on 2 cores fleet_scale took 284 s
+        timeout=HANG_S,  # at load 12 on 2 cores fleet_scale took 284 s
         check=False,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]

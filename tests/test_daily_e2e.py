@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from registry.api import Registry
+from tests.patience import HANG_S
 from tests.pipeline_repo import PROJECT, TINY, env, make_repo, merge, run
 from tests.registry_helpers import snapshot
 from tests.trees import tree
@@ -140,7 +141,7 @@ def test_a_bad_pin_fails_its_device_and_a_gate_refusing_all_degrades_the_fleet(
         env=bare,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=HANG_S,
         check=False,
     )
     assert first.returncode == 0, first.stdout + first.stderr

@@ -15,6 +15,7 @@ from pipelines.acoustic import deployment
 from pipelines.acoustic.extraction import load_device
 from registry.api import Registry
 from tests import tiny_fleet
+from tests.patience import HANG_S
 from tests.pipeline_repo import PROJECT, TINY, write_params
 from tests.registry_helpers import new_registry
 
@@ -38,7 +39,7 @@ def deploy(tiny: tiny_fleet.TinyFleet, cwd: Path, **env: str) -> subprocess.Comp
         env=base | {"PYTHONPATH": str(PROJECT), "MODEL_STORE": str(cwd / "model_store")} | env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HANG_S,
         check=False,
     )
 

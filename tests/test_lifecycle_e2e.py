@@ -16,6 +16,7 @@ import pytest
 from registry.api import Registry
 from tests.pipeline_repo import (
     TINY,
+    copy_repo,
     make_repo,
     merge,
     readme_commands,
@@ -60,12 +61,8 @@ def status(repo: Path) -> dict[str, dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    repo = make_repo(tmp_path_factory.mktemp("lifecycle") / "repo")
-    run(repo, "dvc", "repro")
-    run(repo, "git", "add", "-A")
-    run(repo, "git", "commit", "-qm", "baseline: dvc.lock for dvc exp show")
-    return repo
+def repo(tiny_built: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return copy_repo(tiny_built, tmp_path_factory.mktemp("lifecycle") / "repo")
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +77,8 @@ def experiments(repo: Path) -> list[str]:
     run(repo, *queued)
     run(repo, *start)
     assert wait_for_queue(repo).count("Success") == 2
+    # the queued ones ran in temp copies under .dvc/tmp and registered into the one store
+    assert not list((repo / ".dvc" / "tmp").rglob("model_store"))
     run(repo, "git", "checkout", "--", "params.yaml")  # the baseline's params again
     assert bundles(repo) == before  # no experiment touched the deploy folder
     return sorted(

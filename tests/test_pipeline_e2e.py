@@ -11,22 +11,15 @@ import pytest
 
 from pipelines.acoustic.bundle import load_bundle, score_file
 from registry.api import Registry
-from tests.pipeline_repo import make_repo, run
+from tests.pipeline_repo import copy_repo, run
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    repo = make_repo(tmp_path_factory.mktemp("e2e") / "repo")
-    run(repo, "dvc", "repro")
-    return repo
-
-
 @pytest.fixture
-def repo(built: Path, tmp_path: Path) -> Path:
+def repo(tiny_built: Path, tmp_path: Path) -> Path:
     """A copy of the built repo for each test, so that no test depends on another's changes."""
-    return Path(shutil.copytree(built, tmp_path / "repo", symlinks=True))
+    return copy_repo(tiny_built, tmp_path / "repo")
 
 
 def report(repo: Path, stage: str) -> dict:
@@ -79,21 +72,44 @@ def test_plots_render(repo: Path) -> None:
     assert (repo / "dvc_plots" / "index.html").is_file()
 
 
-def test_exp_run_shows_the_fleets_figures(repo: Path) -> None:
-    ran = run(repo, "dvc", "exp", "run", "-S", "train.lr=0.0005").stdout
+def test_exp_run_shows_the_fleets_figures_and_fleet_compare_the_devices(repo: Path) -> None:
+    """`dvc exp show` carries the fleet's figures only (its columns do not grow with the
+    fleet); `fleet compare` puts two runs' per-device figures side by side."""
+    ran = run(repo, "dvc", "exp", "run", "-n", "low-lr", "-S", "train.lr=0.0005").stdout
     assert "Running stage 'extract'" not in ran  # a train param reruns train and what follows
     assert "Running stage 'train'" in ran
+    assert report(repo, "train")["built"] == ["A-1", "B-2"]
     rows = [
         [cell.strip() for cell in line.strip("|").split("|")]
         for line in run(repo, "dvc", "exp", "show", "--md").stdout.splitlines()
         if line.startswith("|") and not line.startswith("|--")
     ]
     header, experiment = rows[0], next(row for row in rows if "0.0005" in row)
+    assert "A-1" not in header and "B-2" not in header  # no column per device
     for column in ("auc_mean", "auc_min", "pauc_min", "gate_passed"):
         value = experiment[header.index(column)]
         assert value not in ("!", "-", ""), f"{column} missing in the experiment's row"
         float(value)
-    assert report(repo, "train")["built"] == ["A-1", "B-2"]
+    shown = json.loads(run(repo, "dvc", "exp", "show", "--json").stdout)
+    metrics = {
+        path: sorted(found["data"])
+        for exp in shown
+        for path, found in (exp["data"] or {}).get("metrics", {}).items()
+    }
+    assert metrics["eval/metrics.json"] == sorted(
+        ["devices", "devices_with_auc", "auc_mean", "auc_min", "pauc_mean", "pauc_min", "f1_mean"]
+    )
+    assert metrics["deploy/metrics.json"] == sorted(
+        ["gate_passed", "gate_refused", "promoted", "below_floor", "failed"]
+    )
+
+    rows = json.loads(run(repo, "fleet", "compare", "HEAD", "low-lr", "--json").stdout)
+    assert sorted(r["device"] for r in rows) == ["A-1", "B-2"]
+    assert all(r["auc_change"] == pytest.approx(r["auc_b"] - r["auc_a"]) for r in rows)
+    table = run(repo, "fleet", "compare", "HEAD", "workspace").stdout.splitlines()
+    assert table[0].split()[:3] == ["device", "AUC", "HEAD"] and len(table) == 4
+    missing = run(repo, "fleet", "compare", "HEAD", "no-such-exp", check=False)
+    assert missing.returncode == 1 and "no-such-exp: no such experiment" in missing.stderr
 
 
 def test_new_device_is_the_only_one_rebuilt(repo: Path) -> None:
@@ -123,16 +139,3 @@ def test_registry_holds_one_production_version_per_device(repo: Path) -> None:
     assert report(repo, "deploy")["built"] == ["A-1", "B-2"]
     # the same models registered again: the same versions, nothing new in the log
     assert (repo / "model_store" / "events.jsonl").read_bytes() == events
-
-
-def test_experiment_in_a_temp_copy_registers_into_the_one_store(repo: Path) -> None:
-    registry = Registry(repo / "model_store")
-    before = {m["version"] for m in registry.list(scope="A-1")}
-    production = registry.get("acoustic_A-1_convae@production")["version"]
-    run(repo, "dvc", "exp", "run", "--temp", "-S", "train.lr=0.002")
-    after = registry.list(scope="A-1")
-    new = [m for m in after if m["version"] not in before]
-    assert len(new) == 1
-    assert new[0]["lineage"]["dvc_experiment"]  # DVC_EXP_NAME reached the registration
-    assert not list((repo / ".dvc" / "tmp").rglob("model_store"))
-    assert registry.get("acoustic_A-1_convae@production")["version"] == production

@@ -34,6 +34,7 @@ from registry.errors import (
     RegistryError,
     UsageError,
 )
+from tests.patience import HANG_S
 from tests.registry_helpers import (
     FAMILY,
     MODEL_TYPE,
@@ -1282,7 +1283,7 @@ for i in range(count):
 (base / f"ready-{wid}").touch()
 while not (base / "go").exists():
     time.sleep(0.002)
-registry = Registry(store, lock_timeout=60, actor=f"w{wid}")
+registry = Registry(store, lock_timeout=600, actor=f"w{wid}")
 out = []
 for i, folder in enumerate(folders):
     meta = registry.register(folder, "acoustic", f"D-{(wid + i) % names}", "convae")
@@ -1315,7 +1316,7 @@ def test_eight_processes_register_into_one_store(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "workers did not get ready"
             time.sleep(0.01)
         (base / "go").touch()
-        outputs = [p.communicate(timeout=1200) for p in procs]
+        outputs = [p.communicate(timeout=HANG_S) for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:

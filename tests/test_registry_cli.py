@@ -23,6 +23,7 @@ from registry import export
 from registry.api import Registry
 from registry.cli import app
 from registry.errors import RegistryError
+from tests.patience import HANG_S
 from tests.pipeline_repo import readme_commands
 from tests.registry_helpers import (
     ARCHITECTURE,
@@ -93,7 +94,7 @@ def run_main(*args: str | Path, cwd: Path | None = None) -> subprocess.Completed
         text=True,
         cwd=cwd,
         env=env,
-        timeout=60,
+        timeout=HANG_S,
     )
 
 
@@ -792,7 +793,7 @@ def test_console_script_reports_errors_in_one_line(two_models: Path) -> None:
         capture_output=True,
         text=True,
         env=env,
-        timeout=60,
+        timeout=HANG_S,
     )
     assert_one_error_line(result, f"{NAME}:v9", "no such model version")
     shown = subprocess.run(
@@ -800,7 +801,7 @@ def test_console_script_reports_errors_in_one_line(two_models: Path) -> None:
         capture_output=True,
         text=True,
         env=env | {"MODEL_STORE": str(two_models)},
-        timeout=60,
+        timeout=HANG_S,
     )
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["version"] == 2

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from registry import lineage
+from tests.patience import HANG_S
 from tests.registry_helpers import FAMILY, MODEL_TYPE, SCOPE, make_artifacts, new_registry
 
 
@@ -27,7 +28,7 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _git(repo: Path, *args: str) -> str:
     result = subprocess.run(
-        ["git", *args], cwd=repo, capture_output=True, text=True, check=True, timeout=30
+        ["git", *args], cwd=repo, capture_output=True, text=True, check=True, timeout=HANG_S
     )
     return result.stdout.strip()
 

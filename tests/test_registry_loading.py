@@ -17,6 +17,7 @@ from pipelines.acoustic import model as acoustic_model
 from registry import loading
 from registry.api import Registry
 from registry.errors import IntegrityError, NotFoundError
+from tests.patience import HANG_S
 from tests.registry_helpers import (
     ARCHITECTURE,
     FAMILY,
@@ -200,7 +201,12 @@ def _imports_after(statement: str) -> str:
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, timeout=60
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=HANG_S,
     )
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
@@ -212,7 +218,7 @@ def test_cli_import_does_not_import_torch_or_sqlite_utils() -> None:
         "assert 'torch' not in sys.modules and 'sqlite_utils' not in sys.modules"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=HANG_S
     )
     assert result.returncode == 0, result.stderr
 

@@ -20,7 +20,8 @@ import pytest
 from pipelines import fleet
 from pipelines.report import ANOMALY, NORMAL, DeviceRecord, FleetRecord, gather, render
 from registry.api import Registry
-from tests.pipeline_repo import make_repo, run
+from tests.patience import HANG_S
+from tests.pipeline_repo import copy_repo, run
 
 POLICY = {"floors": {"auc": 0.9}, "rollback_factor": 2.0, "set": None}
 NORMAL_SCORES, ANOMALY_SCORES = (0.1, 0.2, 0.3), (0.7, 0.8, 0.9)
@@ -227,9 +228,10 @@ def test_gather_joins_the_stages_outputs_and_an_empty_registry(tmp_path: Path) -
     assert "LT-2: loss per epoch (no validation split)" in chart_titles(part)
 
 
-def test_the_report_stage_renders_in_a_browser_with_no_request_leaving(tmp_path: Path) -> None:
-    repo = make_repo(tmp_path / "repo")
-    run(repo, "dvc", "repro")
+def test_the_report_stage_renders_in_a_browser_with_no_request_leaving(
+    tiny_built: Path, tmp_path: Path
+) -> None:
+    repo = copy_repo(tiny_built, tmp_path / "repo")
 
     page = (repo / "report" / "index.html").read_text()
     for device in ("A-1", "B-2"):
@@ -359,7 +361,7 @@ class Browser:
             raise AssertionError(f"{method}: {answer['error']}")
         return answer["result"]
 
-    def _next(self, wanted: Any, timeout: float = 30.0) -> dict[str, Any]:
+    def _next(self, wanted: Any, timeout: float = HANG_S) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
             while b"\0" in self._buffer:

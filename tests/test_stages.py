@@ -16,6 +16,7 @@ import yaml
 
 from pipelines.acoustic.synth import generate_fleet
 from pipelines.params import parse_params
+from tests.patience import HANG_S
 from tests.pipeline_repo import PROJECT, TINY, make_repo, merge, run, write_params
 
 
@@ -26,7 +27,7 @@ def stage(cwd: Path, name: str, *args: str) -> subprocess.CompletedProcess[str]:
         env={"PYTHONPATH": str(PROJECT), "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HANG_S,
         check=False,
     )
 

@@ -19,6 +19,7 @@ from pipelines import engine, fleet
 from pipelines.acoustic import extraction, training
 from pipelines.acoustic.synth import generate_fleet
 from pipelines.params import parse_params
+from tests.patience import HANG_S
 from tests.pipeline_repo import PROJECT, TINY, merge, write_params
 
 # Enough epochs (and no early stop) that the run is still going when the test kills it.
@@ -68,7 +69,7 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_run(
     killed, whole = tmp_path / "killed", tmp_path / "whole"
     killed.mkdir(), whole.mkdir()
     process = start_training(killed, features)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + HANG_S
     while checkpoint_epoch(killed) < KILL_AFTER_EPOCH:
         assert process.poll() is None, process.stderr.read()
         assert time.monotonic() < deadline, "training made no progress"
@@ -79,7 +80,7 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_run(
 
     for workdir in (killed, whole):
         resumed = start_training(workdir, features)
-        _, err = resumed.communicate(timeout=300)
+        _, err = resumed.communicate(timeout=HANG_S)
         assert resumed.returncode == 0, err
 
     report = json.loads((killed / "reports" / "train.json").read_text())["devices"]["A-1"]
