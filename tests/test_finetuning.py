@@ -109,6 +109,15 @@ def test_a_fine_tuning_keeps_its_parents_scale_not_the_days(days: Days, device: 
     assert own != scale  # the day's own scale would differ: this test could fail
 
 
+def test_a_fine_tuning_runs_finetune_epochs_not_the_devices_epochs(days: Days) -> None:
+    """A-1's override says 2 epochs and the fleet's 3; a fine-tuning runs `finetune_epochs`."""
+    assert DAY_2["train"]["finetune_epochs"] not in (
+        OVERRIDES["A-1"]["epochs"],
+        TINY["train"]["epochs"],
+    )
+    assert summary(days.models, "A-1")["epochs_run"] == DAY_2["train"]["finetune_epochs"]
+
+
 def test_a_network_is_fine_tuned_from_its_parents_weights(days: Days) -> None:
     """Its learned weights (not BatchNorm's running statistics, which follow the day's
     windows whatever the learning rate) are where its parent's were."""
