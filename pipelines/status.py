@@ -82,7 +82,7 @@ def _device(
     if latest is not None and latest is not holder:
         status.candidate = _short(f"{latest['name']}:v{latest['version']}")
         result = src.registry.check(latest["name"], latest["version"])
-        status.gate = "would pass" if result.passed else "refuses: " + "; ".join(result.reasons)
+        status.gate = "would pass" if result.passed else "refuses: " + "; ".join(result.texts())
     status.bundle = _bundle(src.deploy, device)
     if holder is None:
         status.flags.append("no production version")

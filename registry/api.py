@@ -289,19 +289,20 @@ class Registry:
         drop_floors: Iterable[str] = (),
         rollback_factor: float | None = None,
         reason: str = "",
+        ceilings: dict[str, float] | None = None,
+        drop_ceilings: Iterable[str] = (),
     ) -> dict[str, Any]:
-        """Change the store's promotion policy: set or change `floors`, drop `drop_floors`,
-        set `rollback_factor`; what is not named stays. Recorded as an event."""
+        """Change the store's promotion policy: set or change `floors` and `ceilings`, drop
+        `drop_floors` and `drop_ceilings`, set `rollback_factor`; what is not named stays.
+        Recorded as an event."""
         self._require_store(create=self.store.default)
         with ledger.open_ledger(self.store) as book:
             current = _policy(events.last_policy(book.records))
-            dropped = set(drop_floors)
-            unknown = sorted(dropped - set(current.floors))
-            if unknown:
-                raise UsageError(f"no floor on {', '.join(unknown)} to drop; nothing changed")
-            kept = {m: v for m, v in current.floors.items() if m not in dropped}
-            factor = current.rollback_factor if rollback_factor is None else rollback_factor
-            new = gate.make_policy(kept | (floors or {}), factor)
+            new = gate.make_policy(
+                _bounds(current.floors, floors, drop_floors, gate.FLOOR),
+                current.rollback_factor if rollback_factor is None else rollback_factor,
+                _bounds(current.ceilings, ceilings, drop_ceilings, gate.CEILING),
+            )
             if new == current:
                 return {"type": "unchanged", "policy": new.as_dict()}
             record = events.event(
@@ -733,11 +734,25 @@ def _no_alias(name: str, alias: str) -> str:
     return f"{name} has no alias {alias!r}{hint}"
 
 
+def _bounds(
+    current: dict[str, float], new: dict[str, float] | None, drop: Iterable[str], kind: str
+) -> dict[str, float]:
+    """`current` with `drop` taken out and `new` put in; UsageError for a drop of none."""
+    dropped = set(drop)
+    unknown = sorted(dropped - set(current))
+    if unknown:
+        raise UsageError(f"no {kind} on {', '.join(unknown)} to drop; nothing changed")
+    return {m: v for m, v in current.items() if m not in dropped} | (new or {})
+
+
 def _policy(record: dict[str, Any] | None) -> gate.Policy:
     if record is None:
         return gate.DEFAULT_POLICY
     try:
-        return gate.make_policy(record["policy"]["floors"], record["policy"]["rollback_factor"])
+        found = record["policy"]
+        return gate.make_policy(
+            found["floors"], found["rollback_factor"], found.get("ceilings", {})
+        )
     except (KeyError, TypeError, RegistryError) as exc:
         raise CorruptStoreError(
             f"the policy event of {record.get('time')} is malformed ({exc}); set the policy again"
@@ -814,7 +829,7 @@ def _alias_event(
 def _refusal(name: str, version: int, alias: str, result: gate.GateResult) -> str:
     return (
         f"{name}:v{version} -> {alias} refused by the gate: "
-        + "; ".join(result.reasons)
+        + "; ".join(result.texts())
         + " (use --force with --reason to override; it is recorded)"
     )
 

@@ -206,7 +206,7 @@ def check(
 
     Changes nothing. Example: `registry check acoustic_LT-2_convae 3`"""
     result = _existing(store).check(name, version, alias)
-    rows = [["passed" if result.passed else "refused", r] for r in result.reasons or ["-"]]
+    rows = [["passed" if result.passed else "refused", r] for r in result.texts() or ["-"]]
     rows += [["figure", f"{key} = {value}"] for key, value in result.figures.items()]
     rows += [["note", note] for note in result.notes]
     _out(result.as_dict(), as_json, ["verdict", "detail"], rows)
@@ -357,12 +357,11 @@ def _problems(problems: list[dict[str, Any]], clean: str) -> None:
 
 @app.command()
 def policy(store: Store = None, as_json: Json = False) -> None:
-    """The store's promotion gate: metric floors and rollback factor, and who set them.
+    """The store's promotion gate: floors, ceilings, rollback factor, and who set them.
 
     Example: `registry policy`"""
     found = Registry(store).policy()  # a missing store: the default it would start with
-    rows = [[f"floor {metric}", value] for metric, value in found["floors"].items()]
-    rows.append(["rollback factor", found["rollback_factor"]])
+    rows = _policy_rows(found)
     setter = found["set"]
     rows.append(["set", "never: the default applies" if setter is None else _setter(setter)])
     _out(found, as_json, ["rule", "value"], rows)
@@ -381,6 +380,13 @@ def set_policy(
     drop_floor: Annotated[
         list[str] | None, typer.Option(help="METRIC: a floor to remove (repeat)")
     ] = None,
+    ceiling: Annotated[
+        list[str] | None,
+        typer.Option(help="METRIC=VALUE: a ceiling (lower is better) to set or change (repeat)"),
+    ] = None,
+    drop_ceiling: Annotated[
+        list[str] | None, typer.Option(help="METRIC: a ceiling to remove (repeat)")
+    ] = None,
     rollback_factor: Annotated[
         float | None,
         typer.Option(help="refuse when candidate error > holder error x this"),
@@ -393,23 +399,31 @@ def set_policy(
 
     Example: `registry set-policy --floor auc=0.92 --reason "after the bearing incident"`"""
     record = Registry(store).set_policy(
-        _floors(floor or []), drop_floor or [], rollback_factor, reason
+        _bounds(floor or []),
+        drop_floor or [],
+        rollback_factor,
+        reason,
+        _bounds(ceiling or []),
+        drop_ceiling or [],
     )
-    found = record["policy"]
-    rows = [[f"floor {metric}", value] for metric, value in found["floors"].items()]
-    rows.append(["rollback factor", found["rollback_factor"]])
-    _out(record, as_json, ["rule", "value"], rows)
+    _out(record, as_json, ["rule", "value"], _policy_rows(record["policy"]))
 
 
-def _floors(items: list[str]) -> dict[str, float]:
-    floors = {}
+def _policy_rows(policy: dict[str, Any]) -> list[list[Any]]:
+    rows = [[f"floor {metric}", value] for metric, value in policy["floors"].items()]
+    rows += [[f"ceiling {metric}", value] for metric, value in policy.get("ceilings", {}).items()]
+    return [*rows, ["rollback factor", policy["rollback_factor"]]]
+
+
+def _bounds(items: list[str]) -> dict[str, float]:
+    bounds = {}
     for item in items:
         metric, _, value = item.partition("=")
         try:
-            floors[metric.strip()] = float(value)
+            bounds[metric.strip()] = float(value)
         except ValueError:
             raise typer.BadParameter(f"{item!r}: expected METRIC=NUMBER, e.g. auc=0.9") from None
-    return floors
+    return bounds
 
 
 @app.command()

@@ -3,6 +3,7 @@ prints per device, and what an experiment may not do."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -88,6 +89,14 @@ def test_a_refusal_is_printed_with_its_figures_and_recorded(
         assert types(registry, device) == ["registered", "refused"]
     assert registry.list(alias="production") == []
     assert sorted(p.name for p in (tmp_path / "deploy" / "models").iterdir()) == [".bundles"]
+    counts = json.loads((tmp_path / "deploy" / "metrics.json").read_text())
+    assert counts == {  # below_floor: counted from the gate's codes, never its sentences
+        "gate_passed": 0,
+        "gate_refused": 2,
+        "promoted": 0,
+        "below_floor": 2,
+        "failed": 0,
+    }
 
 
 def test_an_experiment_moves_nothing_and_records_the_verdict(

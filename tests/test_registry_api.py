@@ -466,12 +466,12 @@ def test_record_check_is_an_event_and_moves_nothing(registry: Registry, art: Art
     assert (record["type"], record["experiment"], record["actor"]) == ("checked", "exp-a", "tester")
     assert (record["alias"], record["from_version"], record["to_version"]) == ("production", 1, 2)
     assert record["gate"]["passed"] is False
-    assert record["gate"]["reasons"] == registry.check(NAME, 2).reasons
+    assert record["gate"]["reasons"] == registry.check(NAME, 2).texts()
     assert _events(registry)[-1] == record
     assert registry.get(f"{NAME}:v1")["aliases"] == aliases
     assert registry.get(f"{NAME}@production")["version"] == 1
     staged = registry.record_check(NAME, 2, None, alias="staging")
-    assert staged["gate"] == {"passed": True, "reasons": [], "figures": {}}
+    assert staged["gate"] == {"passed": True, "reasons": [], "findings": [], "figures": {}}
     assert registry.list(alias="staging") == []
 
 

@@ -417,7 +417,7 @@ def test_promote_meets_the_store_policy_wherever_it_runs(store: Path, tmp_path: 
     assert snapshot(store) == before
     ok("set-policy", "--drop-floor", "auc", "--reason", "no labelled clips yet", "--store", store)
     record = ok_json("promote", NAME, "1", "--store", store)
-    assert record["gate"] == {"passed": True, "reasons": [], "figures": {}}
+    assert record["gate"] == {"passed": True, "reasons": [], "findings": [], "figures": {}}
 
 
 def test_force_needs_a_reason_and_is_recorded(store: Path, tmp_path: Path) -> None:
@@ -473,7 +473,28 @@ def test_set_policy_refusals_change_nothing(store: Path, tmp_path: Path) -> None
     assert_one_error_line(dropped, "no floor on pauc to drop; nothing changed", status=2)
     assert "rollback factor 0" in refused("set-policy", "--rollback-factor", "0", "--store", store)
     assert "floor metric 'a uc'" in refused("set-policy", "--floor", "a uc=0.9", "--store", store)
+    result = cli("set-policy", "--ceiling", "rmse=low", "--store", store)
+    assert result.exit_code == 2 and "expected METRIC=NUMBER" in result.output
+    dropped = run_main("set-policy", "--drop-ceiling", "rmse", "--store", store)
+    assert_one_error_line(dropped, "no ceiling on rmse to drop; nothing changed", status=2)
     assert snapshot(store) == before
+
+
+def test_set_policy_sets_a_ceiling_and_check_refuses_above_it(store: Path, tmp_path: Path) -> None:
+    register(store, tmp_path, "v1", metrics={"auc": 0.95, "rmse": 3.0})
+    record = ok_json(
+        *("set-policy", "--drop-floor", "auc", "--ceiling", "rmse=2.5"),
+        *("--reason", "lower is better", "--store", store),
+    )
+    assert record["policy"] == {"floors": {}, "rollback_factor": 2.0, "ceilings": {"rmse": 2.5}}
+    table = ok("policy", "--store", store).splitlines()
+    rows = [line.split() for line in table[2:4]]
+    assert rows == [["ceiling", "rmse", "2.5"], ["rollback", "factor", "2.0"]]
+    checked = cli("check", NAME, "1", "--store", store, "--json")
+    assert checked.exit_code == 1
+    found = json.loads(checked.stdout)
+    assert [f["code"] for f in found["findings"]] == ["above_ceiling"]
+    assert found["reasons"] == ["rmse = 3.0 is above the ceiling 2.5"]
 
 
 def test_check_exits_1_when_the_gate_would_refuse_and_changes_nothing(

@@ -50,8 +50,8 @@ def test_floor_at_exactly_the_value_passes() -> None:
 def test_floors_fail_with_the_figures_in_the_reason() -> None:
     result = gate.check({"auc": 0.8}, gate.Policy({"auc": 0.9, "pauc": 0.5}, 2.0), None)
     assert not result.passed
-    assert "auc = 0.8 is below the floor 0.9" in result.reasons
-    assert result.reasons == ["auc = 0.8 is below the floor 0.9"]
+    assert "auc = 0.8 is below the floor 0.9" in result.texts()
+    assert result.texts() == ["auc = 0.8 is below the floor 0.9"]
     assert result.figures == {"auc": 0.8, "pauc": None}
 
 
@@ -59,7 +59,7 @@ def test_a_floor_on_a_metric_not_measured_is_not_applied_and_says_so() -> None:
     """A device without labelled test clips has no AUC: the floors apply where it has them."""
     result = gate.check({}, gate.Policy({"auc": 0.9}, 2.0), gate.Comparison(f"{NAME}:v1", 3.0, 1.0))
     assert result.notes == ["auc not measured (no labelled test clips): floor 0.9 not applied"]
-    assert not result.passed and result.reasons[0].startswith(
+    assert not result.passed and result.texts()[0].startswith(
         f"candidate error 3 > holder {NAME}:v1"
     )
     assert gate.check({}, gate.Policy({"auc": 0.9}, 2.0), None).passed
@@ -84,7 +84,7 @@ def test_degradation_within_the_factor_passes_with_the_figures() -> None:
 
 def test_degradation_beyond_the_factor_fails_with_the_figures() -> None:
     result = gate.check({"auc": 0.95}, POLICY, gate.Comparison(f"{NAME}:v1", 2.5, 1.0))
-    assert result.reasons == [
+    assert result.texts() == [
         f"candidate error 2.5 > holder {NAME}:v1 error 1 x 2 on the candidate's data"
     ]
 
@@ -93,7 +93,7 @@ def test_a_comparison_that_could_not_be_made_refuses() -> None:
     result = gate.check(
         {"auc": 0.95}, POLICY, gate.Comparison(f"{NAME}:v3", problem="no eval_windows")
     )
-    assert result.reasons == [f"cannot compare with the holder {NAME}:v3: no eval_windows"]
+    assert result.texts() == [f"cannot compare with the holder {NAME}:v3: no eval_windows"]
     assert result.figures["comparison_problem"] == "no eval_windows"
 
 
@@ -205,7 +205,12 @@ def test_promote_passing_floors_records_the_gate(registry: Registry, tmp_path: P
     _register(registry, tmp_path, "v1", auc=0.95)
     record = registry.promote(NAME, 1)
     assert record["forced"] is False
-    assert record["gate"] == {"passed": True, "reasons": [], "figures": {"auc": 0.95}}
+    assert record["gate"] == {
+        "passed": True,
+        "reasons": [],
+        "findings": [],
+        "figures": {"auc": 0.95},
+    }
     assert registry.get(f"{NAME}@production")["version"] == 1
 
 
@@ -310,7 +315,7 @@ def test_check_says_what_promote_would_do_and_changes_nothing(
     _v1_in_production_then(registry, tmp_path, auc=0.95, error=0.5)
     before = snapshot(registry.store.root)
     result = registry.check(NAME, 2)
-    assert not result.passed and "candidate error 0.5" in result.reasons[0]
+    assert not result.passed and "candidate error 0.5" in result.texts()[0]
     assert snapshot(registry.store.root) == before
 
 
@@ -476,3 +481,88 @@ def test_other_aliases_stay_one_per_model(registry: Registry, tmp_path: Path) ->
     registry.promote(NAME, 1, alias="staging")
     registry.promote(OTHER, 1, alias="staging")
     assert {m["name"] for m in registry.list(alias="staging")} == {NAME, OTHER}
+
+
+# ------------------------------------------------------------------ ceilings, reasons as data
+CEILED = gate.make_policy({}, 2.0, {"rmse": 4.5})
+
+
+def test_a_ceiling_refuses_above_it_and_passes_at_it() -> None:
+    assert gate.check({"rmse": 4.5}, CEILED, None).passed
+    result = gate.check({"rmse": 4.6}, CEILED, None)
+    assert not result.passed
+    assert result.texts() == ["rmse = 4.6 is above the ceiling 4.5"]
+    assert [r.as_dict() for r in result.reasons] == [
+        {"code": gate.ABOVE_CEILING, "metric": "rmse", "value": 4.6, "bound": 4.5}
+    ]
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, "4.0", True])
+def test_a_ceilinged_metric_that_is_not_a_finite_number_refuses(value: Any) -> None:
+    assert gate.check({"rmse": value}, CEILED, None).reasons[0].code == gate.ABOVE_CEILING
+
+
+def test_a_ceiling_on_a_metric_not_measured_is_not_applied_and_says_so() -> None:
+    result = gate.check({}, CEILED, None)
+    assert result.passed and result.notes == [
+        "rmse not measured (no labelled test clips): ceiling 4.5 not applied"
+    ]
+
+
+def test_against_a_holder_on_another_scale_a_ceilinged_metric_may_not_grow() -> None:
+    policy = gate.make_policy({"r2": 0.5}, 2.0, {"rmse": 9.0})
+    holder = gate.Comparison(
+        f"{NAME}:v1", by_metrics="another type", holder_metrics={"rmse": 3.0, "r2": 0.8}
+    )
+    result = gate.check({"rmse": 3.5, "r2": 0.9}, policy, holder)
+    assert [r.code for r in result.reasons] == [gate.ABOVE_HOLDER]
+    assert result.texts() == [f"rmse = 3.5 is above the holder {NAME}:v1's 3"]
+    assert gate.check({"rmse": 3.0, "r2": 0.7}, policy, holder).texts() == [
+        f"r2 = 0.7 is below the holder {NAME}:v1's 0.8"
+    ]
+
+
+def test_every_reason_is_data_its_sentence_made_from_it() -> None:
+    """A program reads the codes and figures; the sentence is only for people."""
+    policy = gate.make_policy({"auc": 0.9}, 2.0, {"rmse": 4.5})
+    result = gate.check({"auc": 0.5, "rmse": 5.0}, policy, gate.Comparison(f"{NAME}:v1", 3.0, 1.0))
+    found = result.as_dict()
+    assert [f["code"] for f in found["findings"]] == [
+        gate.BELOW_FLOOR,
+        gate.ABOVE_CEILING,
+        gate.DEGRADED,
+    ]
+    assert found["findings"][2] == {
+        "code": gate.DEGRADED,
+        "metric": "error",
+        "value": 3.0,
+        "bound": 1.0,
+        "holder": f"{NAME}:v1",
+        "factor": 2.0,
+    }
+    rebuilt = [gate.Reason(**f).text() for f in found["findings"]]
+    assert rebuilt == found["reasons"] == result.texts()
+
+
+@pytest.mark.parametrize(
+    ("ceilings", "says"),
+    [({"rmse": math.nan}, "ceiling rmse=nan"), ({"1x": 2.0}, "ceiling metric '1x'")],
+)
+def test_a_bad_ceiling_is_named(ceilings: dict[str, Any], says: str) -> None:
+    with pytest.raises(InvalidNameError, match=re.escape(says)):
+        gate.make_policy({}, 2.0, ceilings)
+
+
+def test_set_policy_adds_and_drops_ceilings_and_an_old_policy_reads_as_before(
+    tmp_path: Path,
+) -> None:
+    registry = new_registry(tmp_path / "store")
+    before = registry.policy()
+    assert "ceilings" not in before  # a policy without ceilings reads as it always did
+    registry.set_policy(ceilings={"rmse": 4.5}, reason="tabular")
+    assert registry.policy()["ceilings"] == {"rmse": 4.5}
+    assert registry.policy()["floors"] == before["floors"]
+    with pytest.raises(UsageError, match="no ceiling on mae to drop"):
+        registry.set_policy(drop_ceilings=["mae"])
+    registry.set_policy(drop_ceilings=["rmse"], reason="back")
+    assert "ceilings" not in registry.policy()

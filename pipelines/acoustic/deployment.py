@@ -29,6 +29,7 @@ from pipelines.acoustic.extraction import load_device
 from pipelines.params import Params, as_dict
 from registry.api import Registry
 from registry.errors import GateError
+from registry.gate import BELOW_FLOOR
 from registry.store import locate
 
 # registry artifact file -> where the pipeline keeps it, relative to models/{device}; the
@@ -187,7 +188,7 @@ def decision_counts(outcomes: dict[str, fleet.Outcome]) -> dict[str, int]:
     decisions = [o.summary["decision"] for o in outcomes.values() if o.summary.get("decision")]
     passed = [d for d in decisions if d["action"] == "promoted" or d.get("passed") is True]
     refused = [d for d in decisions if d["action"] == "refused" or d.get("passed") is False]
-    floors = [d for d in refused if any("below the floor" in r for r in d.get("reasons", []))]
+    floors = [d for d in refused if any(f["code"] == BELOW_FLOOR for f in d.get("findings", []))]
     return {
         "gate_passed": len(passed),
         "gate_refused": len(refused),
