@@ -77,14 +77,15 @@ def open_ledger(store: Store) -> Iterator[Ledger]:
         try:
             seen = index.log()
             if seen != (end.size, end.tail):
-                raise CorruptStoreError(_disagreement(store, seen))
+                raise CorruptStoreError(_disagreement(store, seen, end.size))
             yield Ledger(store, index, end, _versions(store, index))
         finally:
             index.close()
 
 
-def _disagreement(store: Store, seen: tuple[int, str]) -> str:
-    if events.position(store.events_file).size < seen[0]:
+def _disagreement(store: Store, seen: tuple[int, str], size: int) -> str:
+    """Why the index's record of the log's end (`seen`) is not the log's end (`size`)."""
+    if size < seen[0]:
         return (
             f"{store.events_file}: shorter than {store.index_file} saw it: events were lost; "
             f"{RECOVER}; nothing was changed"
