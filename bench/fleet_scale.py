@@ -248,7 +248,7 @@ def foreach_repo(base: Path, fleet: Path, devices: list[str]) -> Workspace:
     return ws
 
 
-def noop(ws: Workspace, runs: int = 3) -> dict[str, Any]:
+def noop(ws: Workspace, runs: int) -> dict[str, Any]:
     results = [ws.repro() for _ in range(runs)]
     bad = next((r for r in results if not r.ok or r.commands), None)
     return {
@@ -271,7 +271,7 @@ def summarize(r: Repro) -> dict[str, Any]:
 
 
 def rebuilt(ws: Workspace, r: Repro, expected: str) -> dict[str, Any]:
-    """Which devices each stage that ran built; ok when extract and train built `expected` only."""
+    """Which devices each stage that ran built; ok when each built `expected` only."""
     result = summarize(r)
     stages = {}
     for stage in DEVICE_STAGES:
@@ -282,7 +282,7 @@ def rebuilt(ws: Workspace, r: Repro, expected: str) -> dict[str, Any]:
     result["stages"] = stages
     result["device_work"] = device_work(ws, r) if r.ok else {}
     result["only_that_device"] = r.ok and all(
-        stages.get(s, {}).get("built") == [expected] for s in ("extract", "train")
+        stages.get(s, {}).get("built") == [expected] for s in DEVICE_STAGES
     )
     return result
 
@@ -305,14 +305,14 @@ def change_clip(root: Path, device: str) -> Path:
     return clip
 
 
-def bench_ours(base: Path, fleet: Path, devices: list[str]) -> dict[str, Any]:
+def bench_ours(base: Path, fleet: Path, devices: list[str], runs: int) -> dict[str, Any]:
     ws = ours_repo(base, fleet, devices)
     first = ws.repro()
     result: dict[str, Any] = {"devices": len(devices), "first": summarize(first)}
     if not first.ok:
         return result
     result["first"]["device_work"] = device_work(ws, first)
-    result["noop"] = noop(ws)
+    result["noop"] = noop(ws, runs)
 
     new = f"D-{len(devices):03d}"
     generate(base / "extra", [new])
@@ -326,17 +326,17 @@ def bench_ours(base: Path, fleet: Path, devices: list[str]) -> dict[str, Any]:
         "clip": clip.relative_to(ws.repo).as_posix(),
         **rebuilt(ws, ws.repro(), changed),
     }
-    result["noop_after"] = noop(ws)
+    result["noop_after"] = noop(ws, runs)
     return result
 
 
-def bench_foreach(base: Path, fleet: Path, devices: list[str]) -> dict[str, Any]:
+def bench_foreach(base: Path, fleet: Path, devices: list[str], runs: int) -> dict[str, Any]:
     ws = foreach_repo(base, fleet, devices)
     first = ws.repro()
     result: dict[str, Any] = {"devices": len(devices), "first": summarize(first)}
     if first.ok:
         result["first"]["commands_run"] = len(result["first"].pop("commands"))  # one per stage
-        result["noop"] = noop(ws)
+        result["noop"] = noop(ws, runs)
     return result
 
 
@@ -368,7 +368,8 @@ def print_ours(ours: dict[str, Any]) -> None:
     print(f"  stage commands (wall)      {first['command_seconds']:8.1f} s  {first['commands']}")
     print(f"  per-device work, summed    {sum(work.values()):8.1f} s  {work}")
     print(f"  DVC itself (wall - cmds)   {first['dvc_seconds']:8.1f} s  ({share:.0%} of the run)")
-    print(f"no-op dvc repro, median of 3 {ours['noop']['median']:8.2f} s  {ours['noop']['runs']}")
+    runs = ours["noop"]["runs"]
+    print(f"no-op dvc repro, median of {len(runs)} {ours['noop']['median']:8.2f} s  {runs}")
     for key, what in (("add", "add one device"), ("change", "change one clip of")):
         step = ours[key]
         print(
@@ -413,6 +414,7 @@ def main() -> None:
         "--reference-devices", type=int, help="devices in the foreach reference (default: same)"
     )
     parser.add_argument("--skip-reference", action="store_true")
+    parser.add_argument("--noop-runs", type=int, default=3, help="no-op reproductions timed")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
@@ -423,10 +425,10 @@ def main() -> None:
     try:
         devices = device_names(args.devices)
         generate(base / "fleet", devices)
-        result = {"ours": bench_ours(base, base / "fleet", devices)}
+        result = {"ours": bench_ours(base, base / "fleet", devices, args.noop_runs)}
         if not args.skip_reference:
             ref_devices = devices[: args.reference_devices]  # None: all of them
-            result["reference"] = bench_foreach(base, base / "fleet", ref_devices)
+            result["reference"] = bench_foreach(base, base / "fleet", ref_devices, args.noop_runs)
         result |= {"load_before": load_before, "load_after": round(os.getloadavg()[0], 2)}
     finally:
         if args.keep:

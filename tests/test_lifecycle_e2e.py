@@ -74,6 +74,9 @@ def experiments(repo: Path) -> list[str]:
     assert (one[:3], queued[:4], start[:3]) == (RUN, [*RUN, "--queue"], ["dvc", "queue", "start"])
     ran = run(repo, *one)
     assert "not promoted: the gate would" in ran.stderr + ran.stdout
+    assert "Running stage 'extract'" not in ran.stdout  # a train param reruns train and after
+    assert "Running stage 'train'" in ran.stdout
+    assert json.loads((repo / "reports" / "train.json").read_text())["built"] == list(DEVICES)
     run(repo, *queued)
     run(repo, *start)
     assert wait_for_queue(repo).count("Success") == 2
@@ -106,6 +109,40 @@ def test_the_readme_compares_the_experiments(repo: Path, experiments: list[str])
     assert sorted(bars["revisions"]) == sorted(["HEAD", experiments[0]])
 
 
+def test_exp_show_carries_the_fleets_figures_and_fleet_compare_the_devices(
+    repo: Path, experiments: list[str]
+) -> None:
+    """`dvc exp show`'s metrics are the fleet's (its columns do not grow with the fleet);
+    `fleet compare` puts two runs' per-device figures side by side."""
+    rows = [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in run(repo, "dvc", "exp", "show", "--md").stdout.splitlines()
+        if line.startswith("|") and not line.startswith("|--")
+    ]
+    header, low = rows[0], next(row for row in rows if "0.0005" in row)
+    assert "A-1" not in header and "B-2" not in header  # no column per device
+    for column in ("auc_mean", "auc_min", "pauc_min", "gate_passed"):
+        assert low[header.index(column)] not in ("!", "-", ""), f"{column} missing"
+        float(low[header.index(column)])
+    shown = json.loads(run(repo, "dvc", "exp", "show", "--json").stdout)
+    metrics = {
+        path: sorted(found["data"])
+        for exp in shown
+        for path, found in (exp["data"] or {}).get("metrics", {}).items()
+    }
+    assert metrics["eval/metrics.json"] == sorted(
+        ["devices", "devices_with_auc", "auc_mean", "auc_min", "pauc_mean", "pauc_min", "f1_mean"]
+    )
+    assert metrics["deploy/metrics.json"] == sorted(
+        ["gate_passed", "gate_refused", "promoted", "below_floor", "failed"]
+    )
+    rows = json.loads(run(repo, "fleet", "compare", "HEAD", experiments[0], "--json").stdout)
+    assert sorted(r["device"] for r in rows) == list(DEVICES)
+    assert all(r["auc_change"] == pytest.approx(r["auc_b"] - r["auc_a"]) for r in rows)
+    missing = run(repo, "fleet", "compare", "HEAD", "no-such-exp", check=False)
+    assert missing.returncode == 1 and "no-such-exp: no such experiment" in missing.stderr
+
+
 def test_a_plain_repro_promotes_and_exports_v1(repo: Path) -> None:
     assert production(repo) == {"A-1": 1, "B-2": 1}
     for device in DEVICES:
@@ -118,6 +155,8 @@ def test_experiments_register_with_their_names_and_never_move_production(
 ) -> None:
     assert len(experiments) == 3
     registry = Registry(repo / "model_store")
+    tried = {m["params"]["train"]["lr"] for m in registry.list() if m["lineage"]["dvc_experiment"]}
+    assert tried == {0.0005, 0.0003, 0.003}  # the one run, and the queued sweep's grid
     assert production(repo) == {"A-1": 1, "B-2": 1}
     for device in DEVICES:
         name = f"acoustic_{device}_convae"
@@ -193,25 +232,15 @@ def test_a_device_whose_audio_turns_bad_keeps_its_production_bundle(site: Path) 
 
 
 def test_switching_the_model_type_moves_production_and_a_rollback_brings_it_back(
-    tmp_path: Path,
+    tiny_built: Path, tmp_path: Path
 ) -> None:
-    """A fleet of two types (B-2 overridden in `devices:`). Then `train.model` changed in a
-    plain run: A-1's production goes to the new type (compared with the old one on their
-    metrics), the old type loses it by the same event, and deploy/models ships the new
-    bundle; a rollback ships the old one again."""
-    fixed = merge(TINY, {"features": {"ref": "fixed"}, "train": {"components": 4}})
-    fixed["devices"] = {"B-2": {"model": "twfr-pca"}}
-    repo = make_repo(tmp_path / "repo", fixed)
-    run(repo, "dvc", "repro")
+    """`train.model` changed in a plain run: A-1's production goes to the new type (compared
+    with the old one on their metrics), the old type loses it by the same event, and
+    deploy/models ships the new bundle; a rollback ships the old one again."""
+    repo = copy_repo(tiny_built, tmp_path / "repo")
     convae = "acoustic_A-1_convae"
     assert shipped(repo, "A-1") == f"{convae}:v1"
-    assert shipped(repo, "B-2") == "acoustic_B-2_twfr-pca:v1"
-    run(repo, "dvc", "exp", "run", "--temp", "-S", "train.model=twfr-pca")
-    assert production(repo) == {"A-1": 1, "B-2": 1}  # an experiment moves nothing
-    held = {m["name"] for m in Registry(repo / "model_store").list(alias="production")}
-    assert held == {convae, "acoustic_B-2_twfr-pca"}
-
-    write_params(repo, merge(fixed, {"train": {"model": "twfr-pca"}}))
+    write_params(repo, merge(TINY, {"train": {"model": "twfr-pca", "components": 4}}))
     run(repo, "dvc", "repro")
     pca = "acoustic_A-1_twfr-pca"
     decision = json.loads((repo / "reports/deploy.json").read_text())["devices"]["A-1"]["decision"]

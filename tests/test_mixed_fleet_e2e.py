@@ -2,26 +2,32 @@
 params.yaml), in a temp git + DVC repo: each is registered under its own name, promoted,
 exported, scores WAV files through `fleet score` as the evaluate stage did, and takes part
 in the daily loop (fine-tuned or refitted from its production version, the parent recorded;
-a network for `finetune_epochs` at `finetune_lr`).
+a network for `finetune_epochs` at `finetune_lr`; a fitted type with no training loop, its
+gate's figures each model's error relative to its own normal).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import typing
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pipelines import engine
+from pipelines.acoustic import family, features
 from pipelines.acoustic.detectors import TRAINED
 from pipelines.params import TrainParams
 from registry.api import Registry
+from registry.families import Version
 from tests.pipeline_repo import TINY, make_repo, merge, run
 
 pytestmark = pytest.mark.e2e
 TYPES = typing.get_args(typing.get_type_hints(TrainParams)["model"])
 DEVICES = {f"T-{i}": kind for i, kind in enumerate(TYPES, start=1)}
+PCA = next(device for device, kind in DEVICES.items() if kind == "twfr-pca")  # the default
 SMALL = {"dense_units": [16, 4], "components": 4}  # small networks, few principal components
 # a network's full training, and a fine-tuning with its own epochs and learning rate
 FULL = {"epochs": 3, "lr": 0.001}
@@ -60,6 +66,7 @@ def test_every_type_registers_promotes_exports_scores_and_takes_part_in_the_dail
         manifest = json.loads((bundle / "bundle.json").read_text())
         assert manifest["model"] == f"{name}:v1"
         assert manifest["architecture"].get("type", "convae") == kind
+        assert store.get(f"{name}:v1")["inference"]["architecture"].get("type", "convae") == kind
         evaluated = json.loads((repo / "eval/devices" / device / "scores.json").read_text())
         clips = [str(repo / "data/demo" / row["file"]) for row in evaluated[:2]]
         shown = json.loads(run(repo, "fleet", "score", str(bundle), *clips, "--json").stdout)
@@ -80,3 +87,34 @@ def test_every_type_registers_promotes_exports_scores_and_takes_part_in_the_dail
         if kind in TRAINED:
             epochs, lr = FINETUNE["finetune_epochs"], FINETUNE["finetune_lr"]
             assert trained(repo, device) == (epochs, epochs, epochs, lr), name
+        else:  # refitted on its parent's references and the day's audio
+            summary = json.loads((repo / "models" / device / "summary.json").read_text())
+            assert (summary["start"]["parent"], summary["epochs_run"]) == (f"{name}:v1", 0)
+    pca = f"acoustic_{PCA}_twfr-pca"
+    assert sorted(store.get(f"{pca}:v1")["artifacts"]) == [
+        "eval_windows",
+        "model",
+        "scale",
+        "threshold",
+    ]
+
+    # The gate compared v2 with v1 each relative to its own mean score on the holder's
+    # evaluation windows (normal for both): a type whose scores are multiples of its own normal.
+    candidate, holder = store.version(f"{pca}:v2"), store.version(f"{pca}:v1")
+    windows = [_windows(v) for v in (candidate, holder)]
+    expected = [
+        _mean_score(v, windows[0]) / _mean_score(v, windows[1]) for v in (candidate, holder)
+    ]
+    assert family.compare(candidate, holder) == pytest.approx(expected)
+    decision = json.loads((repo / "reports/deploy.json").read_text())["devices"][PCA]["decision"]
+    figures = decision["figures"]
+    assert [figures["candidate_error"], figures["holder_error"]] == pytest.approx(expected)
+
+
+def _windows(version: Version) -> np.ndarray:
+    return np.load(io.BytesIO(version.read("eval_windows")), allow_pickle=False)
+
+
+def _mean_score(version: Version, windows: np.ndarray) -> float:
+    scaled = features.apply_scale(windows, family.scale(version))
+    return float(family.detector(version).scores(scaled).mean())

@@ -1,4 +1,6 @@
-"""End to end: real `dvc repro` and `dvc exp run` of the project's pipeline in a temp repo."""
+"""End to end: a real `dvc repro` of the project's pipeline in a temp repo (its experiments:
+tests/test_lifecycle_e2e.py; a new device or a changed clip rebuilds that device alone:
+bench/fleet_scale.py, run by tests/test_bench.py)."""
 
 from __future__ import annotations
 
@@ -70,57 +72,6 @@ def test_plots_render(repo: Path) -> None:
     result = run(repo, "dvc", "plots", "show", "-o", "dvc_plots")
     assert "WARNING" not in result.stderr
     assert (repo / "dvc_plots" / "index.html").is_file()
-
-
-def test_exp_run_shows_the_fleets_figures_and_fleet_compare_the_devices(repo: Path) -> None:
-    """`dvc exp show` carries the fleet's figures only (its columns do not grow with the
-    fleet); `fleet compare` puts two runs' per-device figures side by side."""
-    ran = run(repo, "dvc", "exp", "run", "-n", "low-lr", "-S", "train.lr=0.0005").stdout
-    assert "Running stage 'extract'" not in ran  # a train param reruns train and what follows
-    assert "Running stage 'train'" in ran
-    assert report(repo, "train")["built"] == ["A-1", "B-2"]
-    rows = [
-        [cell.strip() for cell in line.strip("|").split("|")]
-        for line in run(repo, "dvc", "exp", "show", "--md").stdout.splitlines()
-        if line.startswith("|") and not line.startswith("|--")
-    ]
-    header, experiment = rows[0], next(row for row in rows if "0.0005" in row)
-    assert "A-1" not in header and "B-2" not in header  # no column per device
-    for column in ("auc_mean", "auc_min", "pauc_min", "gate_passed"):
-        value = experiment[header.index(column)]
-        assert value not in ("!", "-", ""), f"{column} missing in the experiment's row"
-        float(value)
-    shown = json.loads(run(repo, "dvc", "exp", "show", "--json").stdout)
-    metrics = {
-        path: sorted(found["data"])
-        for exp in shown
-        for path, found in (exp["data"] or {}).get("metrics", {}).items()
-    }
-    assert metrics["eval/metrics.json"] == sorted(
-        ["devices", "devices_with_auc", "auc_mean", "auc_min", "pauc_mean", "pauc_min", "f1_mean"]
-    )
-    assert metrics["deploy/metrics.json"] == sorted(
-        ["gate_passed", "gate_refused", "promoted", "below_floor", "failed"]
-    )
-
-    rows = json.loads(run(repo, "fleet", "compare", "HEAD", "low-lr", "--json").stdout)
-    assert sorted(r["device"] for r in rows) == ["A-1", "B-2"]
-    assert all(r["auc_change"] == pytest.approx(r["auc_b"] - r["auc_a"]) for r in rows)
-    table = run(repo, "fleet", "compare", "HEAD", "workspace").stdout.splitlines()
-    assert table[0].split()[:3] == ["device", "AUC", "HEAD"] and len(table) == 4
-    missing = run(repo, "fleet", "compare", "HEAD", "no-such-exp", check=False)
-    assert missing.returncode == 1 and "no-such-exp: no such experiment" in missing.stderr
-
-
-def test_new_device_is_the_only_one_rebuilt(repo: Path) -> None:
-    # the copy's store is at another path, which is part of each candidate's fingerprint
-    run(repo, "dvc", "repro", "--force", "--single-item", "deploy")
-    demo = repo / "data" / "demo"
-    shutil.copytree(demo / "A-1", demo / "C-3")
-    run(repo, "dvc", "repro", "--single-item", "extract", "train", "evaluate", "deploy")
-    for stage in ("extract", "train", "evaluate", "deploy"):
-        assert report(repo, stage)["built"] == ["C-3"], stage
-        assert report(repo, stage)["unchanged"] == ["A-1", "B-2"], stage
 
 
 def test_registry_holds_one_production_version_per_device(repo: Path) -> None:

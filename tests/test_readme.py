@@ -6,13 +6,12 @@ production, which versions exist, the gate's policy), never against the command'
 from __future__ import annotations
 
 import glob
-import itertools
 import json
-import math
 import re
 import shlex
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -26,15 +25,16 @@ import yaml
 from pipelines.daily import RECORD
 from pipelines.params import edit_params, load_params
 from registry.api import Registry
+from tests.patience import HANG_S
 from tests.pipeline_repo import (
     PROJECT,
     TINY,
     TINY_POLICY,
+    env,
     make_repo,
     merge,
     readme_commands,
     run,
-    wait_for_queue,
 )
 from tests.registry_helpers import snapshot
 from tests.trees import tree
@@ -62,7 +62,6 @@ class Flow:
     policy: dict[str, Any]
     experiments: dict[str, dict[str, int]] = field(default_factory=dict)
     settings: dict[str, list[str]] = field(default_factory=dict)  # experiment -> its -S
-    queued: list[str] = field(default_factory=list)  # the -S of the queued experiments
     copies: list[str] = field(default_factory=list)
     collectable: list[str] = field(default_factory=list)
 
@@ -233,38 +232,14 @@ def listed(flow: Flow, ran: Ran) -> None:
 
 
 def experiment(flow: Flow, ran: Ran) -> None:
-    """`dvc exp run`: queued, nothing happens yet; run, every device's candidate is registered
-    (or found registered) with the settings, the gate's verdict recorded, nothing moved."""
+    """`dvc exp run`: every device's candidate is registered (or found registered) with the
+    settings, the gate's verdict recorded, nothing moved."""
     console = succeeded(ran) + ran.done.stderr
     settings = [ran.words[i + 1] for i, word in enumerate(ran.words) if word == "-S"]
-    if "--queue" in ran.words:
-        unchanged(flow, ran)
-        flow.queued = settings
-        status = run(flow.repo, "dvc", "queue", "status").stdout
-        assert status.count("Queued") == math.prod(len(s.split(",")) for s in settings)
-        return
     (name,) = recorded(flow, ran)
     assert f"experiment {name}, not promoted: the gate would" in console
     flow.settings[name] = settings
     assert_settings(flow, name, settings)
-    assert bundles(flow.repo) == ran.bundles
-
-
-def queue_started(flow: Flow, ran: Ran) -> None:
-    """`dvc queue start`: each queued experiment (one per combination of the sweep's values)
-    runs as `dvc exp run` would have."""
-    succeeded(ran)
-    sweeps = [(s.split("=")[0], s.split("=")[1].split(",")) for s in flow.queued]
-    grid = set(itertools.product(*([yaml.safe_load(v) for v in values] for _, values in sweeps)))
-    assert wait_for_queue(flow.repo).count("Success") == len(grid)
-    tried = set()
-    for name in recorded(flow, ran):
-        (values,) = {
-            tuple(_param(metadata(flow, f"{m}:v{v}")["params"], key) for key, _ in sweeps)
-            for m, v in flow.experiments[name].items()
-        }
-        tried.add(values)
-    assert tried == grid
     assert bundles(flow.repo) == ran.bundles
 
 
@@ -527,12 +502,12 @@ def compared(flow: Flow, ran: Ran) -> None:
     a, b = ran.words[2:4]
     rows = table(succeeded(ran))
     figures = json.loads((flow.repo / "eval" / "plots" / "devices.json").read_text())
-    workspace = {row["device"]: row for row in figures}
+    base = {row["device"]: row for row in figures}
     theirs = {m.split("_")[1]: f"{m}:v{v}" for m, v in flow.experiments[b].items()}
     assert sorted(r["device"] for r in rows) == sorted(DEVICES)
     for row in rows:
         for key, title in (("auc", "AUC"), ("pauc", "pAUC")):
-            mine = workspace[row["device"]][key]
+            mine = base[row["device"]][key]
             other = metadata(flow, theirs[row["device"]])["metrics"][key]
             assert row[f"{title} {a}"] == f"{mine:.3f}" and row[f"{title} {b}"] == f"{other:.3f}"
             assert float(row[f"{title} change"]) == pytest.approx(other - mine, abs=1e-3)
@@ -590,7 +565,6 @@ CHECKS: dict[tuple[str, ...], Check] = {
     ("registry", "gc"): collected,
     ("registry", "backup"): backed_up,
     ("dvc", "exp"): experiment,
-    ("dvc", "queue"): queue_started,
     ("fleet", "status"): status,
     ("fleet", "compare"): compared,
     ("fleet", "score"): scored,
@@ -626,8 +600,18 @@ def test_the_daily_loop_examples_work_as_written(tmp_path: Path) -> None:
     cron = readme_commands("## The daily loop", block=1)[0]  # the job cron runs, as written
     job = as_typed(repo, cron[cron.index("&&") + 1 : cron.index(">>")])
     assert job[:3] == ["fleet", "daily", "--days-ago"]
+    # as cron runs it: the environment's `fleet`, with no venv on the PATH
+    job[0] = str(Path(sys.executable).parent / "fleet")
     today = date.today()
-    done = run(repo, *job, check=False)
+    done = subprocess.run(
+        job,
+        cwd=repo,
+        env=env() | {"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=HANG_S,
+        check=False,
+    )
     ran = re.search(r"^daily (\d{8}): ran$", done.stdout, re.M)
     assert done.returncode == 0 and ran, done.stdout + done.stderr
     # the day before the day it ran, which may have begun since the test read the clock
