@@ -80,7 +80,7 @@ def gather(
         )
         for name in sorted(names)
     ]
-    return FleetRecord(family, devices, registry.policy(), deployed.get("error"))
+    return FleetRecord(family, devices, registry.policy(family), deployed.get("error"))
 
 
 def _read(path: Path) -> Any:

@@ -36,10 +36,15 @@ from registry.errors import (
     UsageError,
 )
 from registry.index import Index
-from registry.naming import check_alias, check_version, model_name, parse_name, parse_ref
+from registry.naming import (
+    check_alias,
+    check_device_code,
+    check_version,
+    model_name,
+    parse_name,
+    parse_ref,
+)
 from registry.store import (
-    ARTIFACTS,
-    REQUIRED,
     Store,
     canonical_sha256,
     copy_atomic,
@@ -191,13 +196,17 @@ class Registry:
             )
         return data
 
-    def policy(self) -> dict[str, Any]:
-        """The store's promotion policy, and when, by whom and why it was set."""
-        last = events.last_policy(self._events())
+    def policy(self, family: str | None = None) -> dict[str, Any]:
+        """The promotion policy that applies to `family` (None: the store's, which applies to
+        every family without its own), and when, by whom and why it was set; `family` in the
+        result when it is that family's own."""
+        family = None if family is None else check_device_code(family, "family")
+        last = events.last_policy(self._events(), family)
         found = _policy(last)
         if last is None:
             return found.as_dict() | {"set": None}
-        return found.as_dict() | {"set": {k: last[k] for k in ("time", "actor", "reason")}}
+        own = {"family": last["family"]} if last.get("family") else {}
+        return found.as_dict() | own | {"set": {k: last[k] for k in ("time", "actor", "reason")}}
 
     def check(self, name: str, version: int, alias: str = gate.GUARDED_ALIAS) -> gate.GateResult:
         """What the gate would decide on promoting NAME:vVERSION to ALIAS now; changes nothing."""
@@ -229,8 +238,8 @@ class Registry:
             raise ArtifactError(
                 f"extra metadata may not set recorded fields: {', '.join(reserved)}"
             )
-        files = _artifacts(Path(folder))
-        shas = {kind: sha256_file(path) for kind, path in files.items()}
+        files = families.artifacts(Path(folder), families.find(family, self.families))
+        shas = {a.kind: sha256_file(a.source) for a in files}
         content = hashlib.sha256(json.dumps(shas, sort_keys=True).encode()).hexdigest()
         origin = lineage.capture(data_fingerprint=data_fingerprint, parent_version=parent_version)
         self._require_store(create=self.store.default)
@@ -239,7 +248,7 @@ class Registry:
             if existing:
                 return existing | {"existing": True}
             version = max(book.versions.get(name, 0), book.index.latest(name) or 0) + 1
-            targets = {kind: self.store.artifact(name, version, kind) for kind in files}
+            targets = {a.kind: self.store.artifact(name, version, a) for a in files}
             taken = [
                 p for p in [*targets.values(), self.store.metadata(name, version)] if p.exists()
             ]
@@ -250,12 +259,12 @@ class Registry:
                 )
             write_json(self.store.versions_file, book.versions | {name: version})
             artifacts = {}
-            for kind, path in files.items():
-                copy_atomic(path, targets[kind])
-                artifacts[kind] = {
-                    "file": targets[kind].relative_to(self.store.root).as_posix(),
-                    "sha256": shas[kind],
-                    "bytes": targets[kind].stat().st_size,
+            for a in files:
+                copy_atomic(a.source, targets[a.kind])
+                artifacts[a.kind] = {
+                    "file": targets[a.kind].relative_to(self.store.root).as_posix(),
+                    "sha256": shas[a.kind],
+                    "bytes": targets[a.kind].stat().st_size,
                 }
             meta = {
                 "name": name,
@@ -291,13 +300,15 @@ class Registry:
         reason: str = "",
         ceilings: dict[str, float] | None = None,
         drop_ceilings: Iterable[str] = (),
+        family: str | None = None,
     ) -> dict[str, Any]:
-        """Change the store's promotion policy: set or change `floors` and `ceilings`, drop
-        `drop_floors` and `drop_ceilings`, set `rollback_factor`; what is not named stays.
-        Recorded as an event."""
+        """Change the store's promotion policy, or `family`'s own (which starts from the one
+        that applied to it): set or change `floors` and `ceilings`, drop `drop_floors` and
+        `drop_ceilings`, set `rollback_factor`; what is not named stays. Recorded as an event."""
+        family = None if family is None else check_device_code(family, "family")
         self._require_store(create=self.store.default)
         with ledger.open_ledger(self.store) as book:
-            current = _policy(events.last_policy(book.records))
+            current = _policy(events.last_policy(book.records, family))
             new = gate.make_policy(
                 _bounds(current.floors, floors, drop_floors, gate.FLOOR),
                 current.rollback_factor if rollback_factor is None else rollback_factor,
@@ -313,6 +324,7 @@ class Registry:
                 reason,
                 policy=new.as_dict(),
                 previous=current.as_dict(),
+                **({"family": family} if family else {}),
             )
             book.commit([record])
         return record
@@ -447,7 +459,7 @@ class Registry:
                 comparison = gate.Comparison(_ref(holder), readmitted=True)
             else:
                 comparison = self._compare(meta, holder)
-        policy = _policy(events.last_policy(records))
+        policy = _policy(events.last_policy(records, meta["family"]))
         return slot, gate.check(meta.get("metrics") or {}, policy, comparison)
 
     def _compare(self, candidate: dict[str, Any], holder: dict[str, Any]) -> gate.Comparison:
@@ -691,26 +703,6 @@ class Registry:
     def _check_files(self, meta: dict[str, Any]) -> None:
         for kind in meta["artifacts"]:
             self.read(meta, kind)
-
-
-def _artifacts(folder: Path) -> dict[str, Path]:
-    if not folder.is_dir():
-        raise ArtifactError(f"{folder}: not a folder of artifacts to register")
-    by_file = {file: kind for kind, file in ARTIFACTS.items()}
-    present = {p.name for p in folder.iterdir()}
-    extra = sorted(present - set(by_file))
-    if extra:
-        raise ArtifactError(
-            f"{folder}: unexpected file(s) {', '.join(extra)}; expected only "
-            + ", ".join(ARTIFACTS.values())
-        )
-    odd = sorted(name for name in present if not (folder / name).is_file())
-    if odd:
-        raise ArtifactError(f"{folder}: {', '.join(odd)} is not a regular file")
-    missing = [ARTIFACTS[kind] for kind in REQUIRED if ARTIFACTS[kind] not in present]
-    if missing:
-        raise ArtifactError(f"{folder}: missing {', '.join(missing)}")
-    return {by_file[name]: folder / name for name in sorted(present)}
 
 
 _RECORDED = {

@@ -92,7 +92,12 @@ def _from(record: dict[str, Any]) -> Any:
 
 @app.command()
 def register(
-    folder: Annotated[Path, typer.Argument(help="folder with model.pth and its artifacts")],
+    folder: Annotated[
+        Path,
+        typer.Argument(
+            help="folder of the version's files: model.* and the others its family declares"
+        ),
+    ],
     family: Annotated[str, typer.Option(help="model family, e.g. acoustic")],
     scope: Annotated[str, typer.Option(help="scope, e.g. the device code")],
     model_type: Annotated[str, typer.Option(help="model type, e.g. convae")],
@@ -355,13 +360,22 @@ def _problems(problems: list[dict[str, Any]], clean: str) -> None:
     typer.echo(render(["file", "problem", "repair"], rows))
 
 
-@app.command()
-def policy(store: Store = None, as_json: Json = False) -> None:
-    """The store's promotion gate: floors, ceilings, rollback factor, and who set them.
+PolicyFamily = Annotated[
+    str | None,
+    typer.Option("--family", help="one family's own policy (without: the store's, for the others)"),
+]
 
-    Example: `registry policy`"""
-    found = Registry(store).policy()  # a missing store: the default it would start with
+
+@app.command()
+def policy(family: PolicyFamily = None, store: Store = None, as_json: Json = False) -> None:
+    """The promotion gate that applies (to FAMILY's versions): floors, ceilings, rollback
+    factor, and who set them.
+
+    Example: `registry policy --family tabular`"""
+    found = Registry(store).policy(family)  # a missing store: the default it would start with
     rows = _policy_rows(found)
+    if family and "family" not in found:
+        rows.insert(0, ["family", f"{family} has none of its own: the store's applies"])
     setter = found["set"]
     rows.append(["set", "never: the default applies" if setter is None else _setter(setter)])
     _out(found, as_json, ["rule", "value"], rows)
@@ -391,13 +405,16 @@ def set_policy(
         float | None,
         typer.Option(help="refuse when candidate error > holder error x this"),
     ] = None,
+    family: PolicyFamily = None,
     reason: Reason = "",
     store: Store = None,
     as_json: Json = False,
 ) -> None:
-    """Change the store's promotion gate; what is not named stays. Recorded in the events.
+    """Change the store's promotion gate, or FAMILY's own (which starts from the one that
+    applied to it); what is not named stays. Recorded in the events.
 
-    Example: `registry set-policy --floor auc=0.92 --reason "after the bearing incident"`"""
+    Example: `registry set-policy --floor auc=0.92 --reason "after the bearing incident"`,
+    `registry set-policy --family tabular --ceiling rmse=4.5 --drop-floor auc`"""
     record = Registry(store).set_policy(
         _bounds(floor or []),
         drop_floor or [],
@@ -405,12 +422,15 @@ def set_policy(
         reason,
         _bounds(ceiling or []),
         drop_ceiling or [],
+        family,
     )
-    _out(record, as_json, ["rule", "value"], _policy_rows(record["policy"]))
+    policy = record["policy"] | ({"family": family} if family else {})
+    _out(record, as_json, ["rule", "value"], _policy_rows(policy))
 
 
 def _policy_rows(policy: dict[str, Any]) -> list[list[Any]]:
-    rows = [[f"floor {metric}", value] for metric, value in policy["floors"].items()]
+    rows = [["family", policy["family"]]] if policy.get("family") else []
+    rows += [[f"floor {metric}", value] for metric, value in policy["floors"].items()]
     rows += [[f"ceiling {metric}", value] for metric, value in policy.get("ceilings", {}).items()]
     return [*rows, ["rollback factor", policy["rollback_factor"]]]
 

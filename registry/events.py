@@ -11,7 +11,8 @@ alias changes `alias`, `from_version`, `to_version`. The types:
   refused      the pipeline's promotion of a candidate was refused by the gate
   checked      what the gate would decide, recorded by an experiment (no alias moves)
   archived     `gc` deleted a version's files
-  policy_set   the store's promotion policy changed (`policy`; name and version are empty)
+  policy_set   a promotion policy changed (`policy`; `family` when it is one family's, else
+               the store's, which applies to a family without its own; no name or version)
   recovered    `registry reindex --recover` rebuilt lost events (`versions`, `aliases`; name
                and version are empty); each rebuilt event is marked `recovered`
 Written under the store's lock, one `write` and an fsync per event.
@@ -195,6 +196,8 @@ def invalid(record: Any) -> str | None:
             return f"{record['type']} event without {key!r}"
         if not isinstance(value, types) or isinstance(value, bool):
             return f"{key} = {value!r} is not what a {record['type']} event holds"
+    if not isinstance(record.get("family", ""), str):
+        return f"family = {record['family']!r} is not a family's name"
     replaced = record.get("replaced")
     if replaced is not None and not (isinstance(replaced, str) and ":v" in replaced):
         return f"replaced = {replaced!r} is not a NAME:vN"
@@ -259,10 +262,16 @@ def ever_held(records: Iterable[dict[str, Any]]) -> set[tuple[str, str, int]]:
     }
 
 
-def last_policy(records: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
-    """The latest `policy_set` event, or None when the store never had a policy set."""
-    found = None
+def last_policy(
+    records: Iterable[dict[str, Any]], family: str | None = None
+) -> dict[str, Any] | None:
+    """The policy that applies to `family`: the latest `policy_set` event of that family, else
+    the latest of the store's own (one without a family); None when neither was ever set."""
+    own = shared = None
     for record in records:
         if record["type"] == POLICY_SET:
-            found = record
-    return found
+            if record.get("family") is None:
+                shared = record
+            elif record["family"] == family:
+                own = record
+    return own or shared

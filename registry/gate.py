@@ -3,9 +3,9 @@
 The policy belongs to the store (set by `registry set-policy`, recorded as an event) so that
 every promotion, from any directory or process, meets the same gate. Two checks:
 - bounds: each floored metric of the candidate must be at least its floor (auc >= 0.9), each
-  ceilinged one at most its ceiling (rmse <= 4.5), where the candidate has it: a device
-  without labelled test clips has no AUC, and its result says that the floor was not applied
-  (`notes`);
+  ceilinged one at most its ceiling (rmse <= 4.5), where the candidate has it: a version
+  that did not measure a bounded metric (an acoustic device without labelled test clips has no
+  AUC) is not judged on it, and its result says so (`notes`);
 - degradation (the original system's check): on the candidate's own evaluation data, the
   candidate's error must not exceed the holder's error times `rollback_factor`. The registry
   asks the model's family to compute both errors (see registry.families); a version that
@@ -150,9 +150,7 @@ def check(metrics: dict[str, Any], policy: Policy, comparison: Comparison | None
         value = metrics.get(metric)
         figures[metric] = value
         if value is None:
-            notes.append(
-                f"{metric} not measured (no labelled test clips): {kind} {bound:g} not applied"
-            )
+            notes.append(f"{metric} not measured for this version: {kind} {bound:g} not applied")
         elif not _within(value, kind, bound):
             code = BELOW_FLOOR if kind == FLOOR else ABOVE_CEILING
             reasons.append(Reason(code, metric, value, bound))

@@ -1,7 +1,7 @@
 """The flat store on disk: where each file lives, atomic writes, sha256, the lock.
 
-  {name}_v{N}_model.pth  _scale.npy  _threshold.npy  _loss_curve.png  _metadata.json
-  checkpoints/{name}_v{N}_checkpoint_best.pth
+  {name}_v{N}_{kind}{suffix}  each artifact kind the model's family declares; _metadata.json
+  checkpoints/{name}_v{N}_{kind}{suffix}  the kinds it keeps for resuming a training
   versions.json   latest version per name (rebuildable)
   events.jsonl    append-only truth: registered, promoted, rolled back, archived
   index.sqlite    lookup index (rebuildable)
@@ -24,19 +24,9 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from registry.errors import CorruptStoreError, LockTimeoutError
+from registry.families import CHECKPOINTS, Artifact
 
 DEFAULT_STORE = "model_store"
-# artifact kind -> file name in a folder to register; `model` is the one every family has.
-ARTIFACTS = {
-    "model": "model.pth",
-    "scale": "scale.npy",
-    "threshold": "threshold.npy",
-    "loss_curve": "loss_curve.png",
-    "checkpoint_best": "checkpoint_best.pth",
-    # the candidate's own evaluation data, so that the gate can compare it with any holder
-    "eval_windows": "eval_windows.npy",
-}
-REQUIRED = ("model",)
 
 
 def is_default(explicit: str | Path | None = None) -> bool:
@@ -75,9 +65,9 @@ class Store:
         self.index_file = self.root / "index.sqlite"
         self.lock_file = self.root / ".lock"
 
-    def artifact(self, name: str, version: int, kind: str) -> Path:
-        file = f"{name}_v{version}_{kind}{Path(ARTIFACTS[kind]).suffix}"
-        return self.root / "checkpoints" / file if kind == "checkpoint_best" else self.root / file
+    def artifact(self, name: str, version: int, artifact: Artifact) -> Path:
+        file = f"{name}_v{version}_{artifact.kind}{artifact.source.suffix}"
+        return self.root / CHECKPOINTS / file if artifact.checkpoint else self.root / file
 
     def metadata(self, name: str, version: int) -> Path:
         return self.root / f"{name}_v{version}_metadata.json"
@@ -93,7 +83,7 @@ class Store:
                     f"{path}: not a regular file (a link or a folder); the store's files must "
                     "be regular files inside it; nothing was changed"
                 )
-        checkpoints = self.root / "checkpoints"
+        checkpoints = self.root / CHECKPOINTS
         if checkpoints.is_symlink() or (checkpoints.exists() and not checkpoints.is_dir()):
             raise CorruptStoreError(f"{checkpoints}: not a folder inside the store")
 
@@ -114,7 +104,7 @@ class Store:
 
     def files(self) -> list[Path]:
         """Every file in the store's two folders (not the store's lock)."""
-        folders = [self.root, self.root / "checkpoints"]
+        folders = [self.root, self.root / CHECKPOINTS]
         found = (p for f in folders if f.is_dir() for p in f.iterdir() if p.is_file())
         return sorted(p for p in found if p != self.lock_file)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -15,7 +15,8 @@ from registry.api import Registry
 from registry.errors import IncomparableError
 from registry.families import Version
 
-# A family that no entry point installs: storing a model never needs its family.
+# A family that no entry point installs (tests hand it to the registry as TOY; the CLI stores
+# its files as they are named): storing a model never needs its family.
 FAMILY, SCOPE, MODEL_TYPE = "toy", "LT-2", "convae"
 NAME = f"{FAMILY}_{SCOPE}_{MODEL_TYPE}"
 
@@ -44,6 +45,15 @@ def make_artifacts(
 class ToyFamily:
     """A second family beside `acoustic`, for the registry's own tests: a model's error on
     any data is the `error` metric it was registered with; its bundle is its files as named."""
+
+    ARTIFACTS: ClassVar[dict[str, str]] = {
+        "model": "model.pth",
+        "scale": "scale.npy",
+        "threshold": "threshold.npy",
+        "loss_curve": "loss_curve.png",
+        "checkpoint_best": "checkpoint_best.pth",
+    }
+    CHECKPOINTS = ("checkpoint_best",)
 
     def bundle(self, version: Version) -> tuple[dict[str, str], dict[str, Any]]:
         version.read("model")

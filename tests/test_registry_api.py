@@ -37,11 +37,13 @@ from registry.errors import (
 from tests.patience import HANG_S
 from tests.registry_helpers import (
     FAMILY,
+    INFERENCE,
     MODEL_TYPE,
     NAME,
     SCOPE,
     TOY,
     flip_byte,
+    make_acoustic_artifacts,
     make_artifacts,
     new_registry,
     snapshot,
@@ -1061,6 +1063,48 @@ def test_unexpected_file_is_refused(populated: Registry, art: Artifacts, extra: 
     assert f"unexpected file(s) {extra}" in str(caught.value)
     assert "model.pth" in str(caught.value)
     assert snapshot(populated.store.root) == before
+
+
+def test_a_family_that_is_not_installed_has_its_files_stored_as_named(tmp_path: Path) -> None:
+    registry = new_registry(tmp_path / "store", families={})
+    folder = tmp_path / "tabular"
+    folder.mkdir()
+    (folder / "model.joblib").write_bytes(b"a fitted regressor")
+    (folder / "scaler.json").write_text("{}")
+    meta = registry.register(folder, "tabular", "task-1", "ridge")
+    assert {kind: a["file"] for kind, a in meta["artifacts"].items()} == {
+        "model": "tabular_task-1_ridge_v1_model.joblib",
+        "scaler": "tabular_task-1_ridge_v1_scaler.json",
+    }
+    assert registry.read(meta, "scaler") == b"{}"
+    before = snapshot(registry.store.root)
+    for odd, message in (
+        ("model.bin", "more than one file of kind model"),
+        (".DS_Store", r"unexpected file\(s\) \.DS_Store; expected only files named \{kind\}"),
+        ("Notes.TXT", r"unexpected file\(s\) Notes\.TXT"),
+    ):
+        (folder / odd).write_bytes(b"?")
+        with pytest.raises(ArtifactError, match=message):
+            registry.register(folder, "tabular", "task-1", "ridge")
+        (folder / odd).unlink()
+    (folder / "model.joblib").unlink()
+    with pytest.raises(ArtifactError, match=r"missing model\.\*"):
+        registry.register(folder, "tabular", "task-1", "ridge")
+    assert snapshot(registry.store.root) == before
+
+
+def test_an_installed_family_declares_its_files(tmp_path: Path) -> None:
+    """The acoustic family's own kinds: a trained network's best checkpoint is kept apart."""
+    registry = new_registry(tmp_path / "store")
+    folder = make_acoustic_artifacts(tmp_path / "acoustic")
+    (folder / "checkpoint_best.pth").write_bytes((folder / "model.pth").read_bytes())
+    meta = registry.register(folder, "acoustic", SCOPE, MODEL_TYPE, extra=INFERENCE)
+    files = {kind: a["file"] for kind, a in meta["artifacts"].items()}
+    assert (
+        files["checkpoint_best"]
+        == f"checkpoints/acoustic_{SCOPE}_{MODEL_TYPE}_v1_checkpoint_best.pth"
+    )
+    assert sorted(files) == ["checkpoint_best", "eval_windows", "model", "scale", "threshold"]
 
 
 def test_not_a_folder_is_refused(populated: Registry, tmp_path: Path) -> None:

@@ -497,6 +497,48 @@ def test_set_policy_sets_a_ceiling_and_check_refuses_above_it(store: Path, tmp_p
     assert found["reasons"] == ["rmse = 3.0 is above the ceiling 2.5"]
 
 
+def test_a_familys_own_policy_is_set_shown_and_applied_to_its_versions_only(
+    store: Path, tmp_path: Path
+) -> None:
+    register(store, tmp_path, "v1", metrics={"auc": 0.5, "rmse": 3.0})  # the toy family's
+    ok(
+        "set-policy",
+        "--family",
+        FAMILY,
+        "--drop-floor",
+        "auc",
+        "--ceiling",
+        "rmse=4.5",
+        "--reason",
+        "regression",
+        "--store",
+        store,
+    )
+    shown = [
+        line.split() for line in ok("policy", "--family", FAMILY, "--store", store).splitlines()
+    ]
+    assert shown[2:5] == [
+        ["family", FAMILY],
+        ["ceiling", "rmse", "4.5"],
+        ["rollback", "factor", "2.0"],
+    ]
+    others = ok("policy", "--family", "acoustic", "--store", store).splitlines()
+    assert others[2].split() == [
+        "family",
+        "acoustic",
+        "has",
+        "none",
+        "of",
+        "its",
+        "own:",
+        "the",
+        "store's",
+        "applies",
+    ]
+    assert others[3].split() == ["floor", "auc", "0.9"]
+    assert cli("check", NAME, "1", "--store", store).exit_code == 0  # no floor on auc for it
+
+
 def test_check_exits_1_when_the_gate_would_refuse_and_changes_nothing(
     store: Path, tmp_path: Path
 ) -> None:
@@ -782,12 +824,21 @@ def test_register_missing_and_extra_artifacts(two_models: Path, tmp_path: Path) 
     no_model = make_artifacts(tmp_path / "no-model")
     (no_model / "model.pth").unlink()
     assert_one_error_line(
-        run_main(*register_args(no_model), "--store", two_models), "missing model.pth"
+        run_main(*register_args(no_model), "--store", two_models), "missing model.*"
     )
     extra = make_artifacts(tmp_path / "extra")
-    (extra / "notes.txt").write_text("hi")
+    (extra / ".DS_Store").write_text("hi")
     assert_one_error_line(
-        run_main(*register_args(extra), "--store", two_models), "unexpected file(s) notes.txt"
+        run_main(*register_args(extra), "--store", two_models),
+        "unexpected file(s) .DS_Store; expected only files named {kind}.{ext}",
+    )
+    # an installed family declares its files: anything else is refused, naming them
+    acoustic = make_acoustic_artifacts(tmp_path / "acoustic")
+    (acoustic / "notes.txt").write_text("hi")
+    args = ["register", acoustic, "--family", "acoustic", "--scope", SCOPE]
+    assert_one_error_line(
+        run_main(*args, "--model-type", MODEL_TYPE, "--store", two_models),
+        "unexpected file(s) notes.txt; expected only model.pth, scale.npy",
     )
     assert snapshot(two_models) == before
 

@@ -58,7 +58,7 @@ def test_floors_fail_with_the_figures_in_the_reason() -> None:
 def test_a_floor_on_a_metric_not_measured_is_not_applied_and_says_so() -> None:
     """A device without labelled test clips has no AUC: the floors apply where it has them."""
     result = gate.check({}, gate.Policy({"auc": 0.9}, 2.0), gate.Comparison(f"{NAME}:v1", 3.0, 1.0))
-    assert result.notes == ["auc not measured (no labelled test clips): floor 0.9 not applied"]
+    assert result.notes == ["auc not measured for this version: floor 0.9 not applied"]
     assert not result.passed and result.texts()[0].startswith(
         f"candidate error 3 > holder {NAME}:v1"
     )
@@ -505,7 +505,7 @@ def test_a_ceilinged_metric_that_is_not_a_finite_number_refuses(value: Any) -> N
 def test_a_ceiling_on_a_metric_not_measured_is_not_applied_and_says_so() -> None:
     result = gate.check({}, CEILED, None)
     assert result.passed and result.notes == [
-        "rmse not measured (no labelled test clips): ceiling 4.5 not applied"
+        "rmse not measured for this version: ceiling 4.5 not applied"
     ]
 
 
@@ -566,3 +566,30 @@ def test_set_policy_adds_and_drops_ceilings_and_an_old_policy_reads_as_before(
         registry.set_policy(drop_ceilings=["mae"])
     registry.set_policy(drop_ceilings=["rmse"], reason="back")
     assert "ceilings" not in registry.policy()
+
+
+def test_a_family_has_its_own_policy_and_the_others_keep_the_stores(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """A family's own policy starts from the one that applied to it and judges its versions
+    only; the store's goes on judging every family without one of its own."""
+    registry.set_policy({"auc": 0.8}, reason="the store's")
+    record = registry.set_policy(
+        drop_floors=["auc"], ceilings={"error": 0.5}, family=FAMILY, reason="errors, not AUC"
+    )
+    assert record["family"] == FAMILY
+    assert record["previous"] == {"floors": {"auc": 0.8}, "rollback_factor": 2.0}
+    assert registry.policy(FAMILY)["family"] == FAMILY
+    assert registry.policy(FAMILY)["ceilings"] == {"error": 0.5}
+    assert registry.policy() == registry.policy("other") != registry.policy(FAMILY)
+    assert "family" not in registry.policy("other")
+
+    _register(registry, tmp_path, "v1", auc=0.1, error=0.2)  # below the store's floor
+    registry.promote(NAME, 1)  # the family's own policy has no floor on auc
+    _register(registry, tmp_path, "v2", auc=0.99, error=0.6)
+    with pytest.raises(GateError, match=re.escape("error = 0.6 is above the ceiling 0.5")):
+        registry.promote(NAME, 2)
+    registry.set_policy({"auc": 0.95}, reason="the store's, stricter")  # not the family's
+    assert registry.policy(FAMILY)["floors"] == {}
+    with pytest.raises(InvalidNameError, match="family 'a/b'"):
+        registry.set_policy(rollback_factor=3.0, family="a/b")

@@ -13,9 +13,8 @@ from filelock import FileLock
 
 from registry import store as store_mod
 from registry.errors import CorruptStoreError, LockTimeoutError, RegistryError
+from registry.families import Artifact
 from registry.store import (
-    ARTIFACTS,
-    REQUIRED,
     Store,
     copy_atomic,
     locate,
@@ -95,28 +94,15 @@ def test_store_paths_follow_the_flat_layout(tmp_path: Path) -> None:
     assert store.versions_file == tmp_path / "s" / "versions.json"
     assert store.events_file == tmp_path / "s" / "events.jsonl"
     assert store.index_file == tmp_path / "s" / "index.sqlite"
-    assert store.artifact(name, 3, "model") == tmp_path / "s" / f"{name}_v3_model.pth"
-    assert store.artifact(name, 3, "scale") == tmp_path / "s" / f"{name}_v3_scale.npy"
-    assert store.artifact(name, 3, "threshold") == tmp_path / "s" / f"{name}_v3_threshold.npy"
-    assert store.artifact(name, 3, "loss_curve") == tmp_path / "s" / f"{name}_v3_loss_curve.png"
-    assert (
-        store.artifact(name, 3, "checkpoint_best")
-        == tmp_path / "s" / "checkpoints" / f"{name}_v3_checkpoint_best.pth"
+    model = Artifact("model", Path("any/model.pth"))
+    assert store.artifact(name, 3, model) == tmp_path / "s" / f"{name}_v3_model.pth"
+    scale = Artifact("scale", Path("scale.npy"))
+    assert store.artifact(name, 3, scale) == tmp_path / "s" / f"{name}_v3_scale.npy"
+    best = Artifact("checkpoint_best", Path("checkpoint_best.pth"), checkpoint=True)
+    assert store.artifact(name, 3, best) == (
+        tmp_path / "s" / "checkpoints" / f"{name}_v3_checkpoint_best.pth"
     )
     assert store.metadata(name, 12) == tmp_path / "s" / f"{name}_v12_metadata.json"
-
-
-def test_artifact_kinds_and_required() -> None:
-    assert set(ARTIFACTS) == {
-        "model",
-        "scale",
-        "threshold",
-        "loss_curve",
-        "checkpoint_best",
-        "eval_windows",
-    }
-    assert ARTIFACTS["model"] == "model.pth"
-    assert REQUIRED == ("model",)
 
 
 def test_constructing_a_store_creates_nothing(tmp_path: Path) -> None:

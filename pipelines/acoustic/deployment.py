@@ -32,9 +32,9 @@ from registry.errors import GateError
 from registry.gate import BELOW_FLOOR
 from registry.store import locate
 
-# registry artifact file -> where the pipeline keeps it, relative to models/{device}; the
-# best checkpoint is a trained convae's (a fitted detector has no training loop)
-ARTIFACTS = {"model.pth": "model.pth", "checkpoint_best.pth": "checkpoints/best.pth"}
+# artifact kind -> where the train stage keeps it, relative to models/{device}; the best
+# checkpoint is a trained network's (a fitted detector has no training loop)
+TRAINED_FILES = {"model": "model.pth", "checkpoint_best": "checkpoints/best.pth"}
 REASON = "auto_promote by the deploy stage"
 
 
@@ -131,11 +131,12 @@ def _registration_folder(
     folder.mkdir()
     trained = fleet.read_json(candidate.model / "summary.json")
     trained_loop = detectors.kind(trained["architecture"]) in detectors.TRAINED
-    for name, source in ARTIFACTS.items() if trained_loop else [("model.pth", "model.pth")]:
-        shutil.copyfile(candidate.model / source, folder / name)
-    shutil.copyfile(work / bundle.SCALE, folder / "scale.npy")
-    shutil.copyfile(work / bundle.threshold_file(work.name), folder / "threshold.npy")
-    np.save(folder / "eval_windows.npy", evaluation_windows(features_dir, limit))
+    files = family.ARTIFACTS
+    for kind, source in TRAINED_FILES.items() if trained_loop else [("model", "model.pth")]:
+        shutil.copyfile(candidate.model / source, folder / files[kind])
+    shutil.copyfile(work / bundle.SCALE, folder / files["scale"])
+    shutil.copyfile(work / bundle.threshold_file(work.name), folder / files["threshold"])
+    np.save(folder / files["eval_windows"], evaluation_windows(features_dir, limit))
     return folder
 
 

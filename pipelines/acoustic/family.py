@@ -1,4 +1,4 @@
-"""The acoustic family as the registry sees it: its bundle layout and its comparison.
+"""The acoustic family as the registry sees it: its artifact kinds, bundle layout and comparison.
 
 The registry finds this module through the entry point `registry.families: acoustic`
 (pyproject.toml) and hands it registered versions whose `read(kind)` returns bytes already
@@ -20,6 +20,16 @@ from registry.errors import IncomparableError
 from registry.families import Version
 from registry.loading import state_dict
 
+# What a version holds: artifact kind -> its file in the folder the deploy stage registers.
+ARTIFACTS = {
+    "model": "model.pth",
+    "scale": "scale.npy",
+    "threshold": "threshold.npy",
+    "checkpoint_best": "checkpoint_best.pth",
+    # the candidate's own evaluation data, so that the gate can compare it with any holder
+    "eval_windows": "eval_windows.npy",
+}
+CHECKPOINTS = ("checkpoint_best",)  # a trained network's best weights: for resuming, not shipped
 INFERENCE = ("sample_rate", "features", "architecture")
 OPTIONAL = ("recordings",)  # what the clips it was trained on were (versions since 2026-11)
 
