@@ -368,9 +368,9 @@ PolicyFamily = Annotated[
 
 @app.command()
 def policy(family: PolicyFamily = None, store: Store = None, as_json: Json = False) -> None:
-    """The promotion gate that applies (to FAMILY's versions): floors, ceilings, rollback
-    factor, and who set them.
+    """The promotion gate that applies: floors, ceilings, rollback factor, who set them.
 
+    Without --family, the store's own, which applies to every family without one.
     Example: `registry policy --family tabular`"""
     found = Registry(store).policy(family)  # a missing store: the default it would start with
     rows = _policy_rows(found)
@@ -410,8 +410,9 @@ def set_policy(
     store: Store = None,
     as_json: Json = False,
 ) -> None:
-    """Change the store's promotion gate, or FAMILY's own (which starts from the one that
-    applied to it); what is not named stays. Recorded in the events.
+    """Change the promotion gate; what is not named stays. Recorded in the events.
+
+    With --family, that family's own gate, which starts from the one that applied to it.
 
     Example: `registry set-policy --floor auc=0.92 --reason "after the bearing incident"`,
     `registry set-policy --family tabular --ceiling rmse=4.5 --drop-floor auc`"""
