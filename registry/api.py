@@ -242,7 +242,7 @@ class Registry:
         shas = {a.kind: sha256_file(a.source) for a in files}
         content = hashlib.sha256(json.dumps(shas, sort_keys=True).encode()).hexdigest()
         origin = lineage.capture(data_fingerprint=data_fingerprint, parent_version=parent_version)
-        self._require_store(create=self.store.default)
+        self.ensure()
         with ledger.open_ledger(self.store) as book:
             existing = book.index.find_content(name, content)
             if existing:
@@ -306,7 +306,7 @@ class Registry:
         that applied to it): set or change `floors` and `ceilings`, drop `drop_floors` and
         `drop_ceilings`, set `rollback_factor`; what is not named stays. Recorded as an event."""
         family = None if family is None else check_device_code(family, "family")
-        self._require_store(create=self.store.default)
+        self.ensure()
         with ledger.open_ledger(self.store) as book:
             current = _policy(events.last_policy(book.records, family))
             new = gate.make_policy(
@@ -627,6 +627,12 @@ class Registry:
         close = difflib.get_close_matches(name, index.names(), n=1, cutoff=0.8)
         hint = f"; did you mean {close[0]}?" if close else " (`registry list` shows them)"
         return f"{name}: no such model in {self.store.root}{hint}"
+
+    def ensure(self) -> None:
+        """A store to write to: the project's own is made when missing; one named on purpose
+        (--store, $MODEL_STORE) must exist already, so that a mistyped path is refused
+        (NotFoundError) instead of starting again at v1."""
+        self._require_store(create=self.store.default)
 
     def init(self) -> bool:
         """Make an empty store here, in a new or empty folder; False when there is one

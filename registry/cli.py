@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -53,21 +54,41 @@ def _out(data: Any, as_json: bool, header: list[str], rows: list[list[Any]]) -> 
     typer.echo(json.dumps(data, indent=2, sort_keys=True) if as_json else render(header, rows))
 
 
-def _version_rows(metas: list[dict[str, Any]]) -> list[list[Any]]:
+def _version_rows(registry: Registry, metas: list[dict[str, Any]]) -> list[list[Any]]:
+    gated = _gated(registry)
     return [
         [
             m["name"],
             m["version"],
             ",".join(m.get("aliases", [])),
             m["created"][:19],
-            m.get("metrics", {}).get("auc"),
+            gated(m),
             (m.get("lineage") or {}).get("dvc_experiment"),
         ]
         for m in metas
     ]
 
 
-VERSION_HEADER = ["name", "version", "aliases", "created", "auc", "experiment"]
+def _gated(registry: Registry) -> Callable[[dict[str, Any]], str]:
+    """A version's figures on the metrics its family's gate bounds (`auc 0.95`, `rmse 3.1`):
+    what it is judged on, whichever family it is."""
+    bounded: dict[str, list[str]] = {}
+
+    def figures(meta: dict[str, Any]) -> str:
+        family = meta["family"]
+        if family not in bounded:
+            policy = registry.policy(family)
+            bounded[family] = [*policy["floors"], *policy.get("ceilings", {})]
+        metrics = meta.get("metrics") or {}
+        found = [
+            (m, metrics[m]) for m in bounded[family] if isinstance(metrics.get(m), float | int)
+        ]
+        return " ".join(f"{metric} {value:.4g}" for metric, value in found)
+
+    return figures
+
+
+VERSION_HEADER = ["name", "version", "aliases", "created", "gated metrics", "experiment"]
 MOVE_HEADER = ["name", "alias", "from", "to", "gate"]
 
 
@@ -140,8 +161,9 @@ def list_(
     """List versions, filtered by name, scope, alias or experiment.
 
     Example: `registry list --alias production` (what runs, per device)"""
-    metas = _existing(store).list(name=name, scope=scope, alias=alias, experiment=experiment)
-    _out(metas, as_json, VERSION_HEADER, _version_rows(metas))
+    registry = _existing(store)
+    metas = registry.list(name=name, scope=scope, alias=alias, experiment=experiment)
+    _out(metas, as_json, VERSION_HEADER, _version_rows(registry, metas))
 
 
 @app.command()
@@ -183,12 +205,15 @@ def lineage(
     """A version's ancestry: each version it was fine-tuned from, back to a full training.
 
     Example: `registry lineage acoustic_LT-2_convae@production`"""
-    chain = _existing(store).lineage(ref)
-    rows = [_lineage_row(m) for m in chain]
-    _out(chain, as_json, ["version", "started from", "day", "created", "auc", "aliases"], rows)
+    registry = _existing(store)
+    chain = registry.lineage(ref)
+    gated = _gated(registry)
+    rows = [_lineage_row(m, gated) for m in chain]
+    header = ["version", "started from", "day", "created", "gated metrics", "aliases"]
+    _out(chain, as_json, header, rows)
 
 
-def _lineage_row(meta: dict[str, Any]) -> list[Any]:
+def _lineage_row(meta: dict[str, Any], gated: Callable[[dict[str, Any]], str]) -> list[Any]:
     if meta.get("missing"):
         return [f"v{meta['version']}", "(no longer in the store)", "", "", "", ""]
     parent = meta["lineage"].get("parent_version")
@@ -198,7 +223,7 @@ def _lineage_row(meta: dict[str, Any]) -> list[Any]:
         "scratch" if parent is None else f"fine-tuned from v{parent}",
         day,
         meta["created"][:19],
-        (meta.get("metrics") or {}).get("auc"),
+        gated(meta),
         ",".join(meta.get("aliases", [])),
     ]
 

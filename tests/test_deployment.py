@@ -118,3 +118,16 @@ def test_an_experiment_moves_nothing_and_records_the_verdict(
     again = deploy(tiny, tmp_path)  # the same candidates, now in a plain run: judged afresh
     assert "v1 already registered; promoted" in again.stderr
     assert len(registry.list(alias="production")) == 2
+
+
+def test_a_store_named_on_purpose_that_is_not_there_is_refused_not_made(
+    tiny: tiny_fleet.TinyFleet, tmp_path: Path
+) -> None:
+    """A mistyped $MODEL_STORE stops the stage in one line; only the project's own store is
+    made by a first run."""
+    typo = tmp_path / "model_stor"
+    ran = deploy(tiny, tmp_path, MODEL_STORE=str(typo))
+    assert ran.returncode == 1
+    assert f"deploy: {typo}: no model store here (`registry init {typo}` makes one)" in ran.stderr
+    assert "Traceback" not in ran.stderr
+    assert not typo.exists() and not (tmp_path / "deploy" / "models").exists()

@@ -52,6 +52,7 @@ def days(tmp_path_factory: pytest.TempPathFactory) -> Days:
     root = tmp_path_factory.mktemp("finetuning")
     with pytest.MonkeyPatch.context() as env:
         env.setenv("MODEL_STORE", str(root / "model_store"))
+        Registry(root / "model_store").init()  # a store named on purpose exists before a run
         env.delenv("DVC_EXP_NAME", raising=False)  # a plain run
         first = tiny_fleet.build(root / "day-1", FLEET)
         jobs = deployment.plan(

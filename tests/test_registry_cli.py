@@ -233,10 +233,14 @@ def two_models(store: Path, tmp_path: Path) -> Path:
 
 def test_list_table_and_json_and_filters(two_models: Path) -> None:
     table = ok("list", "--store", two_models).splitlines()
-    assert table[0].split() == ["name", "version", "aliases", "created", "auc", "experiment"]
+    header = ["name", "version", "aliases", "created", "gated", "metrics", "experiment"]
+    assert table[0].split() == header
     assert set(table[1]) <= {"-", " "}
     assert len(table) == 5
-    assert any(line.split()[:3] == [NAME, "2", "production"] for line in table[2:])
+    production = [
+        line.split() for line in table[2:] if line.split()[:3] == [NAME, "2", "production"]
+    ]
+    assert production and production[0][4:6] == ["auc", "0.95"]  # what the gate judges it on
     every = ok_json("list", "--store", two_models)
     assert len(every) == 3
     assert [m["version"] for m in ok_json("list", "--name", NAME, "--store", two_models)] == [1, 2]
@@ -537,6 +541,8 @@ def test_a_familys_own_policy_is_set_shown_and_applied_to_its_versions_only(
     ]
     assert others[3].split() == ["floor", "auc", "0.9"]
     assert cli("check", NAME, "1", "--store", store).exit_code == 0  # no floor on auc for it
+    listed = ok("list", "--store", store).splitlines()[2]
+    assert " rmse 3 " in listed and "auc" not in listed  # what its own gate judges
 
 
 def test_check_exits_1_when_the_gate_would_refuse_and_changes_nothing(

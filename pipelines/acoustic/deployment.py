@@ -55,7 +55,7 @@ def plan(
     models_dir: Path, eval_dir: Path, features_dir: Path, root: Path, params: Params
 ) -> list[fleet.Job]:
     store, exp = locate(), experiment()
-    Registry(store).init()  # the store it deploys into is made by its first run, if need be
+    Registry(store).ensure()  # the project's store is made by the first run; a named one exists
     # An experiment's name is part of the fingerprint: each experiment, and then the next
     # plain run, judges its candidates afresh even when they are the same bytes.
     settings = [as_dict(params.deploy), str(store), exp, fleet.code_digest(sys.modules[__name__])]
