@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from pipelines import engine
-from pipelines.acoustic import detectors, model
+from pipelines.acoustic import detectors, model, training
 from pipelines.params import TrainParams
 
 FRAMES = 24
@@ -164,9 +164,10 @@ def trained_dense(kind: str) -> tuple[dict[str, torch.Tensor], np.ndarray]:
     with tempfile.TemporaryDirectory() as checkpoints:
         result = engine.fit(
             lambda: model.from_architecture(architecture),
+            model.Reconstruction(),
             torch.from_numpy(x).unsqueeze(1),
             torch.from_numpy(held).unsqueeze(1),
-            p,
+            training.engine_config(p, finetuning=False),
             Path(checkpoints),
         )
     state = result.state

@@ -1,8 +1,9 @@
 """The autoencoders: one per device, trained on its normal log-Mel windows.
 
 Both take windows (batch, 1, n_mels, frames) in [0, 1] and say what they reconstruct with
-`target(x)`; the training loop (pipelines/engine.py) minimises the mean squared error
-between `model(x)` and `model.target(x)`, and a window's score is that error.
+`target(x)`; the training engine (pipelines/engine.py) minimises `Reconstruction`'s loss,
+the mean squared error between `model(x)` and `model.target(x)`, and a window's score is
+that error.
 
 ConvAutoencoder (convae, the seed's) reconstructs the whole window. Each encoder block
 halves both axes; a 1x1 convolution then squeezes the channels to `latent_channels`, the
@@ -78,6 +79,22 @@ class DenseAutoencoder(nn.Module):
 
 
 Network = ConvAutoencoder | DenseAutoencoder
+
+
+class Reconstruction:
+    """The autoencoders' objective for the engine: the mean squared error of the
+    reconstruction, on the validation windows per reconstructed value (`val_loss`)."""
+
+    def loss(self, model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+        return nn.functional.mse_loss(model(batch).float(), model.target(batch))
+
+    def validate(self, model: nn.Module, batches: Iterator[torch.Tensor]) -> dict[str, float]:
+        total, windows = 0.0, 0
+        for batch in batches:
+            target = model.target(batch)
+            total += nn.functional.mse_loss(model(batch).float(), target, reduction="sum").item()
+            windows += len(batch)
+        return {"val_loss": total / target[0].numel() / windows}
 
 
 def from_architecture(architecture: dict) -> Network:

@@ -5,10 +5,11 @@ scale is fitted on the training windows; a fine-tuning loads its parent's regist
 (sha256-checked, `weights_only`) and keeps the parent's scale, so that it sees inputs as it
 was fitted to. A `convae` (built from `train.channels`) or `dense-ae*` (from
 `train.stack_frames` and `dense_units`; a fine-tuning: in its parent's architecture) is
-trained by pipelines/engine.py, `finetune_epochs` at `finetune_lr` when fine-tuned; a
-type without a training loop (`twfr-pca`, `twfr-gmm`, `twfr-knn`, `frame-gmm`) is fitted at
-once, a fine-tuning on its parent's references and the day's windows
-(pipelines/acoustic/detectors.py).
+trained by pipelines/engine.py on its reconstruction error (model.Reconstruction), with
+the settings `engine_config` takes from `train` (`finetune_epochs` at `finetune_lr` when
+fine-tuned); a type without a training loop (`twfr-pca`, `twfr-gmm`, `twfr-knn`,
+`frame-gmm`) is fitted at once, a fine-tuning on its parent's references and the day's
+windows (pipelines/acoustic/detectors.py).
 
 Written per device: `model.pth` (the detector's state, with its sha256 beside it in
 `model.pth.json`), `scale.npy`, and for a type with a training loop `checkpoints/`
@@ -180,14 +181,15 @@ def _train_network(
     if parent is None:
         architecture = {"type": p.model} | _architecture(params)
     else:
-        architecture, p = {"type": p.model} | parent.architecture, finetuning(p)
+        architecture = {"type": p.model} | parent.architecture
     windows = torch.from_numpy(x).unsqueeze(1)
     held = torch.from_numpy(validation)
     result = engine.fit(
         lambda: _network(architecture, parent),
+        model.Reconstruction(),
         windows[~held],
         windows[held] if validation.any() else None,
-        p,
+        engine_config(p, finetuning=parent is not None),
         work,
         label=device,  # its progress lines name the device
     )
@@ -200,7 +202,7 @@ def _train_network(
         architecture=architecture,
         epochs_run=result.epochs_run,
         best_epoch=result.best_epoch,
-        val_loss=result.best_loss if validation.any() else None,
+        val_loss=result.best_value if validation.any() else None,
         train_loss=result.history[-1]["train_loss"],
         trained_on=result.device,
         resumed_from=result.resumed_from,
@@ -273,11 +275,21 @@ def _novel_clips(
     return novel
 
 
-def finetuning(p: TrainParams) -> TrainParams:
-    """The training params of a fine-tuning: its own epochs and learning rate."""
-    epochs = p.finetune_epochs
-    return dataclasses.replace(
-        p, epochs=epochs, lr=p.finetune_lr, min_epochs=min(p.min_epochs, epochs)
+def engine_config(p: TrainParams, finetuning: bool) -> engine.EngineConfig:
+    """The engine's settings for a network: early stopping on its validation loss (the
+    engine's defaults), a fine-tuning with its own epochs and learning rate."""
+    epochs, lr = (p.finetune_epochs, p.finetune_lr) if finetuning else (p.epochs, p.lr)
+    return engine.EngineConfig(
+        seed=p.seed,
+        epochs=epochs,
+        min_epochs=min(p.min_epochs, epochs),
+        batch_size=p.batch_size,
+        lr=lr,
+        grad_clip=p.grad_clip,
+        device=p.device,
+        min_gpu_mem_mb=p.min_gpu_mem_mb,
+        patience=p.patience,
+        min_delta=p.min_delta,
     )
 
 
@@ -303,13 +315,9 @@ def _network(architecture: dict[str, Any], parent: Parent | None) -> model.Netwo
 
 
 def log_curves(models_dir: Path, live_dir: Path) -> None:
-    """Every device's loss curves, as DVCLive plots `{device}/train/loss`, `{device}/val/loss`."""
-    from dvclive import Live
-
-    with Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:
-        for device in fleet.complete_devices(models_dir):
-            for row in fleet.read_json(models_dir / device / "history.json"):
-                live.step = row["epoch"]
-                live.log_metric(f"{device}/train/loss", row["train_loss"])
-                if row["val_loss"] is not None:
-                    live.log_metric(f"{device}/val/loss", row["val_loss"])
+    """Every device's training curves as DVCLive plots: `{device}/train/loss`,
+    `{device}/val/loss` in `live_dir`, the learning rate `{device}/lr` in `live_dir/lr`."""
+    devices = fleet.complete_devices(models_dir)
+    engine.log_curves(
+        {d: fleet.read_json(models_dir / d / "history.json") for d in devices}, live_dir
+    )
