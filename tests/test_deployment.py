@@ -131,3 +131,6 @@ def test_a_store_named_on_purpose_that_is_not_there_is_refused_not_made(
     assert f"deploy: {typo}: no model store here (`registry init {typo}` makes one)" in ran.stderr
     assert "Traceback" not in ran.stderr
     assert not typo.exists() and not (tmp_path / "deploy" / "models").exists()
+    made = deploy(tiny, tmp_path, MODEL_STORE="")  # none named: the project's own, made here
+    assert made.returncode == 0, made.stderr
+    assert len(Registry(tmp_path / "model_store").list()) == 2

@@ -243,8 +243,8 @@ def test_the_report_stage_renders_in_a_browser_with_no_request_leaving(
     plots = json.loads(run(repo, "dvc", "plots", "show", "--json").stdout)["data"]
     per_device = {k: p for k, p in plots.items() if re.search(r"/(roc|histogram|metrics)/", k)}
     titles = [p[0]["content"]["title"]["text"] for p in per_device.values()]
-    # loss (train, val), ROC and histogram per device, each titled with its device
-    assert len(titles) == 8 and all(re.search(r"/(A-1|B-2)[/.]", t) for t in titles)
+    # loss (train, val), learning rate, ROC and histogram per device, each titled with it
+    assert len(titles) == 10 and all(re.search(r"/(A-1|B-2)[/.]", t) for t in titles)
     assert not any("smooth" in json.dumps(p) for p in plots.values())
 
     chromium = shutil.which("chromium")

@@ -30,7 +30,6 @@ from pipelines.params import Params, as_dict
 from registry.api import Registry
 from registry.errors import GateError
 from registry.gate import BELOW_FLOOR
-from registry.store import locate
 
 # artifact kind -> where the train stage keeps it, relative to models/{device}; the best
 # checkpoint is a trained network's (a fitted detector has no training loop)
@@ -54,8 +53,9 @@ class DeployInput:
 def plan(
     models_dir: Path, eval_dir: Path, features_dir: Path, root: Path, params: Params
 ) -> list[fleet.Job]:
-    store, exp = locate(), experiment()
-    Registry(store).ensure()  # the project's store is made by the first run; a named one exists
+    registry, exp = Registry(), experiment()  # the store locate() finds
+    registry.ensure()  # the project's own is made by the first run; a named one must exist
+    store = registry.store.root
     # An experiment's name is part of the fingerprint: each experiment, and then the next
     # plain run, judges its candidates afresh even when they are the same bytes.
     settings = [as_dict(params.deploy), str(store), exp, fleet.code_digest(sys.modules[__name__])]
