@@ -164,7 +164,7 @@ def score(
     except (IntegrityError, KeyError, OSError) as exc:
         typer.echo(f"error: {bundle_dir}: cannot load the bundle: {exc}", err=True)
         raise typer.Exit(2) from exc
-    devices = _known_devices(store)
+    devices = _known_devices(store)  # of its family: another family's scopes are no folders
     verdicts = [score_file(bundle, clip, devices) for clip in clips]
     model = bundle.model or "a candidate bundle (not exported by the registry)"
     if as_json:
@@ -230,13 +230,14 @@ def daily(
 
 
 def _known_devices(store: Path | None) -> frozenset[str]:
-    """The devices the model store has versions of; none, said in a warning, when it cannot
-    be read (the clips are scored all the same)."""
+    """The devices the model store has acoustic versions of; none, said in a warning, when
+    it cannot be read (the clips are scored all the same)."""
+    from pipelines.acoustic import FAMILY
     from registry.api import Registry
     from registry.errors import RegistryError
 
     try:
-        return frozenset(m["scope"] for m in Registry(store).list())
+        return frozenset(m["scope"] for m in Registry(store).list() if m["family"] == FAMILY)
     except RegistryError as exc:
         typer.echo(f"warning: {exc}; clips not checked against device folders", err=True)
         return frozenset()

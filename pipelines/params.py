@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import yaml
 
+from pipelines.acoustic import FAMILY
 from pipelines.errors import ParamError
 from registry.naming import is_device_code
 
@@ -167,7 +168,7 @@ class DeployParams:
     """Where the store is and what its gate demands are not params: an experiment must not
     be able to change them (see `registry.store.locate` and `registry set-policy`)."""
 
-    family: str = "acoustic"
+    family: str = FAMILY
     auto_promote: bool = True  # in a plain run only; an experiment never moves an alias
     # the candidate's validation windows registered with it, for the gate's comparisons
     eval_windows: int = _num(16, ge=1)

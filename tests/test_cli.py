@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from pipelines.acoustic import evaluation
 from pipelines.cli import app
+from registry.api import Registry
 from tests import tiny_fleet
 from tests.registry_helpers import make_artifacts, new_registry, snapshot
 
@@ -141,11 +142,16 @@ def test_score_warns_by_the_clips_nearest_folder_of_a_device_the_store_knows(
     tiny: tiny_fleet.TinyFleet, store: Path, tmp_path: Path
 ) -> None:
     """A folder named like a device but unknown to the store (`dv`, even beside the bundle)
-    says nothing; a known one (B-2) does, wherever the bundle lies; the nearest one counts."""
+    says nothing, nor does another family's scope (a tabular task Q1); a known device (B-2)
+    does, wherever the bundle lies; the nearest one counts."""
     bundle = Path(shutil.copytree(tiny.deploy / "A-1", tmp_path / "bundles" / "A-1"))
     (tmp_path / "bundles" / "dv").mkdir()
+    task = tmp_path / "task"
+    task.mkdir()
+    (task / "model.pth").write_bytes(b"a regressor of another family")
+    Registry(store).register(task, "tabular", "Q1", "ridge")
     clip = next((tiny.data / "A-1" / "test" / "normal").iterdir())
-    folders = ("dv", "B-2/test/anomaly", "B-2/A-1", "A-1/B-2")
+    folders = ("dv", "Q1", "B-2/test/anomaly", "B-2/A-1", "A-1/B-2")
     files = [tmp_path / "clips" / folder / "x.wav" for folder in folders]
     for file in files:
         file.parent.mkdir(parents=True)
@@ -160,7 +166,13 @@ def test_score_warns_by_the_clips_nearest_folder_of_a_device_the_store_knows(
         for v in json.loads(result.stdout)
     }
     other = ["under the folder of B-2, another device; this bundle is A-1's"]
-    assert warned == {"dv": [], "B-2/test/anomaly": other, "B-2/A-1": [], "A-1/B-2": other}
+    assert warned == {
+        "dv": [],
+        "Q1": [],
+        "B-2/test/anomaly": other,
+        "B-2/A-1": [],
+        "A-1/B-2": other,
+    }
     assert snapshot(store) == before  # read, not written
 
 
