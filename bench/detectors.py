@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import daily, sandbox
-from pipelines.acoustic import evaluation
+from pipelines.acoustic import figures
 
 # A whole 10 s clip per window (its 313 frames; the real dev clips are 10 s long).
 WHOLE_CLIP = {"window_sec": 10.0, "hop_sec": 5.0, "frames": 320, "ref": "fixed"}
@@ -54,7 +54,7 @@ def measure(work: Path, data: dict[str, Any], detector: dict[str, Any]) -> dict[
         changes.setdefault(section, {}).update(values)
     repo = sandbox.create(work, changes, os.environ)
     subprocess.run([*daily.DVC, "repro", "-q"], cwd=repo, env=daily.environment(), check=True)
-    metrics = evaluation.read_devices(repo / "eval/plots")
+    metrics = figures.read_devices(repo / "eval/plots")
     seconds = {
         stage: json.loads((repo / f"reports/{stage}.json").read_text())["devices"]
         for stage in ("train", "evaluate")

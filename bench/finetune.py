@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import daily, sandbox
-from pipelines.acoustic import evaluation
+from pipelines.acoustic import figures
 
 
 def run(repo: Path, *command: str) -> None:
@@ -37,7 +37,7 @@ def run(repo: Path, *command: str) -> None:
 
 def measure(repo: Path) -> dict[str, dict[str, Any]]:
     train = json.loads((repo / "reports/train.json").read_text())["devices"]
-    metrics = evaluation.read_devices(repo / "eval/plots")
+    metrics = figures.read_devices(repo / "eval/plots")
     return {
         device: {
             "seconds": entry["seconds"],

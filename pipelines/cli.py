@@ -38,7 +38,7 @@ def table(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Per-device table: windows, epochs run, validation loss, threshold, AUC, pAUC, F1."""
-    from pipelines.acoustic.evaluation import read_devices
+    from pipelines.acoustic.figures import read_devices
 
     try:
         devices = read_devices(evaluation / "plots")

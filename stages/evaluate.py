@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from pipelines import fleet
-from pipelines.acoustic import evaluation
+from pipelines.acoustic import evaluation, figures
 from stages import common
 
 
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         jobs = evaluation.plan(args.features, args.models, p)
         devices = args.out / "devices"
         outcomes = fleet.run_stage(devices, jobs, evaluation.build, p.fleet.workers, "evaluate")
-        evaluation.write_fleet_outputs(devices, args.out / "metrics.json", args.out / "plots")
+        figures.write_fleet_outputs(devices, args.out / "metrics.json", args.out / "plots")
         return outcomes
 
     return common.run("evaluate", args.params, args.report, work)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +14,11 @@ import soundfile as sf
 from click.testing import Result
 from typer.testing import CliRunner
 
-from pipelines.acoustic import evaluation
+from pipelines.acoustic import figures
 from pipelines.cli import app
 from registry.api import Registry
 from tests import tiny_fleet
+from tests.patience import HANG_S
 from tests.registry_helpers import make_artifacts, new_registry, snapshot
 
 runner = CliRunner()
@@ -44,7 +47,7 @@ def score(bundle: Path, store: Path, *args: str | Path) -> Result:
 @pytest.fixture(scope="module")
 def metrics(tiny: tiny_fleet.TinyFleet) -> Path:
     path = tiny.evaluation.parent / "metrics.json"
-    evaluation.write_fleet_outputs(tiny.evaluation, path, tiny.evaluation.parent / "plots")
+    figures.write_fleet_outputs(tiny.evaluation, path, tiny.evaluation.parent / "plots")
     return path
 
 
@@ -190,3 +193,16 @@ def test_score_with_a_store_it_cannot_read_says_so_once_and_scores(
         "against device folders"
     ]
     assert not_a_store.read_text() == "a file, not a store"
+
+
+def test_the_table_reads_its_record_without_the_models_libraries(metrics: Path) -> None:
+    """`fleet table` only reads a JSON record: it must not pay for torch or scikit-learn."""
+    code = (
+        "import sys; from typer.testing import CliRunner; from pipelines.cli import app; "
+        f"done = CliRunner().invoke(app, ['table', '--evaluation', {str(metrics.parent)!r}]); "
+        "print(done.exit_code, sorted({'torch', 'sklearn'} & set(sys.modules)))"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=HANG_S
+    )
+    assert shown.stdout.strip() == "0 []"

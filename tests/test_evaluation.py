@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pipelines import fleet
-from pipelines.acoustic import evaluation
+from pipelines.acoustic import evaluation, figures
 from pipelines.params import parse_params
 from tests import tiny_fleet
 from tests.pipeline_repo import TINY, merge
@@ -34,7 +34,7 @@ def test_each_device_gets_scores_metrics_and_plots(tiny: tiny_fleet.TinyFleet) -
 
 
 def test_fleet_outputs_gather_every_device(tiny: tiny_fleet.TinyFleet, tmp_path: Path) -> None:
-    metrics = evaluation.write_fleet_outputs(
+    metrics = figures.write_fleet_outputs(
         tiny.evaluation, tmp_path / "metrics.json", tmp_path / "plots"
     )
     written = json.loads((tmp_path / "metrics.json").read_text())  # `dvc exp show`: the fleet
@@ -44,10 +44,10 @@ def test_fleet_outputs_gather_every_device(tiny: tiny_fleet.TinyFleet, tmp_path:
     assert set(written) == {"devices", "devices_with_auc"} | {
         f"{k}_{s}" for k in ("auc", "pauc") for s in ("mean", "min")
     } | {"f1_mean"}
-    devices = evaluation.read_devices(tmp_path / "plots")
+    devices = figures.read_devices(tmp_path / "plots")
     assert list(devices) == ["A-1", "B-2"]
-    assert set(devices["A-1"]) == {"device", *evaluation.METRICS}
-    for name in evaluation.PLOTS:
+    assert set(devices["A-1"]) == {"device", *figures.METRICS}
+    for name in figures.PLOTS:
         assert sorted(p.name for p in (tmp_path / "plots" / name).iterdir()) == [
             "A-1.json",
             "B-2.json",

@@ -8,7 +8,6 @@ device has both normal and anomalous test clips, `roc.json` and `histogram.json`
 
 from __future__ import annotations
 
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,43 +96,3 @@ def build(job: fleet.Job, work: Path) -> dict[str, Any]:
 # Per-device figures, in eval/plots/devices.json: a table a person reads (`fleet table`) and
 # compares across experiments (`fleet compare`, `dvc plots diff`). `dvc exp show` gets the
 # fleet's figures only (eval/metrics.json), so its columns do not grow with the fleet.
-METRICS = ("auc", "pauc", "precision", "recall", "f1", "threshold", "val_loss", "epochs", "windows")
-PLOTS = ("roc", "histogram")
-DEVICES = "devices.json"
-
-
-def write_fleet_outputs(devices_dir: Path, metrics_path: Path, plots_dir: Path) -> dict[str, Any]:
-    """Every evaluated device's metrics into plots_dir/devices.json and its plot files; the
-    fleet's figures into `metrics_path`."""
-    metrics: dict[str, Any] = {}
-    shutil.rmtree(plots_dir, ignore_errors=True)
-    for name in PLOTS:
-        (plots_dir / name).mkdir(parents=True)
-    for device in fleet.complete_devices(devices_dir):
-        summary = fleet.read_json(devices_dir / device / "summary.json")
-        metrics[device] = {key: summary[key] for key in METRICS if key in summary}
-        for name in PLOTS:
-            source = devices_dir / device / f"{name}.json"
-            if source.is_file():
-                shutil.copyfile(source, plots_dir / name / f"{device}.json")
-    fleet.write_json(plots_dir / DEVICES, [{"device": d} | m for d, m in metrics.items()])
-    metrics_path.parent.mkdir(parents=True, exist_ok=True)
-    fleet.write_json(metrics_path, fleet_figures(metrics))
-    return metrics
-
-
-def fleet_figures(metrics: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The fleet's mean and worst AUC and pAUC, mean F1, over the devices that have them."""
-    found: dict[str, Any] = {"devices": len(metrics)}
-    for key in ("auc", "pauc", "f1"):
-        values = [m[key] for m in metrics.values() if m.get(key) is not None]
-        found[f"{key}_mean"] = float(np.mean(values)) if values else None
-        if key != "f1":
-            found[f"{key}_min"] = float(np.min(values)) if values else None
-    found["devices_with_auc"] = sum(1 for m in metrics.values() if m.get("auc") is not None)
-    return found
-
-
-def read_devices(plots_dir: Path) -> dict[str, dict[str, Any]]:
-    """Device -> metrics, as `write_fleet_outputs` left them in plots_dir/devices.json."""
-    return {row["device"]: row for row in fleet.read_json(plots_dir / DEVICES)}
