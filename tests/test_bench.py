@@ -30,6 +30,11 @@ pytestmark = pytest.mark.e2e
             ["--devices", "2", "--skip-reference", "--noop-runs", "1"],
             "only that device rebuilt: True",
         ),
+        (
+            "tabular",
+            ["--subjects", "60", "--tasks", "diabetes", "Q1", "--epochs", "5"],
+            "mlp - ridge R2:",
+        ),
     ],
 )
 def test_a_benchmark_runs_on_a_small_input(bench: str, args: list[str], says: str) -> None:
