@@ -8,12 +8,18 @@ the time the work takes now (`span`), so they fall all through it whatever the m
 from __future__ import annotations
 
 import multiprocessing
+import os
 import random
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from tests.patience import HANG_S
+
+PROJECT = Path(__file__).resolve().parents[1]
 
 PRELOAD = ["registry.api", "tests.registry_helpers"]
 
@@ -71,3 +77,17 @@ def span(work: Callable[..., None], args: tuple[Any, ...]) -> float:
     if not finished:
         raise RuntimeError("the work never finished")
     return took
+
+
+def start_killable(args: Sequence[str], cwd: Path) -> subprocess.Popen:
+    """`python ARGS` with this project importable, in a session of its own, so that
+    `os.killpg(process.pid, SIGKILL)` kills it and nothing else; its stderr is piped."""
+    return subprocess.Popen(
+        [sys.executable, *args],
+        cwd=cwd,
+        env=os.environ | {"PYTHONPATH": str(PROJECT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )

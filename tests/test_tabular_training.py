@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from pipelines.tabular.training import (
     fit_task,
     predict_task,
 )
+from tests.faults import start_killable
 from tests.patience import HANG_S
 from tests.pipeline_repo import PROJECT
 
@@ -175,15 +175,7 @@ def test_the_synthetic_q1_mlp_reaches_r2_08_with_the_default_settings(tmp_path: 
 
 
 def _start(checkpoints: Path, out: Path, pace: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-c", _RUN, str(checkpoints), str(out), pace],
-        cwd=PROJECT,
-        env=os.environ | {"PYTHONPATH": str(PROJECT)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    return start_killable(["-c", _RUN, str(checkpoints), str(out), pace], PROJECT)
 
 
 def _checkpoint_epoch(checkpoints: Path) -> int:

@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,8 +18,9 @@ from pipelines import engine, fleet
 from pipelines.acoustic import extraction, training
 from pipelines.acoustic.synth import generate_fleet
 from pipelines.params import parse_params
+from tests.faults import start_killable
 from tests.patience import HANG_S
-from tests.pipeline_repo import PROJECT, TINY, merge, write_params
+from tests.pipeline_repo import TINY, merge, write_params
 
 # Enough epochs (and no early stop) that the run is still going when the test kills it.
 LONG = merge(TINY, {"train": {"epochs": 40, "min_epochs": 40, "patience": 40}})
@@ -40,15 +40,8 @@ def features(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def start_training(workdir: Path, features: Path) -> subprocess.Popen:
     write_params(workdir, LONG)
-    return subprocess.Popen(
-        [sys.executable, "-m", "stages.train", str(features), "models", "--live", "live"],
-        cwd=workdir,
-        env=os.environ | {"PYTHONPATH": str(PROJECT)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    args = ["-m", "stages.train", str(features), "models", "--live", "live"]
+    return start_killable(args, workdir)
 
 
 def checkpoint_epoch(workdir: Path) -> int:
