@@ -3,7 +3,7 @@
 The registry stores a version's files as opaque, verified artifacts. A family (e.g.
 `acoustic`, in `pipelines/acoustic/family.py`) is found through the entry point group
 `registry.families` and declares which files a version of it has:
-- `ARTIFACTS`: artifact kind -> its file in a folder to register (`model` -> `model.pth`); a
+- `ARTIFACTS`: artifact kind -> its file in a folder to register (`model` -> its weights file); a
   registered file is stored as `{name}_v{N}_{kind}{suffix}`; `model` is the one every family has;
 - `CHECKPOINTS`: the kinds kept under `checkpoints/` (for resuming a training, never shipped).
 A folder of a family that is not installed is stored as it is: each regular file `{kind}.{ext}`.

@@ -72,7 +72,6 @@ def test_the_cli_the_api_and_the_pipeline_agree_on_the_store(
 ) -> None:
     from typer.testing import CliRunner
 
-    from pipelines.acoustic import deployment
     from registry.api import Registry
     from registry.cli import app
     from tests.registry_helpers import FAMILY, MODEL_TYPE, SCOPE, make_artifacts
@@ -81,7 +80,7 @@ def test_the_cli_the_api_and_the_pipeline_agree_on_the_store(
     sub = tmp_path / "reports"
     sub.mkdir()
     monkeypatch.chdir(sub)
-    assert deployment.locate() == tmp_path / "model_store"
+    assert Registry().store.root == tmp_path / "model_store"  # the deploy stage's Registry()
     Registry().register(make_artifacts(tmp_path / "art"), FAMILY, SCOPE, MODEL_TYPE)
     assert (tmp_path / "model_store" / "events.jsonl").is_file()
     listed = CliRunner().invoke(app, ["list", "--json"])
