@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -91,3 +92,14 @@ def start_killable(args: Sequence[str], cwd: Path) -> subprocess.Popen:
         text=True,
         start_new_session=True,
     )
+
+
+def kill_when(process: subprocess.Popen, ready: Callable[[], bool]) -> None:
+    """Once `ready()` (the process still running until then), kill -9 its whole session."""
+    deadline = time.monotonic() + HANG_S
+    while not ready():
+        assert process.poll() is None, process.stderr.read()
+        assert time.monotonic() < deadline, "the process made no progress"
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()

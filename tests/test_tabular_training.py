@@ -7,10 +7,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import os
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +28,7 @@ from pipelines.tabular.training import (
     fit_task,
     predict_task,
 )
-from tests.faults import start_killable
+from tests.faults import kill_when, start_killable
 from tests.patience import HANG_S
 from tests.pipeline_repo import PROJECT
 
@@ -186,13 +183,7 @@ def _checkpoint_epoch(checkpoints: Path) -> int:
 def test_a_killed_mlp_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path: Path) -> None:
     killed, whole = tmp_path / "killed", tmp_path / "whole"
     process = _start(killed, tmp_path / "never.pth", "slow")
-    deadline = time.monotonic() + HANG_S
-    while _checkpoint_epoch(killed) < KILL_AFTER_EPOCH:
-        assert process.poll() is None, process.stderr.read()
-        assert time.monotonic() < deadline, "training made no progress"
-        time.sleep(0.02)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_when(process, lambda: _checkpoint_epoch(killed) >= KILL_AFTER_EPOCH)
 
     started = {
         name: _start(path, tmp_path / f"{name}.pth", "fast")

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +15,7 @@ from pipelines import engine, fleet
 from pipelines.acoustic import extraction, training
 from pipelines.acoustic.synth import generate_fleet
 from pipelines.params import parse_params
-from tests.faults import start_killable
+from tests.faults import kill_when, start_killable
 from tests.patience import HANG_S
 from tests.pipeline_repo import TINY, merge, write_params
 
@@ -62,13 +59,7 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_run(
     killed, whole = tmp_path / "killed", tmp_path / "whole"
     killed.mkdir(), whole.mkdir()
     process = start_training(killed, features)
-    deadline = time.monotonic() + HANG_S
-    while checkpoint_epoch(killed) < KILL_AFTER_EPOCH:
-        assert process.poll() is None, process.stderr.read()
-        assert time.monotonic() < deadline, "training made no progress"
-        time.sleep(0.02)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_when(process, lambda: checkpoint_epoch(killed) >= KILL_AFTER_EPOCH)
     assert not (killed / "models" / "A-1").exists()  # nothing half-finished is published
 
     for workdir in (killed, whole):
