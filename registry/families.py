@@ -85,9 +85,10 @@ def artifacts(folder: Path, family: Family | None) -> list[Artifact]:
     if odd:
         raise ArtifactError(f"{folder}: {', '.join(odd)} is not a regular file")
     declared = dict(family.ARTIFACTS) if family else {}
-    by_file = {file: kind for kind, file in declared.items()}
     if family is None:
         by_file = {name: match[1] for name in present if (match := _FILE.fullmatch(name))}
+    else:
+        by_file = {file: kind for kind, file in declared.items()}
     extra = [name for name in present if name not in by_file]
     if extra:
         expected = ", ".join(declared.values()) if family else "files named {kind}.{ext}"
