@@ -21,6 +21,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/dvc repro
+	$(BIN)/dvc repro tabular/dvc.yaml
 	$(BIN)/fleet table
 	$(BIN)/fleet status
 

@@ -206,7 +206,7 @@ def daily(
     from datetime import date
 
     from pipelines import daily as job
-    from pipelines.acoustic import deployment
+    from pipelines import deploying
     from pipelines.errors import ParamError
 
     if day is not None and not (len(day) == 8 and day.isdigit()):
@@ -221,7 +221,7 @@ def daily(
     for line in outcome.lines:
         typer.echo(line)
     if outcome.status == job.DEGRADED:
-        typer.echo(f"ERROR {deployment.DEGRADED}")
+        typer.echo(f"ERROR {deploying.DEGRADED}")
     if outcome.ran:
         typer.echo(
             f"commit the day: git add {' '.join(job.RECORD)} && git commit -m 'daily {when}'"

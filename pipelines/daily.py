@@ -19,8 +19,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from pipelines import fleet, parents
-from pipelines.acoustic import decisions
+from pipelines import decisions, fleet, parents
 from pipelines.params import edit_params
 
 DONE, FAILED, DEGRADED = 0, 1, 3

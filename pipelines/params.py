@@ -24,12 +24,12 @@ from pipelines.errors import ParamError
 from registry.naming import is_device_code
 
 
-def _num(default: Any, **bounds: float) -> Any:
+def bounded(default: Any, **bounds: float) -> Any:
     """A field with bounds; on a list field the bounds apply to every item."""
     return field(default=default, metadata=bounds)
 
 
-def _text(default: str, pattern: str, expected: str) -> Any:
+def matching(default: str, pattern: str, expected: str) -> Any:
     """A text field that must match `pattern` (what that means: `expected`)."""
     return field(default=default, metadata={"pattern": pattern, "expected": expected})
 
@@ -44,45 +44,45 @@ INIT_FROM_PATTERN = rf"(?:{_START})(?:,(?:{_START}))*"
 @dataclass(frozen=True)
 class DataParams:
     root: str = "data/demo"
-    sample_rate: int = _num(16000, ge=1000)
+    sample_rate: int = bounded(16000, ge=1000)
     extensions: tuple[str, ...] = (".wav", ".flac")
     # all: every clip (a full training); YYYYMMDD: that day's folders only (the daily loop);
     # "N days ago": the same, counted from the day the run starts (the seed's use_days_ago)
-    day: str = _text("all", DAY_PATTERN, "all, a date YYYYMMDD or 'N days ago'")
+    day: str = matching("all", DAY_PATTERN, "all, a date YYYYMMDD or 'N days ago'")
     # 0: every usable clip of the day; else a seeded random sample of this many hours
-    sample_hours: float = _num(0.0, ge=0)
-    sample_seed: int = _num(0, ge=0)
+    sample_hours: float = bounded(0.0, ge=0)
+    sample_seed: int = bounded(0, ge=0)
     # a device with fewer usable clips (the day's and verified_normal's) is skipped
-    min_clips: int = _num(1, ge=1)
+    min_clips: int = bounded(1, ge=1)
 
 
 @dataclass(frozen=True)
 class GenerateParams:
-    seed: int = _num(2026, ge=0)
+    seed: int = bounded(2026, ge=0)
     devices: tuple[str, ...] = ("LT-2", "FAN-7", "PMP-3")
     start_date: str = "20261101"
-    days: int = _num(2, ge=1)
-    clips_per_day: int = _num(5, ge=1)
-    clip_sec: float = _num(20.0, gt=0)
-    verified_clips: int = _num(2, ge=0)
-    test_normal: int = _num(20, ge=1)
-    test_anomaly: int = _num(24, ge=1)
-    test_clip_sec: float = _num(12.0, gt=0)
+    days: int = bounded(2, ge=1)
+    clips_per_day: int = bounded(5, ge=1)
+    clip_sec: float = bounded(20.0, gt=0)
+    verified_clips: int = bounded(2, ge=0)
+    test_normal: int = bounded(20, ge=1)
+    test_anomaly: int = bounded(24, ge=1)
+    test_clip_sec: float = bounded(12.0, gt=0)
     # A drifting day: this device's recorded clips on day drift_day (0 = start_date) get a
     # bearing tick growing from a subtle to a beyond-strong fault, in clip order; "": none
     drift_device: str = ""
-    drift_day: int = _num(0, ge=0)
+    drift_day: int = bounded(0, ge=0)
 
 
 @dataclass(frozen=True)
 class FeatureParams:
-    window_sec: float = _num(10.0, gt=0)  # the seed: 8 s windows every 4 s, 256 frames, ref max
-    hop_sec: float = _num(4.0, gt=0)
-    n_mels: int = _num(128, ge=1)
-    n_fft: int = _num(1024, ge=16)
-    hop_length: int = _num(512, ge=1)
-    frames: int = _num(320, ge=1)
-    top_db: float = _num(80.0, gt=0)
+    window_sec: float = bounded(10.0, gt=0)  # the seed: 8 s windows every 4 s, 256 frames, ref max
+    hop_sec: float = bounded(4.0, gt=0)
+    n_mels: int = bounded(128, ge=1)
+    n_fft: int = bounded(1024, ge=16)
+    hop_length: int = bounded(512, ge=1)
+    frames: int = bounded(320, ge=1)
+    top_db: float = bounded(80.0, gt=0)
     # "max": each window relative to its own loudest bin (the seed's power_to_db(ref=np.max));
     # "fixed": absolute level, 0 dB = power 1.0.
     ref: Literal["max", "fixed"] = "fixed"
@@ -91,9 +91,9 @@ class FeatureParams:
 @dataclass(frozen=True)
 class QualityParams:
     enabled: bool = True
-    min_files: int = _num(10, ge=1)
-    iqr_k: float = _num(2.0, gt=0)
-    probe_sec: float = _num(10.0, gt=0)
+    min_files: int = bounded(10, ge=1)
+    iqr_k: float = bounded(2.0, gt=0)
+    probe_sec: float = bounded(10.0, gt=0)
 
 
 @dataclass(frozen=True)
@@ -108,59 +108,59 @@ class TrainParams:
         "dense-ae",
         "dense-ae-mahalanobis",
     ] = "twfr-pca"
-    components: int = _num(8, ge=1)  # twfr-pca: principal components of the normal windows
-    seed: int = _num(0, ge=0)
-    epochs: int = _num(60, ge=1)
-    min_epochs: int = _num(10, ge=1)
-    patience: int = _num(5, ge=1)
-    min_delta: float = _num(0.0, ge=0)
-    batch_size: int = _num(16, ge=1)
-    lr: float = _num(0.001, gt=0, le=1)
-    grad_clip: float = _num(1.0, gt=0)
+    components: int = bounded(8, ge=1)  # twfr-pca: principal components of the normal windows
+    seed: int = bounded(0, ge=0)
+    epochs: int = bounded(60, ge=1)
+    min_epochs: int = bounded(10, ge=1)
+    patience: int = bounded(5, ge=1)
+    min_delta: float = bounded(0.0, ge=0)
+    batch_size: int = bounded(16, ge=1)
+    lr: float = bounded(0.001, gt=0, le=1)
+    grad_clip: float = bounded(1.0, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    min_gpu_mem_mb: int = _num(512, ge=0)
-    channels: tuple[int, ...] = _num((16, 32, 64, 64), ge=1)
-    latent_channels: int = _num(8, ge=1)
+    min_gpu_mem_mb: int = bounded(512, ge=0)
+    channels: tuple[int, ...] = bounded((16, 32, 64, 64), ge=1)
+    latent_channels: int = bounded(8, ge=1)
     # dense-ae*: consecutive frames in one input vector, and the encoder's layer widths (the
     # last one the code); the decoder mirrors them (DCASE 2020: 5 and 128, 128, 128, 128, 8)
-    stack_frames: int = _num(5, ge=1)
-    dense_units: tuple[int, ...] = _num((128, 128, 128, 128, 8), ge=1)
+    stack_frames: int = bounded(5, ge=1)
+    dense_units: tuple[int, ...] = bounded((128, 128, 128, 128, 8), ge=1)
     # twfr-gmm, twfr-knn: TWFR pooling's decay, 0 (each band's max: impulsive faults such as a
     # valve's) to 1 (its mean: stationary ones); the best worst case measured (bench/README.md)
-    twfr_r: float = _num(0.8, ge=0, le=1)
-    neighbors: int = _num(1, ge=1)  # twfr-knn: nearest normal windows a score is the mean to
-    mixtures: int = _num(8, ge=1)  # frame-gmm: Gaussian components of the normal frames
+    twfr_r: float = bounded(0.8, ge=0, le=1)
+    neighbors: int = bounded(1, ge=1)  # twfr-knn: nearest normal windows a score is the mean to
+    mixtures: int = bounded(8, ge=1)  # frame-gmm: Gaussian components of the normal frames
     # Threads per device job: results are bitwise reproducible for a fixed value.
-    torch_threads: int = _num(1, ge=1)
+    torch_threads: int = bounded(1, ge=1)
     # scratch: new weights; production: fine-tune each device's production model (a device
     # without one trains from scratch, and says so); NAME:vN,...: pinned parents (replaying a
     # day), with `scratch` or `production` in the list for the devices not pinned
-    init_from: str = _text(
+    init_from: str = matching(
         "scratch", INIT_FROM_PATTERN, "scratch, production or NAME:vN, comma-separated"
     )
-    finetune_epochs: int = _num(10, ge=1)  # epochs and learning rate of a fine-tuning
-    finetune_lr: float = _num(0.0003, gt=0, le=1)
+    finetune_epochs: int = bounded(10, ge=1)  # epochs and learning rate of a fine-tuning
+    finetune_lr: float = bounded(0.0003, gt=0, le=1)
     # a fine-tuning leaves out the day's recorded clips on which the parent's error is above
     # this multiple of its error on its own validation windows (0: off); most of them: skipped
-    novelty_factor: float = _num(3.0, ge=0)
+    novelty_factor: float = bounded(3.0, ge=0)
 
 
 @dataclass(frozen=True)
 class SplitParams:
     """Validation split of a device's training windows, made by whole clips where possible."""
 
-    val_fraction: float = _num(0.2, gt=0, lt=1)
-    min_windows: int = _num(20, ge=2)
-    seed: int = _num(0, ge=0)
+    val_fraction: float = bounded(0.2, gt=0, lt=1)
+    min_windows: int = bounded(20, ge=2)
+    seed: int = bounded(0, ge=0)
 
 
 @dataclass(frozen=True)
 class EvaluateParams:
     threshold: Literal["sigma", "percentile", "gamma"] = "sigma"
-    sigma_k: float = _num(3.0, gt=0)
-    percentile: float = _num(99.0, gt=0, lt=100)
-    gamma_quantile: float = _num(0.9, gt=0, lt=1)
-    max_fpr: float = _num(0.1, gt=0, le=1)
+    sigma_k: float = bounded(3.0, gt=0)
+    percentile: float = bounded(99.0, gt=0, lt=100)
+    gamma_quantile: float = bounded(0.9, gt=0, lt=1)
+    max_fpr: float = bounded(0.1, gt=0, le=1)
 
 
 @dataclass(frozen=True)
@@ -171,16 +171,16 @@ class DeployParams:
     family: str = FAMILY
     auto_promote: bool = True  # in a plain run only; an experiment never moves an alias
     # the candidate's validation windows registered with it, for the gate's comparisons
-    eval_windows: int = _num(16, ge=1)
+    eval_windows: int = bounded(16, ge=1)
     # earlier bundles kept in deploy/models/.bundles/; at least one, so that a reader who
     # is still reading the one just replaced is not cut off
-    keep_backups: int = _num(3, ge=1)
+    keep_backups: int = bounded(3, ge=1)
 
 
 @dataclass(frozen=True)
 class FleetParams:
     # Worker processes of train, evaluate and deploy; 0 means one per core.
-    workers: int = _num(0, ge=0)
+    workers: int = bounded(0, ge=0)
 
 
 @dataclass(frozen=True)
@@ -212,6 +212,11 @@ class Params:
 
 def load_params(path: Path | str = "params.yaml") -> Params:
     """Read and validate params.yaml; raise ParamError naming the first bad key."""
+    return parse_params(read_file(path), source=str(path))
+
+
+def read_file(path: Path | str) -> Any:
+    """params.yaml as plain data ({} when empty); ParamError when missing or not YAML."""
     path = Path(path)
     if not path.is_file():
         raise ParamError(f"{path}: params file not found")
@@ -219,7 +224,7 @@ def load_params(path: Path | str = "params.yaml") -> Params:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ParamError(f"{path}: not valid YAML: {exc}") from exc
-    return parse_params(raw if raw is not None else {}, source=str(path))
+    return raw if raw is not None else {}
 
 
 def edit_params(path: Path, changes: typing.Mapping[str, typing.Mapping[str, Any]]) -> None:
@@ -261,6 +266,11 @@ def _device_overrides(params: Params, source: str) -> dict[str, dict[str, object
         train = _build(TrainParams, as_dict(params.train) | overrides, f"devices.{device}.", source)
         checked[device] = {key: getattr(train, key) for key in overrides}
     return checked
+
+
+def build_section(cls: type, raw: object, prefix: str, source: str) -> Any:
+    """A params dataclass from its mapping, every value checked (a family's sections)."""
+    return _build(cls, raw, prefix, source)
 
 
 def _build(cls: type, raw: object, prefix: str, source: str) -> Any:
@@ -338,7 +348,10 @@ def _coerce(key: str, value: object, hint: Any, source: str) -> object:
             for k, v in value.items()
         }
     if origin in (typing.Union, types.UnionType):
-        raise TypeError(f"unsupported parameter type for {key}: {hint}")
+        kinds = [k for k in typing.get_args(hint) if k is not type(None)]
+        if len(kinds) != 1 or len(typing.get_args(hint)) != 2:
+            raise TypeError(f"unsupported parameter type for {key}: {hint}")
+        return None if value is None else _coerce(key, value, kinds[0], source)  # X | None
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint is str and isinstance(value, int) and not isinstance(value, bool):

@@ -17,8 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines import fleet
-from pipelines.acoustic import decisions
+from pipelines import decisions, fleet
 from registry.api import Registry
 from registry.events import previous_holder, replaced_model
 from registry.naming import parse_name

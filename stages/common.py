@@ -1,4 +1,4 @@
-"""What every fleet stage does around its one call: params, logging, report, exit code."""
+"""What every fleet stage does around its one call: family, params, logging, report, exit code."""
 
 from __future__ import annotations
 
@@ -8,31 +8,63 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pipelines import fleet
+from pipelines import families, fleet
 from pipelines.errors import DataError, ParamError
-from pipelines.params import Params, load_params
 from registry.errors import RegistryError
 
 log = logging.getLogger("stage")
 
 
-def parser(doc: str, name: str) -> argparse.ArgumentParser:
-    """An argument parser with the options every stage has: --params and --report."""
+def parser(doc: str, name: str, family: str = "") -> argparse.ArgumentParser:
+    """An argument parser with the options every stage has: --params and --report (another
+    family's report beside the first family's, in a folder of its own)."""
     parser = argparse.ArgumentParser(
         description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--params", default="params.yaml", help="the params file")
     parser.add_argument(
-        "--report", default=f"reports/{name}.json", help="where to write the report"
+        "--report",
+        default=str(Path("reports", family, f"{name}.json")),
+        help="where to write the report",
     )
     return parser
+
+
+def main(name: str, doc: str, argv: list[str] | None) -> int:
+    """Run stage `name` of the family `--family` names: its arguments are the family's."""
+    first = argparse.ArgumentParser(add_help=False)
+    first.add_argument("--family", default=families.DEFAULT)
+    chosen, _ = first.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO, format=fleet.LOG_FORMAT)
+    try:
+        family = families.load(chosen.family)
+        kind = families.stage(family, name)
+    except ParamError as exc:
+        log.error("%s: %s", name, exc)
+        return 2
+    args = parser(doc, name, "" if chosen.family == families.DEFAULT else chosen.family)
+    args.add_argument("--family", default=families.DEFAULT, help="the model family to run")
+    for argument in kind.ARGUMENTS:
+        args.add_argument(argument, type=Path)
+    for option, default in kind.OPTIONS.items():
+        args.add_argument(f"--{option}", type=Path, default=Path(default))
+    given = vars(args.parse_args(argv))
+    work = kind({key: given[key] for key in (*kind.ARGUMENTS, *kind.OPTIONS)})
+    return run(
+        name,
+        given["params"],
+        given["report"],
+        lambda path: work.work(families.resolve(family.PARAMS)(path)),
+        getattr(work, "describe", None),
+        getattr(work, "extra", None),
+    )
 
 
 def run(
     name: str,
     params_path: str,
     report_path: str,
-    work: Callable[[Params], Mapping[str, fleet.Outcome]],
+    work: Callable[[str], Mapping[str, fleet.Outcome]],
     describe: Callable[[dict[str, Any]], list[tuple[str, str]]] | None = None,
     extra: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> int:
@@ -46,7 +78,7 @@ def run(
     """
     logging.basicConfig(level=logging.INFO, format=fleet.LOG_FORMAT)
     try:
-        outcomes = work(load_params(params_path))
+        outcomes = work(params_path)
     except (ParamError, DataError) as exc:
         log.error("%s: %s", name, exc)
         return 2

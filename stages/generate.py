@@ -1,6 +1,7 @@
-"""DVC stage: params.yaml `generate` -> the built-in demo fleet of synthetic machine sounds.
+"""DVC stage: a family's `generate` params -> its built-in demo data (the acoustic family:
+a fleet of synthetic machine sounds; the tabular family: tasks Q1..Q5 and the diabetes set).
 
-python -m stages.generate OUT_DIR [--params params.yaml]
+python -m stages.generate [--family F] OUT_DIR [--params params.yaml]
 
 OUT_DIR is this stage's output: it is replaced as a whole.
 """
@@ -11,25 +12,26 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipelines.acoustic.synth import generate_fleet
-from pipelines.params import load_params
+from pipelines import families
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("out", type=Path, help="the fleet root to write")
+    parser.add_argument("out", type=Path, help="the data root to write")
     parser.add_argument("--params", default="params.yaml", help="the params file")
+    parser.add_argument("--family", default=families.DEFAULT, help="the model family")
     args = parser.parse_args(argv)
     try:
-        params = load_params(args.params)
-        counts = generate_fleet(args.out, params.generate, params.data.sample_rate)
+        family = families.load(args.family)
+        params = families.resolve(family.PARAMS)(args.params)
+        written = families.resolve(family.GENERATE)(args.out, params)
     except ValueError as exc:  # ParamError and InvalidNameError are ValueErrors too
         print(f"generate: {exc}", file=sys.stderr)
         return 2  # as the other stages do for unusable input
-    for device, files in counts.items():
-        print(f"{device}: {files} files in {args.out / device}")
+    for scope, what in written.items():
+        print(f"{scope}: {what}")
     return 0
 
 

@@ -1,32 +1,22 @@
-"""DVC stage: scaled log-Mel windows -> one trained autoencoder per device.
+"""DVC stage: a family's training data -> one trained model per scope (the acoustic family:
+scaled log-Mel windows -> a detector per device; the tabular family: a task's table -> a
+regressor per task), the training curves as DVCLive plots under --live.
 
-python -m stages.train FEATURES_DIR MODELS_DIR [--live logs/train] [--params params.yaml]
+python -m stages.train [--family F] ARGS... [--live DIR] [--params params.yaml]
+
+The family's `Train` (pipelines/<family>/stages.py) names its ARGS and does the work;
+`python -m stages.train --family F --help` lists them.
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-from pipelines import fleet
-from pipelines.acoustic import training
 from stages import common
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = common.parser(__doc__, "train")
-    parser.add_argument("features", type=Path)
-    parser.add_argument("out", type=Path)
-    parser.add_argument("--live", type=Path, default=Path("logs/train"))
-    args = parser.parse_args(argv)
-
-    def work(p):
-        jobs = training.plan(args.features, p)
-        outcomes = fleet.run_stage(args.out, jobs, training.build, p.fleet.workers, "train")
-        training.log_curves(args.out, args.live)
-        return outcomes
-
-    return common.run("train", args.params, args.report, work)
+    return common.main("train", __doc__, argv)
 
 
 if __name__ == "__main__":

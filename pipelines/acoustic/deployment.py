@@ -14,32 +14,24 @@ versions: a device whose run failed keeps its bundle while it has a production v
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipelines import fleet, parents
+from pipelines import deploying, fleet, parents
 from pipelines.acoustic import bundle, detectors, family
 from pipelines.acoustic.extraction import load_device
 from pipelines.params import Params, as_dict
 from registry.api import Registry
-from registry.errors import GateError
-from registry.gate import BELOW_FLOOR
 
 # artifact kind -> where the train stage keeps it, relative to models/{device}; the best
 # checkpoint is a trained network's (a fitted detector has no training loop)
 TRAINED_FILES = {"model": "model.pth", "checkpoint_best": "checkpoints/best.pth"}
-REASON = "auto_promote by the deploy stage"
-
-
-def experiment() -> str | None:
-    """The DVC experiment this run is, or None for a plain run."""
-    return os.environ.get("DVC_EXP_NAME") or None
 
 
 @dataclass(frozen=True)
@@ -53,7 +45,7 @@ class DeployInput:
 def plan(
     models_dir: Path, eval_dir: Path, features_dir: Path, root: Path, params: Params
 ) -> list[fleet.Job]:
-    registry, exp = Registry(), experiment()  # the store locate() finds
+    registry, exp = Registry(), deploying.experiment()  # the store locate() finds
     registry.ensure()  # the project's own is made by the first run; a named one must exist
     store = registry.store.root
     # An experiment's name is part of the fingerprint: each experiment, and then the next
@@ -76,7 +68,10 @@ def build(job: fleet.Job, work: Path) -> dict[str, Any]:
     meta = _register(registry, job.device, inp, work)
     name, version = meta["name"], meta["version"]
     summary |= {"name": name, "version": version, "new": not meta.get("existing")}
-    return summary | {"decision": _decide(registry, name, version, inp)}
+    decision = deploying.decide(
+        registry, name, version, inp.experiment, inp.candidate.params.deploy.auto_promote
+    )
+    return summary | {"decision": decision}
 
 
 def _register(registry: Registry, device: str, inp: DeployInput, work: Path) -> dict[str, Any]:
@@ -105,23 +100,6 @@ def parent_version(model_dir: Path) -> int | None:
     """The version the device's training started from, as the train stage recorded it."""
     start = fleet.read_json(model_dir / "summary.json").get("start")
     return parents.Start(**start).parent_version if start else None
-
-
-def _decide(registry: Registry, name: str, version: int, inp: DeployInput) -> dict[str, Any]:
-    """Promote in a plain run with auto_promote; otherwise record what the gate would say."""
-    if inp.experiment is not None or not inp.candidate.params.deploy.auto_promote:
-        record = registry.record_check(name, version, inp.experiment)
-        return {"action": "checked", "experiment": inp.experiment} | _gate(record)
-    try:
-        record = registry.promote(name, version, reason=REASON, automatic=True)
-    except GateError as exc:
-        return {"action": "refused"} | exc.results[name].as_dict()
-    return {"action": record["type"]} | _gate(record)
-
-
-def _gate(record: dict[str, Any]) -> dict[str, Any]:
-    held = {key: record[key] for key in ("from_version", "replaced") if key in record}
-    return held | record.get("gate", {})
 
 
 def _registration_folder(
@@ -156,44 +134,24 @@ def _inference(work: Path) -> dict[str, Any]:
     return {key: manifest[key] for key in keys if manifest.get(key) is not None}
 
 
-def production(params: Params, target: Path) -> dict[str, dict[str, Any]]:
-    """Device -> {model, status} of the family's production versions. In a plain run `target`
-    is first made to hold exactly those (one bundle per device); an experiment exports nothing."""
-    registry = Registry()
-    if experiment() is not None:
-        held = registry.list(alias="production")
-        return {
-            m["scope"]: {"model": f"{m['name']}:v{m['version']}", "status": "not exported"}
-            for m in held
-            if m["family"] == params.deploy.family
-        }
-    return registry.export_all(
-        target, family=params.deploy.family, keep_backups=params.deploy.keep_backups
-    )
+class Stage(deploying.Reporting):
+    """The deploy stage. Writes OUT/candidates/{device}/ (the candidate's bundle, which must
+    reproduce the evaluation's scores from raw audio before it is registered) and
+    OUT/metrics.json (the gate's verdicts counted over the fleet); in a plain run OUT/models/
+    is then made to hold the registry's production versions, one bundle per device."""
 
+    ARGUMENTS = ("models", "evaluation", "features", "root", "out")
+    OPTIONS: Mapping[str, str] = {}
 
-DEGRADED = "fleet-wide degradation: every candidate was refused by the gate; production untouched"
+    def __init__(self, paths: Mapping[str, Path]) -> None:
+        self.paths = paths
+        self.production: dict[str, dict[str, Any]] = {}
 
-
-def fleet_degraded(devices: dict[str, dict[str, Any]]) -> bool:
-    """Every candidate the gate judged in this run was refused: something common to the
-    fleet (the day's audio, the params) went wrong, and production was left as it was."""
-    actions = [e["decision"]["action"] for e in devices.values() if e.get("decision")]
-    return bool(actions) and all(action == "refused" for action in actions)
-
-
-def decision_counts(outcomes: dict[str, fleet.Outcome]) -> dict[str, int]:
-    """The run's gate verdicts counted over the fleet (the deploy stage's DVC metrics, a
-    column each in `dvc exp show` whatever the fleet's size); an experiment's are what the
-    gate would decide."""
-    decisions = [o.summary["decision"] for o in outcomes.values() if o.summary.get("decision")]
-    passed = [d for d in decisions if d["action"] == "promoted" or d.get("passed") is True]
-    refused = [d for d in decisions if d["action"] == "refused" or d.get("passed") is False]
-    floors = [d for d in refused if any(f["code"] == BELOW_FLOOR for f in d.get("findings", []))]
-    return {
-        "gate_passed": len(passed),
-        "gate_refused": len(refused),
-        "promoted": sum(1 for d in decisions if d["action"] == "promoted"),
-        "below_floor": len(floors),
-        "failed": sum(1 for o in outcomes.values() if o.status == "failed"),
-    }
+    def work(self, p: Params) -> dict[str, fleet.Outcome]:
+        a = self.paths
+        jobs = plan(a["models"], a["evaluation"] / "devices", a["features"], a["root"], p)
+        built = fleet.run_stage(a["out"] / "candidates", jobs, build, p.fleet.workers, "deploy")
+        target, keep = a["out"] / "models", p.deploy.keep_backups
+        self.production.update(deploying.production(p.deploy.family, target, keep))
+        fleet.write_json(a["out"] / "metrics.json", deploying.decision_counts(built))
+        return built

@@ -9,6 +9,7 @@ device has both normal and anomalous test clips, `roc.json` and `histogram.json`
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 from pipelines import fleet, scoring
-from pipelines.acoustic import detectors, features
+from pipelines.acoustic import detectors, features, figures
 from pipelines.acoustic.extraction import load_device
 from pipelines.params import Params, as_dict
 
@@ -96,3 +97,23 @@ def build(job: fleet.Job, work: Path) -> dict[str, Any]:
 # Per-device figures, in eval/plots/devices.json: a table a person reads (`fleet table`) and
 # compares across experiments (`fleet compare`, `dvc plots diff`). `dvc exp show` gets the
 # fleet's figures only (eval/metrics.json), so its columns do not grow with the fleet.
+
+
+class Stage:
+    """The evaluate stage: models + features -> thresholds, detection metrics and plots per
+    device: OUT/devices/{device}/, OUT/metrics.json and OUT/plots/{roc,histogram}/."""
+
+    ARGUMENTS = ("features", "models", "out")
+    OPTIONS: Mapping[str, str] = {}
+
+    def __init__(self, paths: Mapping[str, Path]) -> None:
+        self.paths = paths
+
+    def work(self, p: Params) -> dict[str, fleet.Outcome]:
+        jobs = plan(self.paths["features"], self.paths["models"], p)
+        devices = self.paths["out"] / "devices"
+        outcomes = fleet.run_stage(devices, jobs, build, p.fleet.workers, "evaluate")
+        figures.write_fleet_outputs(
+            devices, self.paths["out"] / "metrics.json", self.paths["out"] / "plots"
+        )
+        return outcomes

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import sys
 import zlib
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
@@ -273,3 +274,30 @@ def load_device(folder: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """(train windows, test windows, index) of one extracted device."""
     index = fleet.read_json(folder / "index.json")
     return np.load(folder / "train.npy"), np.load(folder / "test.npy"), index
+
+
+class Stage:
+    """The extract stage: audio under the data root -> scaled log-Mel windows per device. A
+    folder under the root that is not a device (its name is no device code, or a link that
+    cannot be followed) is named in a warning and under `skipped_folders` in the report."""
+
+    ARGUMENTS = ("root", "out")
+    OPTIONS: Mapping[str, str] = {}
+
+    def __init__(self, paths: Mapping[str, Path]) -> None:
+        self.paths = paths
+        self.not_devices: list[data.Skipped] = []
+
+    def work(self, p: Params) -> dict[str, fleet.Outcome]:
+        found = discover(self.paths["root"], p)
+        for path, reason in found.skipped:
+            logging.getLogger("stage").warning("extract: skipped %s: %s", path, reason)
+        self.not_devices.extend(found.skipped)
+        # One device at a time in this process, its clips on threads over every core: the
+        # work releases the GIL, and worker processes would each pay ~1.5 s of imports.
+        jobs = plan(self.paths["root"], p, found)
+        return fleet.run_stage(self.paths["out"], jobs, build, 1, "extract")
+
+    def extra(self, _: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
+        folders = [{"folder": f.name, "reason": why} for f, why in self.not_devices]
+        return {"skipped_folders": folders} if folders else {}

@@ -44,7 +44,7 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import welch
 
-from pipelines.params import GenerateParams
+from pipelines.params import GenerateParams, Params
 from registry.naming import check_device_code
 
 COMPONENTS = ("hum", "broadband", "modulation")
@@ -128,6 +128,12 @@ def anomaly_label(index: int) -> tuple[str, str]:
     """(kind, severity) of the `index`-th test anomaly: every kind at every severity by 9."""
     kind = ANOMALY_KINDS[index % len(ANOMALY_KINDS)]
     return kind, SEVERITIES[(index // len(ANOMALY_KINDS)) % len(SEVERITIES)]
+
+
+def generate_demo(root: Path, params: Params) -> dict[str, str]:
+    """The demo fleet of params' `generate` under root; what was written, per device."""
+    counts = generate_fleet(root, params.generate, params.data.sample_rate)
+    return {device: f"{files} files in {root / device}" for device, files in counts.items()}
 
 
 def generate_fleet(root: Path, gen: GenerateParams, sample_rate: int) -> dict[str, int]:

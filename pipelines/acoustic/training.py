@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -321,3 +322,21 @@ def log_curves(models_dir: Path, live_dir: Path) -> None:
     engine.log_curves(
         {d: fleet.read_json(models_dir / d / "history.json") for d in devices}, live_dir
     )
+
+
+class Stage:
+    """The train stage: scaled log-Mel windows -> a detector per device, curves in `live`."""
+
+    ARGUMENTS = ("features", "out")
+    OPTIONS: Mapping[str, str] = {"live": "logs/train"}
+
+    def __init__(self, paths: Mapping[str, Path]) -> None:
+        self.paths = paths
+
+    def work(self, p: Params) -> dict[str, fleet.Outcome]:
+        out = self.paths["out"]
+        outcomes = fleet.run_stage(
+            out, plan(self.paths["features"], p), build, p.fleet.workers, "train"
+        )
+        log_curves(out, self.paths["live"])
+        return outcomes

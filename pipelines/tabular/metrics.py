@@ -24,7 +24,9 @@ from sklearn.metrics import (
     r2_score,
 )
 
-DIRECTIONS = {"rmse": "lower", "mae": "lower", "r2": "higher", "mape": "lower"}
+from pipelines.tabular.card import METRICS
+
+DIRECTIONS = METRICS  # declared once, in the family's card
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,48 +38,10 @@ from pipelines.tabular.models import (
     mlp_architecture,
     predict,
 )
+from pipelines.tabular.params import TaskTraining
 from pipelines.tabular.split import Split, Standardiser, split_rows
 
 SCALE = "scale."  # the prefix of the scale's tensors in a trained task's state
-
-
-@dataclasses.dataclass(frozen=True)
-class TaskTraining:
-    """How one task is trained. The defaults reach the targets of bench/tabular.py (mlp R²
-    within 0.03 of ridge's on diabetes, >= 0.8 on every synthetic task); see bench/README.md."""
-
-    model: Literal["mlp", "ridge", "gbr"] = "mlp"
-    val_fraction: float = 0.2
-    test_fraction: float = 0.2
-    split_seed: int = 0
-    # mlp: the network
-    # Wide, no dropout, and a strong weight decay: on 240-odd training rows this fits the
-    # synthetic tasks' curves (Q5's sine was the hardest) and matches ridge on diabetes,
-    # where less decay or any dropout did worse (bench/README.md).
-    hidden: tuple[int, ...] = (128, 64)
-    dropout: float = 0.0
-    batch_norm: bool = False
-    # mlp: the engine
-    seed: int = 0
-    epochs: int = 300
-    batch_size: int = 32
-    lr: float = 0.003
-    weight_decay: float = 0.02
-    patience: int = 30
-    min_delta: float = 0.0001
-    plateau_factor: float | None = 0.5
-    plateau_patience: int = 10
-    plateau_min_lr: float = 1e-5
-    grad_clip: float | None = 1.0
-    # A network this small trains faster on the CPU, where float32 is bitwise reproducible.
-    device: Literal["auto", "cpu", "cuda"] = "cpu"
-    # ridge
-    alpha: float = 1.0
-    # gbr
-    n_estimators: int = 200
-    gbr_learning_rate: float = 0.05
-    max_depth: int = 3
-    subsample: float = 0.8
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""What the deploy stage did, in words: one line per device of `reports/deploy.json`, for the
-stage's console, `fleet daily` and the fleet report (which need no torch to say it)."""
+"""What a deploy stage did, in words: one line per scope (a device, a task) of its report, for
+the stage's console, `fleet daily` and the fleet report (which need no torch to say it)."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def _was(decision: dict[str, Any]) -> str:
 
 def _figures(decision: dict[str, Any]) -> str:
     figures = decision.get("figures") or {}
-    shown = [f"{k} {v:.3f}" for k, v in figures.items() if k in ("auc", "pauc") and v is not None]
+    shown = [f"{k} {v:.3f}" for k, v in figures.items() if _bounded(k) and isinstance(v, float)]
     if isinstance(figures.get("candidate_error"), float):
         shown.append(
             f"error {figures['candidate_error']:.4g} vs {figures['holder']}'s "
@@ -68,3 +68,11 @@ def _figures(decision: dict[str, Any]) -> str:
         shown.append(f"held production before {figures['holder']}")
     shown += decision.get("notes") or []
     return f" [{', '.join(shown)}]" if shown else ""
+
+
+def _bounded(key: str) -> bool:
+    """A figure of a metric the gate bounds, not of its comparison with the holder."""
+    return key not in _COMPARISON and not key.startswith("holder")
+
+
+_COMPARISON = ("candidate_error", "rollback_factor", "readmitted", "comparison_problem")

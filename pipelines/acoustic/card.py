@@ -1,0 +1,19 @@
+"""The acoustic family as the stages find it (entry point `pipelines.families: acoustic`).
+
+Only names: each stage imports the one module of its own work, so that a stage process
+pays for no other stage's imports and DVC's deps of each stage stay its own.
+"""
+
+from pipelines.acoustic import FAMILY
+
+__all__ = ["FAMILY", "GENERATE", "METRICS", "PARAMS", "STAGES"]
+
+METRICS = {"auc": "higher", "pauc": "higher"}  # on each device's labelled test clips
+PARAMS = "pipelines.params:load_params"
+GENERATE = "pipelines.acoustic.synth:generate_demo"
+STAGES = {
+    "extract": "pipelines.acoustic.extraction:Stage",
+    "train": "pipelines.acoustic.training:Stage",
+    "evaluate": "pipelines.acoustic.evaluation:Stage",
+    "deploy": "pipelines.acoustic.deployment:Stage",
+}

@@ -1,0 +1,76 @@
+"""What the stages ask of a model family, found through an entry point, never imported by name.
+
+The twin of `registry.families`: a family (a package `pipelines/<family>/`) is found by its
+name through the entry point group `pipelines.families` (pyproject.toml). The module it
+points at is a card of names, so that finding a family imports none of its work:
+- `FAMILY`: its name, the first component of its registered names;
+- `METRICS`: each metric it reports -> "higher" or "lower" (which way is better);
+- `PARAMS`: "module:function", `load_params(path)`: its params, typed and checked;
+- `GENERATE`: "module:function", `generate(out, params) -> {scope: what was written}`;
+- `STAGES`: stage name -> "module:Class", the class that does the stage's work per scope.
+  It declares the stage's `ARGUMENTS` (positional paths) and `OPTIONS` (option -> default
+  path), is made from those paths, and gives `work(params) -> {scope: fleet.Outcome}`;
+  `describe(report)` (a line per scope) and `extra(report)` (what the stage adds to its
+  report) are optional.
+`stages/` runs whichever family it is given (`--family`, the acoustic one by default) and
+knows none of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from importlib import import_module
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, Protocol
+
+from pipelines.errors import ParamError
+
+GROUP = "pipelines.families"
+DEFAULT = "acoustic"  # the family a stage runs when none is named (the project's first)
+
+
+class Stage(Protocol):
+    ARGUMENTS: tuple[str, ...]
+    OPTIONS: Mapping[str, str]
+
+    def __init__(self, paths: Mapping[str, Path]) -> None: ...
+
+    def work(self, params: Any) -> Mapping[str, Any]: ...
+
+
+class Family(Protocol):
+    FAMILY: str
+    METRICS: Mapping[str, str]
+    PARAMS: str
+    GENERATE: str
+    STAGES: Mapping[str, str]
+
+
+def installed() -> dict[str, Callable[[], Any]]:
+    """Family name -> a loader of its module, for every installed family."""
+    return {point.name: point.load for point in entry_points(group=GROUP)}
+
+
+def load(name: str) -> Family:
+    """The family called `name`; ParamError naming the installed ones otherwise."""
+    found = installed()
+    if name not in found:
+        raise ParamError(
+            f"family {name!r} is not installed (installed: {', '.join(sorted(found)) or 'none'})"
+        )
+    return found[name]()
+
+
+def stage(family: Family, name: str) -> type[Stage]:
+    if name not in family.STAGES:
+        raise ParamError(
+            f"family {family.FAMILY} has no {name} stage (it has: {', '.join(family.STAGES)})"
+        )
+    return resolve(family.STAGES[name])
+
+
+def resolve(ref: str) -> Any:
+    """The object a card names as "module:attribute"."""
+    module, _, attribute = ref.partition(":")
+    return getattr(import_module(module), attribute)

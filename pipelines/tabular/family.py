@@ -1,0 +1,125 @@
+"""The tabular family as the registry sees it: its artifact kinds, bundle layout and comparison.
+
+A version is one task's regressor (`scope`: the task, e.g. Q1). Its model.pth is a trained
+task's state (training.py): the model's tensors and the scale's, so that it predicts in the
+target's units from the file alone. Its `inference` settings say what the model is
+(`architecture`), what it reads (`features`, in order) and what it predicts (`target`).
+eval_x.npy and eval_y.npy are its own validation rows, in the features' and target's units,
+on which the gate compares it with the production holder.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipelines.tabular.split import Split
+from pipelines.tabular.training import TrainedTask, predict_task
+from registry.errors import IncomparableError
+from registry.families import Version
+from registry.loading import state_dict
+
+ARTIFACTS = {"model": "model.pth", "eval_x": "eval_x.npy", "eval_y": "eval_y.npy"}
+CHECKPOINTS: tuple[str, ...] = ()  # ridge and gbr fit at once; an mlp's resume point stays local
+INFERENCE = ("architecture", "features", "target")
+WEIGHTS = "model.pth"  # the bundle's weights file
+
+Predictor = Callable[[np.ndarray], np.ndarray]
+
+# A registered version keeps its model, not its training's split; prediction never reads it.
+_NO_ROWS = Split(*(np.empty(0, dtype=np.int64) for _ in range(3)))
+
+
+def bundle(version: Version) -> tuple[dict[str, str], dict[str, Any]]:
+    """The inference layout (bundle file -> artifact kind) and the manifest's settings. The
+    model predicts one row first, from its safely loaded weights: nothing ships that would
+    not load or not predict."""
+    inference = _inference(version)
+    features = list(inference["features"])
+    try:
+        out = predictor(version)(np.zeros((1, len(features))))
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # a missing tensor, a shape
+        raise ValueError(
+            f"{_where(version)}: its weights do not make a model of its architecture "
+            f"predicting from {len(features)} features ({exc!r})"
+        ) from exc
+    if out.shape != (1,) or not np.isfinite(out).all():
+        raise ValueError(f"{_where(version)}: predicts {out!r} for one row, not a finite number")
+    settings = {
+        "task": version.meta["scope"],
+        "architecture": inference["architecture"],
+        "features": features,
+        "target": inference["target"],
+    }
+    return {WEIGHTS: "model"}, settings
+
+
+def compare(candidate: Version, holder: Version) -> tuple[float, float]:
+    """(candidate RMSE, holder RMSE) on the candidate's validation rows, each model through its
+    own scale, in the target's units. Models that read other features, or predict another
+    target, have errors on different rows or scales: IncomparableError (the gate compares
+    metrics)."""
+    reads = [_reads(v) for v in (candidate, holder)]
+    for i, key in enumerate(("features", "target")):
+        if reads[0][i] != reads[1][i]:
+            raise IncomparableError(
+                f"{_where(candidate)} has {key} {reads[0][i]}, "
+                f"{_where(holder)} has {key} {reads[1][i]}"
+            )
+    X, y = _array(candidate, "eval_x"), _array(candidate, "eval_y")
+    if X.ndim != 2 or y.shape != (len(X),):
+        raise ValueError(
+            f"{_where(candidate)}: eval_x {X.shape} and eval_y {y.shape} are not rows and targets"
+        )
+    c, h = (float(np.sqrt(np.mean((predictor(v)(X) - y) ** 2))) for v in (candidate, holder))
+    return c, h
+
+
+def predictor(version: Version) -> Predictor:
+    """X (rows x the version's features, in their units) -> its predictions in the target's
+    units, as training.predict_task makes them. The weights are read and loaded once, here."""
+    return functools.partial(predict_task, trained(version))
+
+
+def trained(version: Version) -> TrainedTask:
+    """The version as a trained task (without its split, which is not stored)."""
+    return TrainedTask(_inference(version)["architecture"], state(version), _NO_ROWS, None, 0)
+
+
+def state(version: Version) -> dict[str, torch.Tensor]:
+    """The version's model and scale tensors, its bytes sha256-checked, loaded weights_only."""
+    loaded = state_dict(version.read("model"), _where(version))
+    if not isinstance(loaded, dict) or not all(
+        isinstance(v, torch.Tensor) for v in loaded.values()
+    ):
+        raise ValueError(f"{_where(version)}: model.pth is not a mapping of names to tensors")
+    return loaded
+
+
+def _inference(version: Version) -> dict[str, Any]:
+    inference = version.meta.get("inference")
+    if not isinstance(inference, dict) or not set(INFERENCE) <= set(inference):
+        raise ValueError(
+            f"{_where(version)} has no inference settings recorded ({', '.join(INFERENCE)}); "
+            "register it with them"
+        )
+    return inference
+
+
+def _reads(version: Version) -> tuple[list[str], str]:
+    """(features in order, target); a list, as stored in JSON, whatever the caller gave."""
+    inference = _inference(version)
+    return list(inference["features"]), inference["target"]
+
+
+def _where(version: Version) -> str:
+    return f"{version.meta['name']}:v{version.meta['version']}"
+
+
+def _array(version: Version, kind: str) -> np.ndarray:
+    return np.load(io.BytesIO(version.read(kind)), allow_pickle=False).astype(np.float64)
