@@ -1,62 +1,62 @@
 """`fleet`: look at a pipeline run and use what it deployed.
 
-fleet table [--evaluation eval] [--json]        per-device results of the last run
+fleet table [--family F] [--json]               each family's results of its last run
 fleet compare RUN_A RUN_B [--json]              per-device AUC and pAUC of two runs
-fleet status [--json]                           what runs where, and every disagreement
-fleet score BUNDLE_DIR CLIP... [--json]         score audio with a deployed bundle
+fleet status [--family F] [--json]              what runs where, and every disagreement
+fleet score BUNDLE INPUT... [--json|--csv]     score new input with a deployed bundle
 fleet daily [--day YYYYMMDD | --days-ago N]     the daily job: fine-tune, gate, promote
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
-from dataclasses import asdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
 from registry.tables import render
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+if TYPE_CHECKING:
+    from pipelines.status import FamilyStatus
+    from pipelines.tables import FamilyTable
 
-COLUMNS = (
-    ("device", "device", "{}"),
-    ("windows", "windows", "{}"),
-    ("epochs", "epochs", "{}"),
-    ("val_loss", "val loss", "{:.5f}"),
-    ("threshold", "threshold", "{:.5f}"),
-    ("auc", "AUC", "{:.3f}"),
-    ("pauc", "pAUC", "{:.3f}"),
-    ("f1", "F1", "{:.3f}"),
-)
+View = TypeVar("View")  # what a family's card gives a command to show of it
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
 
 @app.command()
 def table(
-    evaluation: Annotated[Path, typer.Option(help="the evaluate stage's folder")] = Path("eval"),
+    family: Annotated[
+        str | None, typer.Option(help="one family (default: every one whose pipeline has run)")
+    ] = None,
+    evaluation: Annotated[
+        Path | None,
+        typer.Option(help="the evaluate stage's folder of one family (--family, else acoustic)"),
+    ] = None,
+    project: Annotated[Path, typer.Option(help="the project's root")] = Path("."),
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Per-device table: windows, epochs run, validation loss, threshold, AUC, pAUC, F1."""
-    from pipelines.acoustic.figures import read_devices
+    """Each family's figures of its last run, a row per scope, in its own columns: acoustic
+    per device windows, epochs, validation loss, threshold, AUC, pAUC, F1; tabular per task
+    its model, rows, epochs, RMSE, MAE, R², MAPE and the training mean's RMSE and R²."""
+    from pipelines import families
 
-    try:
-        devices = read_devices(evaluation / "plots")
-        figures = json.loads((evaluation / "metrics.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise typer.BadParameter(
-            f"{evaluation}: cannot read metrics ({exc}); run `dvc repro`"
-        ) from exc
-    if as_json:
-        typer.echo(json.dumps({"fleet": figures, "devices": devices}, indent=2))
-        return
-    rows = [[_cell(fmt, m.get(key)) for key, _, fmt in COLUMNS] for m in devices.values()]
-    typer.echo(render([title for _, title, _ in COLUMNS], rows))
-    if figures.get("auc_mean") is not None:
-        typer.echo(
-            f"\n{figures['devices']} devices, mean AUC {figures['auc_mean']:.3f}, "
-            f"min AUC {figures['auc_min']:.3f}"
-        )
+    if evaluation is not None and family is None:
+        family = families.DEFAULT
+    found = _each_family(
+        family, project, lambda card, folder: families.resolve(card.TABLE)(folder, evaluation)
+    )
+    _show(found, family is not None, as_json, lambda t: t.record, _table_text)
+
+
+def _table_text(table: FamilyTable) -> str:
+    text = render(table.header, table.rows)
+    return f"{text}\n\n{table.summary}" if table.summary else text
 
 
 @app.command()
@@ -97,97 +97,197 @@ def compare(
 
 @app.command()
 def status(
-    params: Annotated[Path, typer.Option(help="the pipeline's params file")] = Path("params.yaml"),
-    deploy: Annotated[Path, typer.Option(help="the deploy folder")] = Path("deploy/models"),
-    devices: Annotated[Path, typer.Option(help="per-device figures of the last evaluation")] = Path(
-        "eval/plots/devices.json"
-    ),
-    reports: Annotated[Path, typer.Option(help="the stages' reports")] = Path("reports"),
+    family: Annotated[
+        str | None, typer.Option(help="one family (default: every one found here)")
+    ] = None,
+    project: Annotated[Path, typer.Option(help="the project's root")] = Path("."),
     store: Annotated[Path | None, typer.Option(help="the model store folder")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Per device: production version and since when, the deployed bundle, the latest
-    candidate and the gate's verdict on it, the last AUC, and every disagreement."""
-    from pipelines.errors import ParamError
-    from pipelines.params import load_params
-    from pipelines.status import Sources, fleet_status
+    """Per scope of each family: production version and since when, the deployed bundle,
+    the latest candidate and the gate's verdict on it, the family's headline metric in the
+    last evaluation (acoustic AUC, tabular RMSE), and every disagreement."""
+    from pipelines import families
+    from pipelines.status import fleet_status
+    from pipelines.tables import MissingOutputs
     from registry.api import Registry
-    from registry.errors import RegistryError
+    from registry.store import locate
 
-    try:
-        p = load_params(params)
+    registry = Registry(store or locate(cwd=project))  # the project's, as its stages find it
+
+    def of(card: Any, folder: Path) -> FamilyStatus:
         found = fleet_status(
-            Sources(Registry(store), p.deploy.family, Path(p.data.root), deploy, devices, reports)
+            registry, families.resolve(card.STATUS)(folder), next(iter(card.METRICS))
         )
-    except (ParamError, RegistryError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
-    if as_json:
-        typer.echo(json.dumps([s.as_dict() for s in found], indent=2))
-        return
+        if not found.rows:
+            raise MissingOutputs(f"nothing registered, no {found.noun} in its data in {folder}/")
+        return found
+
+    _show(
+        _each_family(family, project, of),
+        family is not None,
+        as_json,
+        lambda found: found.records(),
+        _status_text,
+    )
+
+
+def _status_text(found: FamilyStatus) -> str:
+    header = ["production", "since", "bundle", "candidate", "gate", found.headline.upper()]
     rows = [
         [
-            s.device,
+            s.scope,
             s.production,
             (s.since or "-")[:16],
             s.bundle,
             s.candidate,
             s.gate,
-            _cell("{:.3f}", s.auc),
+            _cell("{:.3f}", s.figure),
             "; ".join(s.flags) or "ok",
         ]
-        for s in found
+        for s in found.rows
     ]
-    header = ["device", "production", "since", "bundle", "candidate", "gate", "AUC", "flags"]
-    typer.echo(render(header, rows))
+    return render([found.noun, *header, "flags"], rows)
+
+
+def _each_family(
+    family: str | None, project: Path, view: Callable[[Any, Path], View]
+) -> list[tuple[str, View]]:
+    """(name, its view) of the family asked for, else of every installed one (acoustic
+    first) whose pipeline has run in `project`, with a note for each that has not."""
+    from pipelines import families
+    from pipelines.errors import DataError, ParamError
+    from pipelines.tables import MissingOutputs
+    from registry.errors import RegistryError
+
+    try:
+        cards = [families.load(family)] if family else _every_family()
+    except ParamError as exc:
+        _fail(2, f"--family: {exc}")
+    found = []
+    for card in cards:
+        name, folder = card.FAMILY, project / card.FOLDER
+        try:
+            found.append((name, view(card, folder)))
+        except MissingOutputs as exc:
+            if family is not None:
+                _fail(1, f"{name}: {exc}; {_to_do(card.FOLDER, folder)}")
+            typer.echo(f"note: {name} skipped: {exc}; {_to_do(card.FOLDER, folder)}", err=True)
+        except (ParamError, DataError, RegistryError) as exc:
+            _fail(1, f"{name}: {exc}")
+    if not found:
+        _fail(1, f"{project}: no family's pipeline has run here")
+    return found
+
+
+def _show(
+    found: list[tuple[str, View]],
+    one: bool,
+    as_json: bool,
+    record: Callable[[View], Any],
+    text: Callable[[View], str],
+) -> None:
+    """The family asked for as it is (its own JSON), else each under a line naming it (JSON:
+    family -> its own)."""
+    if as_json:
+        data = record(found[0][1]) if one else {name: record(view) for name, view in found}
+        typer.echo(json.dumps(data, indent=2))
+        return
+    for i, (name, view) in enumerate(found):
+        if not one:
+            typer.echo(("\n" if i else "") + f"== {name} ==")
+        typer.echo(text(view))
+
+
+def _every_family() -> list[Any]:
+    """Every installed family's card, the default one first."""
+    from pipelines import families
+
+    names = sorted(families.installed(), key=lambda name: (name != families.DEFAULT, name))
+    return [families.load(name) for name in names]
+
+
+def _to_do(relative: str, folder: Path) -> str:
+    """What makes a family's outputs: the command that runs its pipeline from the project's
+    root, when the pipeline is there."""
+    pipeline = Path(relative) / "dvc.yaml"
+    if not (folder / "dvc.yaml").is_file():
+        return f"no {folder / 'dvc.yaml'}: its pipeline is not in this project"
+    return "run `dvc repro`" if Path(relative) == Path(".") else f"run `dvc repro {pipeline}`"
+
+
+def _fail(code: int, line: str) -> NoReturn:
+    typer.echo(f"error: {line}", err=True)
+    raise typer.Exit(code)
 
 
 @app.command()
 def score(
-    bundle_dir: Annotated[Path, typer.Argument(help="a deployed device folder, deploy/models/DEV")],
-    clips: Annotated[list[Path], typer.Argument(help="audio files to score")],
+    bundle_dir: Annotated[
+        Path,
+        typer.Argument(help="a deployed bundle: deploy/models/DEV, tabular/deploy/models/TASK"),
+    ],
+    inputs: Annotated[
+        list[Path], typer.Argument(help="what to score: audio clips, or a task's CSV or .npz")
+    ],
     store: Annotated[
         Path | None, typer.Option(help="the model store, whose devices name device folders")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="print CSV (one row per record)")] = False,
 ) -> None:
-    """Score clips with a deployed bundle: clip -> score, threshold, verdict.
+    """Score new input with a deployed bundle of any family, which its manifest names.
 
-    Says which device and model the bundle is, and warns about a clip unlike the ones the
-    model was trained on (sample rate, channels, duration) or under the folder of another
-    device the model store knows (it reads the store, and changes nothing in it)."""
-    from pipelines.acoustic.bundle import load_bundle, score_file
-    from pipelines.errors import IntegrityError
+    An acoustic device's bundle: clip -> score, threshold, verdict; it warns about a clip
+    unlike the ones the model was trained on (sample rate, channels, duration) or under the
+    folder of another device the model store knows (it reads the store, and changes nothing
+    in it). A tabular task's bundle: each row of a CSV (the model's feature columns, in any
+    order) or an .npz (X) -> its prediction, beside the actual value when the file has the
+    target. Example: `fleet score tabular/deploy/models/Q1 new_rows.csv --csv > predicted.csv`"""
+    from pipelines import errors, families
+    from registry import errors as registry_errors
 
+    refused = (errors.IntegrityError, registry_errors.RegistryError, KeyError, OSError)
     try:
-        bundle = load_bundle(bundle_dir)
-    except (IntegrityError, KeyError, OSError) as exc:
+        scored = families.resolve(_family_of(bundle_dir).SCORE)(bundle_dir, inputs, store)
+    except (*refused, errors.ParamError) as exc:
         typer.echo(f"error: {bundle_dir}: cannot load the bundle: {exc}", err=True)
         raise typer.Exit(2) from exc
-    devices = _known_devices(store)  # of its family: another family's scopes are no folders
-    verdicts = [score_file(bundle, clip, devices) for clip in clips]
-    model = bundle.model or "a candidate bundle (not exported by the registry)"
     if as_json:
-        found = [asdict(v) | {"device": bundle.device, "model": bundle.model} for v in verdicts]
-        typer.echo(json.dumps(found, indent=2))
+        typer.echo(json.dumps(scored.records, indent=2))
+    elif as_csv:
+        typer.echo(_csv(scored.records), nl=False)
     else:
-        typer.echo(f"device {bundle.device}: {model}", err=True)
-        rows = [
-            [
-                v.file,
-                _cell("{:.5f}", v.score),
-                f"{v.threshold:.5f}",
-                _verdict(v.anomalous, v.error),
-                "; ".join(v.warnings),
-            ]
-            for v in verdicts
-        ]
-        typer.echo(render(["clip", "score", "threshold", "verdict", "warning"], rows))
-    for v in verdicts:
-        for warning in v.warnings:
-            typer.echo(f"warning: {v.file}: {warning}", err=True)
-    if any(v.error for v in verdicts):
+        typer.echo(scored.title, err=True)
+        typer.echo(render(scored.header, scored.rows))
+    for warning in scored.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    if scored.failed:
         raise typer.Exit(1)
+
+
+def _family_of(bundle_dir: Path) -> Any:
+    """The family whose bundle `bundle_dir` is: the first part of the model its manifest
+    names; a candidate's bundle (the acoustic deploy stage's, which names no model yet) is
+    the default family's."""
+    from pipelines import families
+    from registry.export import read_bundle
+    from registry.naming import parse_name, parse_ref
+
+    model = read_bundle(bundle_dir).manifest.get("model") or ""
+    return families.load(parse_name(parse_ref(model).name).family if model else families.DEFAULT)
+
+
+def _csv(records: list[dict[str, Any]]) -> str:
+    """Records as CSV, their keys the header; a list of values (warnings) joined by '; '."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(records[0]) if records else [])
+    writer.writeheader()
+    for record in records:
+        writer.writerow(
+            {k: "; ".join(v) if isinstance(v, list | tuple) else v for k, v in record.items()}
+        )
+    return out.getvalue()
 
 
 @app.command()
@@ -227,26 +327,6 @@ def daily(
             f"commit the day: git add {' '.join(job.RECORD)} && git commit -m 'daily {when}'"
         )
     raise typer.Exit(outcome.status)
-
-
-def _known_devices(store: Path | None) -> frozenset[str]:
-    """The devices the model store has acoustic versions of; none, said in a warning, when
-    it cannot be read (the clips are scored all the same)."""
-    from pipelines.acoustic import FAMILY
-    from registry.api import Registry
-    from registry.errors import RegistryError
-
-    try:
-        return frozenset(m["scope"] for m in Registry(store).list() if m["family"] == FAMILY)
-    except RegistryError as exc:
-        typer.echo(f"warning: {exc}; clips not checked against device folders", err=True)
-        return frozenset()
-
-
-def _verdict(anomalous: bool | None, error: str) -> str:
-    if error:
-        return f"skipped: {error}"
-    return "ANOMALY" if anomalous else "normal"
 
 
 def _cell(fmt: str, value: object) -> str:

@@ -53,6 +53,7 @@ def day_of(day: str | None, days_ago: int, today: date) -> str:
 
 # DVC of this environment: cron runs `.venv/bin/fleet` without the venv on its PATH.
 DVC = (sys.executable, "-m", "dvc")
+PIPELINE = "dvc.yaml"  # the acoustic family's: what the daily job runs
 
 
 def environment() -> dict[str, str]:
@@ -67,11 +68,21 @@ def run(project: Path, day: str, init_from: str, dvc: Sequence[str] = DVC) -> Ou
     """Set the day, run the pipeline, read what each device came to."""
     edit_params(project / "params.yaml", {"data": {"day": day}, "train": {"init_from": init_from}})
     env = environment()
+    # the acoustic pipeline's stages only: another family's (tabular/dvc.yaml), run or not,
+    # is not the daily job's to run
     pending = subprocess.run(
-        [*dvc, "status", "--quiet"], cwd=project, env=env, capture_output=True, check=False
+        [*dvc, "status", "--quiet", PIPELINE],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        check=False,
     )
     ran = pending.returncode != 0
-    repro = subprocess.run([*dvc, "repro"], cwd=project, env=env, check=False) if ran else None
+    repro = (
+        subprocess.run([*dvc, "repro", PIPELINE], cwd=project, env=env, check=False)
+        if ran
+        else None
+    )
     reports = {stage: _report(project / "reports" / f"{stage}.json") for stage in STAGES}
     lines = summary(reports)
     failed = repro is not None and repro.returncode != 0

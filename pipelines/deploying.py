@@ -12,9 +12,10 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
-from pipelines import decisions, fleet
+from pipelines import decisions, fleet, parents
 from registry.api import Registry
 from registry.errors import GateError
 from registry.gate import BELOW_FLOOR
@@ -98,3 +99,9 @@ class Reporting:
         degraded = fleet_degraded(report["devices"])
         said = {"error": DEGRADED} if degraded else {}
         return {"production": self.production, "fleet_degraded": degraded, **said}
+
+
+def parent_version(model_dir: Path) -> int | None:
+    """The version a scope's training started from, as the train stage recorded it."""
+    start = fleet.read_json(model_dir / "summary.json").get("start")
+    return parents.Start(**start).parent_version if start else None

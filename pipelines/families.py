@@ -4,7 +4,8 @@ The twin of `registry.families`: a family (a package `pipelines/<family>/`) is f
 name through the entry point group `pipelines.families` (pyproject.toml). The module it
 points at is a card of names, so that finding a family imports none of its work:
 - `FAMILY`: its name, the first component of its registered names;
-- `METRICS`: each metric it reports -> "higher" or "lower" (which way is better);
+- `METRICS`: each metric it reports -> "higher" or "lower" (which way is better); the first
+  is its headline, the one `fleet status` shows;
 - `PARAMS`: "module:function", `load_params(path)`: its params, typed and checked;
 - `GENERATE`: "module:function", `generate(out, params) -> {scope: what was written}`;
 - `STAGES`: stage name -> "module:Class", the class that does the stage's work per scope.
@@ -12,6 +13,19 @@ points at is a card of names, so that finding a family imports none of its work:
   path), is made from those paths, and gives `work(params) -> {scope: fleet.Outcome}`;
   `describe(report)` (a line per scope) and `extra(report)` (what the stage adds to its
   report) are optional.
+- `SCORE`: "module:function", `score(bundle, inputs, store) -> Scored`: new input (files)
+  scored with one of its bundles, as `fleet score` prints it; a bundle that cannot be
+  loaded raises an IntegrityError (pipelines.errors or registry.errors), a bad input is
+  that input's failure and the others go on.
+- `FOLDER`: its pipeline's folder (dvc.yaml, params.yaml, its outputs), from the project's
+  root: `fleet table` and `fleet status` look there;
+- `TABLE`: "module:function", `table(folder, evaluation=None) -> pipelines.tables.FamilyTable`:
+  a row per scope of its last run in its own columns and a summary line, from its outputs
+  in `folder` (its evaluate stage's in `evaluation` when given); `tables.MissingOutputs`
+  when they are not there;
+- `STATUS`: "module:function", `status(folder) -> pipelines.status.Sources`: its registered
+  name, the scopes its data holds, their last figures, its deploy folder and its reports;
+  `tables.MissingOutputs` when its params file is not there.
 `stages/` runs whichever family it is given (`--family`, the acoustic one by default) and
 knows none of them.
 """
@@ -19,6 +33,7 @@ knows none of them.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from importlib import import_module
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -39,12 +54,29 @@ class Stage(Protocol):
     def work(self, params: Any) -> Mapping[str, Any]: ...
 
 
+@dataclass(frozen=True)
+class Scored:
+    """What a family's `score` gave, in the family's own columns: `rows` for the table
+    (`header`'s cells), `records` for --json and --csv (one per row, the values unrounded)."""
+
+    title: str  # which scope and model the bundle is
+    header: tuple[str, ...]
+    rows: list[list[Any]]
+    records: list[dict[str, Any]]
+    warnings: list[str]  # "FILE: what", each printed as a warning
+    failed: bool  # some input could not be scored
+
+
 class Family(Protocol):
     FAMILY: str
     METRICS: Mapping[str, str]
     PARAMS: str
     GENERATE: str
     STAGES: Mapping[str, str]
+    SCORE: str
+    FOLDER: str
+    TABLE: str
+    STATUS: str
 
 
 def installed() -> dict[str, Callable[[], Any]]:

@@ -227,9 +227,14 @@ def read_file(path: Path | str) -> Any:
     return raw if raw is not None else {}
 
 
-def edit_params(path: Path, changes: typing.Mapping[str, typing.Mapping[str, Any]]) -> None:
-    """Set `changes` ({section: {key: value}}) in params.yaml, its comments and order kept;
-    the result is validated before it replaces the file."""
+def edit_params(
+    path: Path,
+    changes: typing.Mapping[str, typing.Mapping[str, Any]],
+    check: typing.Callable[[Path], object] | None = None,
+) -> None:
+    """Set `changes` ({section: {key: value}}) in a params file, its comments and order kept;
+    the result is validated (by `check`, a family's load_params; the acoustic one's without)
+    before it replaces the file."""
     from ruamel.yaml import YAML
 
     rt = YAML()
@@ -241,7 +246,7 @@ def edit_params(path: Path, changes: typing.Mapping[str, typing.Mapping[str, Any
     with tmp.open("w", encoding="utf-8") as out:
         rt.dump(doc, out)
     try:
-        load_params(tmp)
+        (check or load_params)(tmp)
     except Exception:
         tmp.unlink()
         raise

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from pipelines.errors import ParamError
+from registry.api import Registry
 from registry.errors import InvalidNameError
 from registry.naming import parse_name, parse_ref
 
@@ -86,3 +88,12 @@ def resolve(init: InitFrom, name: str, production: Mapping[str, int]) -> Start |
             "scratch", note=f"production is {other[0]}, another model type: trained from scratch"
         )
     return Start("scratch", note="no production version yet: trained from scratch")
+
+
+def production(store: Path, family: str) -> dict[str, int]:
+    """Model name -> the version holding production now, for `family`'s models."""
+    return {
+        m["name"]: m["version"]
+        for m in Registry(store).list(alias="production")
+        if m["family"] == family
+    }

@@ -28,19 +28,26 @@ PRODUCTION = "production"
 
 
 @dataclass(frozen=True)
-class DeviceRecord:
-    """One device as the page shows it; what a stage did not write for it is left empty."""
+class ScopeRecord:
+    """What every family's page shows of a scope (a device, a task) beside its own figures:
+    what the deploy stage did with it in this run and its production in the registry."""
 
     name: str
+    action: str | None = None  # what the deploy stage did with this run's candidate
+    deployed: str = ""  # the deploy stage's line for the scope; "": no candidate this run
+    production: str | None = None  # NAME:vN in production now
+    events: list[dict[str, Any]] = field(default_factory=list)  # the registry's, oldest first
+
+
+@dataclass(frozen=True)
+class DeviceRecord(ScopeRecord):
+    """One device as the page shows it; what a stage did not write for it is left empty."""
+
     detector: str | None = None  # the model type trained in this run (models/{device})
     evaluation: dict[str, Any] | None = None  # eval/devices/{device}/summary.json
     scores: list[dict[str, Any]] = field(default_factory=list)  # one per test clip
     roc: list[dict[str, Any]] = field(default_factory=list)  # needs both kinds of clips
     history: list[dict[str, Any]] = field(default_factory=list)  # loss per epoch
-    action: str | None = None  # what the deploy stage did with this run's candidate
-    deployed: str = ""  # the deploy stage's line for the device; "": no candidate this run
-    production: str | None = None  # NAME:vN in production now
-    events: list[dict[str, Any]] = field(default_factory=list)  # the registry's, oldest first
 
 
 @dataclass(frozen=True)
@@ -61,7 +68,7 @@ def gather(
     deployed = fleet.read_json(deploy_report)
     lines = dict(decisions.describe(deployed["devices"], deployed["production"]))
     held = {m["scope"]: m for m in registry.list(alias=PRODUCTION) if m["family"] == family}
-    events = _alias_events(registry.history(), family)
+    events = alias_events(registry.history(), family)
     names = set(fleet.complete_devices(eval_dir)) | set(fleet.complete_devices(models_dir))
     names |= set(deployed["devices"]) | set(held) | set(events)
     devices = [
@@ -72,7 +79,7 @@ def gather(
             scores=_read(eval_dir / name / "scores.json") or [],
             roc=_read(eval_dir / name / "roc.json") or [],
             history=_read(models_dir / name / "history.json") or [],
-            action=_action(deployed["devices"].get(name)),
+            action=deploy_action(deployed["devices"].get(name)),
             deployed=lines[name].removeprefix(f"{name}: ") if name in lines else "",
             production=f"{held[name]['name']}:v{held[name]['version']}" if name in held else None,
             events=events.get(name, []),
@@ -91,13 +98,13 @@ def _detector(model_dir: Path) -> str | None:
     return summary["architecture"]["type"] if summary else None
 
 
-def _action(entry: dict[str, Any] | None) -> str | None:
+def deploy_action(entry: dict[str, Any] | None) -> str | None:
     if entry is None:
         return None
     return entry["decision"]["action"] if entry.get("decision") else entry["status"]
 
 
-def _alias_events(records: list[dict[str, Any]], family: str) -> dict[str, list[dict[str, Any]]]:
+def alias_events(records: list[dict[str, Any]], family: str) -> dict[str, list[dict[str, Any]]]:
     """Device -> the family's production events (promotions, rollbacks, refusals), in order."""
     found: dict[str, list[dict[str, Any]]] = {}
     for record in records:
@@ -141,19 +148,25 @@ svg text.muted { fill: #777; }
 
 def render(report: FleetRecord) -> str:
     """The whole page, as one string."""
+    summary = f"{len(report.devices)} devices. Gate policy: {_policy(report.policy)}"
+    sections = [_fleet_section(report), *(_device_section(d) for d in report.devices)]
+    return page(f"Fleet report: {report.family}", summary, sections)
+
+
+def page(title: str, summary: str, sections: list[str]) -> str:
+    """A whole page: `title` and `summary` (plain text, escaped here) head its `sections`
+    (HTML, escaped by whoever made them)."""
     e = html.escape
     body = [
         "<header>",
-        f"<h1>Fleet report: {e(report.family)}</h1>",
-        f'<p class="muted">{len(report.devices)} devices. Gate policy: {e(_policy(report.policy))}'
-        "</p>",
+        f"<h1>{e(title)}</h1>",
+        f'<p class="muted">{e(summary)}</p>',
         "</header>",
-        _fleet_section(report),
-        *(_device_section(device) for device in report.devices),
+        *sections,
     ]
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        f"<title>Fleet report: {e(report.family)}</title>\n<style>{CSS}</style>\n</head>\n"
+        f"<title>{e(title)}</title>\n<style>{CSS}</style>\n</head>\n"
         "<body>\n" + "\n".join(body) + "\n</body>\n</html>\n"
     )
 
@@ -164,8 +177,13 @@ def _policy(policy: dict[str, Any]) -> str:
         f"floors {floors or 'none'}; a candidate's error at most "
         f"x{policy['rollback_factor']:g} production's"
     )
+    return text + policy_origin(policy)
+
+
+def policy_origin(policy: dict[str, Any]) -> str:
+    """Who set the gate's policy, when and why, or that it is the default (not escaped)."""
     set_by = policy.get("set")
-    return text + (
+    return (
         f" (set {set_by['time'][:16].replace('T', ' ')} by {set_by['actor']}: {set_by['reason']})"
         if set_by
         else " (the default)"
@@ -199,12 +217,12 @@ def _fleet_section(report: FleetRecord) -> str:
             "<th>Test clips</th><th>Production</th><th>This run</th></tr>",
             rows,
             "</table>",
-            _figure(auc_chart([(d.name, _metric(d, "auc")) for d in report.devices], floors)),
+            figure(auc_chart([(d.name, _metric(d, "auc")) for d in report.devices], floors)),
             "<h3>Below the gate's floors</h3>",
-            _items([f"{name}: {'; '.join(misses)}" for name, misses in below], "none"),
+            items([f"{name}: {'; '.join(misses)}" for name, misses in below], "none"),
             _not_judged(unjudged),
             "<h3>What the deploy stage did in this run</h3>",
-            _items([f"{d.name}: {d.deployed}" for d in report.devices if d.deployed], "nothing"),
+            items([f"{d.name}: {d.deployed}" for d in report.devices if d.deployed], "nothing"),
             "</section>",
         ]
     )
@@ -235,7 +253,7 @@ def _fleet_row(d: DeviceRecord) -> str:
         _number(_metric(d, "pauc")),
         str(len(d.scores)),
         e(d.production or "none"),
-        _tag(d.action) if d.action else '<span class="muted">no candidate</span>',
+        tag(d.action) if d.action else '<span class="muted">no candidate</span>',
     ]
     classes = ["", "", "num", "num", "num", "", ""]
     tds = "".join(
@@ -249,12 +267,12 @@ def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def _tag(action: str) -> str:
+def tag(action: str) -> str:
     e = html.escape
     return f'<span class="tag {e(action)}">{e(action.replace("_", " "))}</span>'
 
 
-def _items(lines: list[str], empty: str) -> str:
+def items(lines: list[str], empty: str) -> str:
     if not lines:
         return f'<p class="muted">{html.escape(empty)}</p>'
     return "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>"
@@ -277,7 +295,7 @@ def _device_section(d: DeviceRecord) -> str:
             *charts,
             "</div>",
             "<h3>Production history</h3>",
-            _events_table(d.events),
+            events_table(d.events),
             "</section>",
         ]
     )
@@ -287,7 +305,7 @@ def _roc(d: DeviceRecord) -> str:
     auc = _metric(d, "auc")
     if not d.roc or auc is None:
         why = "no test clips" if not d.scores else "test clips of one kind only"
-        return _empty(f"{d.name}: no ROC curve ({why}; it needs normal and anomalous clips).")
+        return no_figure(f"{d.name}: no ROC curve ({why}; it needs normal and anomalous clips).")
     points = [(p["fpr"], p["tpr"]) for p in d.roc]
     series = [
         Series("chance", [(0.0, 0.0), (1.0, 1.0)], "#9e9e9e", dashed=True),
@@ -300,13 +318,13 @@ def _roc(d: DeviceRecord) -> str:
         (0.0, 1.0),
         (0.0, 1.0),
     )
-    return _figure(line_chart(chart, series))
+    return figure(line_chart(chart, series))
 
 
 def _histogram(d: DeviceRecord, threshold: float | None) -> str:
     if not d.scores or threshold is None:
-        return _empty(f"{d.name}: no score histogram (no labelled test clips).")
-    return _figure(histogram_chart(d.name, d.scores, threshold))
+        return no_figure(f"{d.name}: no score histogram (no labelled test clips).")
+    return figure(histogram_chart(d.name, d.scores, threshold))
 
 
 def _loss(d: DeviceRecord) -> str:
@@ -316,29 +334,34 @@ def _loss(d: DeviceRecord) -> str:
             if d.detector
             else "no model was trained in this run"
         )
-        return _empty(f"{d.name}: no loss per epoch: {why}.")
-    series = [Series("train", [(r["epoch"], r["train_loss"]) for r in d.history], "#1565c0")]
-    val = [(r["epoch"], r["val_loss"]) for r in d.history if r.get("val_loss") is not None]
+        return no_figure(f"{d.name}: no loss per epoch: {why}.")
+    return loss_chart(d.name, d.history, "loss (reconstruction MSE)")
+
+
+def loss_chart(name: str, history: list[dict[str, Any]], y_label: str) -> str:
+    """The training and validation loss per epoch of the engine's history rows, a figure."""
+    series = [Series("train", [(r["epoch"], r["train_loss"]) for r in history], "#1565c0")]
+    val = [(r["epoch"], r["val_loss"]) for r in history if r.get("val_loss") is not None]
     if val:
         series.append(Series("validation", val, "#e65100", dashed=True))
     ys = [y for s in series for _, y in s.points]
-    epochs = [r["epoch"] for r in d.history]
-    chart = Chart(
-        f"{d.name}: loss per epoch" + ("" if val else " (no validation split)"),
-        "epoch",
-        "loss (reconstruction MSE)",
-        (min(epochs) - 0.5, max(epochs) + 0.5),
-        _padded(min(ys), max(ys)),
-    )
-    return _figure(line_chart(chart, series, markers=len(epochs) <= MARKED))
+    title = f"{name}: loss per epoch" + ("" if val else " (no validation split)")
+    return epoch_chart(title, y_label, series, padded(min(ys), max(ys)))
 
 
-def _events_table(records: list[dict[str, Any]]) -> str:
+def epoch_chart(title: str, y_label: str, series: list[Series], y: tuple[float, float]) -> str:
+    """Curves over the epochs, as a figure; short ones get a dot per epoch."""
+    epochs = {x for s in series for x, _ in s.points}
+    chart = Chart(title, "epoch", y_label, (min(epochs) - 0.5, max(epochs) + 0.5), y)
+    return figure(line_chart(chart, series, markers=len(epochs) <= MARKED))
+
+
+def events_table(records: list[dict[str, Any]]) -> str:
     if not records:
         return '<p class="muted">No production events in the registry.</p>'
     e = html.escape
     rows = "".join(
-        f"<tr><td>{e(r['time'][:19].replace('T', ' '))}</td><td>{_tag(r['type'])}</td>"
+        f"<tr><td>{e(r['time'][:19].replace('T', ' '))}</td><td>{tag(r['type'])}</td>"
         f"<td>{e(_versions(r))}</td><td>{e(r.get('actor') or '')}</td>"
         f"<td>{e(_why(r))}</td></tr>"
         for r in records
@@ -362,11 +385,11 @@ def _why(r: dict[str, Any]) -> str:
     return "; ".join(part for part in (r.get("reason") or "", refused, forced) if part)
 
 
-def _figure(svg: str) -> str:
+def figure(svg: str) -> str:
     return f'<div class="chart">{svg}</div>'
 
 
-def _empty(text: str) -> str:
+def no_figure(text: str) -> str:
     return f'<div class="chart empty"><p class="note">{html.escape(text)}</p></div>'
 
 
@@ -408,11 +431,7 @@ def line_chart(chart: Chart, series: list[Series], markers: bool = False) -> str
     """Lines (and dots, for short curves) over axes, with a legend."""
     body = []
     for s in series:
-        coords = " ".join(f"{chart.px(x):.1f},{chart.py(y):.1f}" for x, y in s.points)
-        body.append(
-            f'<polyline points="{coords}" fill="none" stroke="{s.color}" '
-            f'stroke-width="2"{_dash(s.dashed)}/>'
-        )
+        body.append(_polyline(chart, s))
         if markers:
             body += [
                 f'<circle cx="{chart.px(x):.1f}" cy="{chart.py(y):.1f}" r="2.5" fill="{s.color}"/>'
@@ -420,6 +439,32 @@ def line_chart(chart: Chart, series: list[Series], markers: bool = False) -> str
             ]
     legend = _legend([(s.label, s.color, s.dashed) for s in series])
     return _svg(WIDTH, HEIGHT, chart.title, _axes(chart) + body + legend)
+
+
+def scatter_chart(chart: Chart, dots: Series, guides: list[Series]) -> str:
+    """A dot per point over axes, under them the guides' lines (y = x, zero), with a legend.
+    The dots are translucent, so that where they pile up reads darker."""
+    body = [_polyline(chart, g, width=1.5) for g in guides]
+    body += [
+        f'<circle cx="{chart.px(x):.1f}" cy="{chart.py(y):.1f}" r="2.5" fill="{dots.color}" '
+        'fill-opacity="0.6"/>'
+        for x, y in dots.points
+    ]
+    legend = [
+        f'<circle cx="{LEFT + 9}" cy="29" r="3" fill="{dots.color}"/>',
+        _text(LEFT + 22, 33, dots.label),
+    ]
+    guides_at = LEFT + 40 + 6.5 * len(dots.label)
+    legend += _legend([(g.label, g.color, g.dashed) for g in guides], guides_at)
+    return _svg(WIDTH, HEIGHT, chart.title, _axes(chart) + body + legend)
+
+
+def _polyline(chart: Chart, s: Series, width: float = 2) -> str:
+    coords = " ".join(f"{chart.px(x):.1f},{chart.py(y):.1f}" for x, y in s.points)
+    return (
+        f'<polyline points="{coords}" fill="none" stroke="{s.color}" '
+        f'stroke-width="{width:g}"{_dash(s.dashed)}/>'
+    )
 
 
 NORMAL, ANOMALY, LOW = "#1565c0", "#e65100", "#c62828"
@@ -432,7 +477,7 @@ def histogram_chart(
     The bins span the scores and the threshold only: from zero, they would crowd together."""
     scores = np.array([c["score"] for c in clips], dtype=float)
     anomalous = np.array([c["label"] == 1 for c in clips])
-    lo, hi = _padded(min(scores.min(), threshold), max(scores.max(), threshold))
+    lo, hi = padded(min(scores.min(), threshold), max(scores.max(), threshold))
     edges = np.linspace(lo, hi, bins + 1)
     counts = [np.histogram(scores[anomalous == kind], edges)[0] for kind in (False, True)]
     chart = Chart(
@@ -531,9 +576,9 @@ def _axes(chart: Chart, integer_y: bool = False) -> list[str]:
     return out
 
 
-def _legend(entries: list[tuple[str, str, bool]]) -> list[str]:
+def _legend(entries: list[tuple[str, str, bool]], start: float = LEFT) -> list[str]:
     """One row between the title and the plot, where it can hide no data."""
-    out, x = [], float(LEFT)
+    out, x = [], float(start)
     for label, color, dashed in entries:
         out += [_line(x, 29, x + 18, 29, color, dashed, width=2), _text(x + 22, 33, label)]
         x += 40 + 6.5 * len(label)
@@ -579,6 +624,6 @@ def _ticks(lo: float, hi: float, count: int = 5, integer: bool = False) -> list[
     return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
 
 
-def _padded(lo: float, hi: float) -> tuple[float, float]:
+def padded(lo: float, hi: float) -> tuple[float, float]:
     pad = (hi - lo) * 0.1 or abs(hi) * 0.1 or 1.0
     return lo - pad, hi + pad

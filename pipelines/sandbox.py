@@ -17,7 +17,16 @@ from pipelines.params import edit_params
 
 PROJECT = Path(__file__).resolve().parents[1]
 PACKAGES = ("pipelines", "stages", "registry")
-FILES = ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore")
+# both families' pipelines: `dvc repro` runs the acoustic one, `dvc repro tabular/dvc.yaml`
+# (or `-P`, every pipeline) the tabular one too
+FILES = (
+    "dvc.yaml",
+    "params.yaml",
+    ".dvcignore",
+    ".gitignore",
+    "tabular/dvc.yaml",
+    "tabular/params.yaml",
+)
 # Who commits in a sandbox when the environment names no one (GIT_AUTHOR_NAME etc. win).
 IDENTITY = {"user.name": "soundfleet sandbox", "user.email": "sandbox@soundfleet.invalid"}
 
@@ -30,6 +39,7 @@ def create(dest: Path, changes: Mapping[str, Mapping[str, Any]], env: Mapping[st
     for package in PACKAGES:
         shutil.copytree(PROJECT / package, dest / package, ignore=ignore)
     for name in FILES:
+        (dest / name).parent.mkdir(exist_ok=True)
         shutil.copy(PROJECT / name, dest / name)
     edit_params(dest / "params.yaml", changes)
     git = ("git", "-C", str(dest))

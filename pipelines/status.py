@@ -1,79 +1,88 @@
-"""One view of what runs where: per device, the registry, the deploy folder, the last run.
+"""One view of what runs where, for one family: per scope, the registry, the deploy folder,
+the data and the last run.
 
-For each device of the fleet (a folder under `data.root`, or a model of the family in the
-registry): its production version and since when, the version its exported bundle holds,
-the latest candidate and the gate's verdict on it now, the last evaluation's AUC, what failed
-in the last run, and a flag for every disagreement between them.
+For each scope of the family (one in its data, or one it has versions of in the registry):
+its production version and since when, the version its exported bundle holds, the latest
+candidate and the gate's verdict on it now, the family's headline metric in the last
+evaluation (the first of its card's METRICS), what failed in the last run, and a flag for
+every disagreement between them. What is read where is the family's: its card's `STATUS`
+function makes the `Sources` from its pipeline folder (pipelines/families.py).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from registry import events, export
 from registry.api import Registry
-from registry.naming import is_device_code
-
-STAGES = ("extract", "train", "evaluate", "deploy")
 
 
 @dataclass
-class DeviceStatus:
-    device: str
+class ScopeStatus:
+    scope: str
     production: str | None = None  # TYPE:vN (the model type, e.g. convae, and the version)
     since: str | None = None
     bundle: str | None = None  # TYPE:vN, "damaged" or None
     candidate: str | None = None  # TYPE:vN of the latest registered, when not in production
     gate: str | None = None  # the gate's verdict on promoting the candidate now
-    auc: float | None = None
-    last_run: str | None = None  # what failed or skipped the device in the last run
+    figure: float | None = None  # the headline metric in the last evaluation
+    last_run: str | None = None  # what failed or skipped the scope in the last run
     flags: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
 class Sources:
-    registry: Registry
-    family: str
-    data_root: Path
-    deploy: Path
-    devices: Path  # the evaluate stage's per-device figures (eval/plots/devices.json)
-    reports: Path
+    family: str  # the name its versions are registered under
+    noun: str  # what the family calls a scope (device, task): its rows' first key
+    scopes: frozenset[str]  # the scopes its data holds now
+    figures: Mapping[str, Mapping[str, Any]]  # scope -> its figures in the last evaluation
+    deploy: Path  # where its production bundles are exported
+    reports: Path  # its stages' reports, {stage}.json
+    stages: tuple[str, ...]  # in the order they run: the first failure is the one shown
 
 
-def fleet_status(src: Sources) -> list[DeviceStatus]:
+@dataclass(frozen=True)
+class FamilyStatus:
+    noun: str
+    headline: str  # the metric each row shows
+    rows: list[ScopeStatus]
+
+    def records(self) -> list[dict[str, Any]]:
+        """The rows as --json prints them, keyed in the family's words (device and auc for
+        the acoustic family)."""
+        return [_keyed(asdict(row), self.noun, self.headline) for row in self.rows]
+
+
+def fleet_status(registry: Registry, src: Sources, headline: str) -> FamilyStatus:
     versions: dict[str, list[dict[str, Any]]] = {}
-    for meta in src.registry.list():
+    for meta in registry.list():
         if meta["family"] == src.family:
             versions.setdefault(meta["scope"], []).append(meta)
-    in_data = _data_devices(src.data_root)
-    metrics = _per_device(src.devices)
-    failures = _failures(src.reports)
-    since = _production_since(src.registry.history())
+    failures = _failures(src.reports, src.stages)
+    since = _production_since(registry.history())
     found = []
-    for device in sorted(set(versions) | in_data):
-        status = _device(src, device, versions.get(device, []), device in in_data, since)
-        status.auc = (metrics.get(device) or {}).get("auc")
-        outcome, status.last_run = failures.get(device, (None, None))
+    for scope in sorted(set(versions) | src.scopes):
+        status = _scope(registry, src, scope, versions.get(scope, []), since)
+        status.figure = (src.figures.get(scope) or {}).get(headline)
+        outcome, status.last_run = failures.get(scope, (None, None))
         if outcome == "failed":
             status.flags.append("failed in the last run")
         found.append(status)
-    return found
+    return FamilyStatus(src.noun, headline, found)
 
 
-def _device(
+def _scope(
+    registry: Registry,
     src: Sources,
-    device: str,
+    scope: str,
     metas: list[dict[str, Any]],
-    in_data: bool,
     since: dict[tuple[str, int], str],
-) -> DeviceStatus:
-    status = DeviceStatus(device)
+) -> ScopeStatus:
+    status = ScopeStatus(scope)
     holder = next((m for m in metas if "production" in m["aliases"]), None)
     if holder is not None:
         status.production = _short(f"{holder['name']}:v{holder['version']}")
@@ -81,20 +90,25 @@ def _device(
     latest = max(metas, key=lambda m: m["created"]) if metas else None
     if latest is not None and latest is not holder:
         status.candidate = _short(f"{latest['name']}:v{latest['version']}")
-        result = src.registry.check(latest["name"], latest["version"])
+        result = registry.check(latest["name"], latest["version"])
         status.gate = "would pass" if result.passed else "refuses: " + "; ".join(result.texts())
-    status.bundle = _bundle(src.deploy, device)
+    status.bundle = _bundle(src.deploy, scope)
     if holder is None:
         status.flags.append("no production version")
     if status.bundle != status.production:
         status.flags.append("bundle differs from production")
-    if metas and not in_data:
+    if metas and scope not in src.scopes:
         status.flags.append("not in data.root")
     return status
 
 
-def _bundle(deploy: Path, device: str) -> str | None:
-    folder = export.current(deploy, device)
+def _keyed(row: dict[str, Any], noun: str, headline: str) -> dict[str, Any]:
+    names = {"scope": noun, "figure": headline}
+    return {names.get(key, key): value for key, value in row.items()}
+
+
+def _bundle(deploy: Path, scope: str) -> str | None:
+    folder = export.current(deploy, scope)
     if folder is None:
         return None
     try:
@@ -105,7 +119,7 @@ def _bundle(deploy: Path, device: str) -> str | None:
 
 
 def _short(ref: str) -> str:
-    """NAME:vN as TYPE:vN: the row names the device, the family is the fleet's."""
+    """NAME:vN as TYPE:vN: the row names the scope, the family is the table's."""
     return ref.rsplit("_", 1)[-1]
 
 
@@ -120,29 +134,15 @@ def _production_since(records: list[dict[str, Any]]) -> dict[tuple[str, int], st
     return found
 
 
-def _data_devices(root: Path) -> set[str]:
-    if not root.is_dir():
-        return set()
-    return {p.name for p in root.iterdir() if p.is_dir() and is_device_code(p.name)}
-
-
-def _failures(reports: Path) -> dict[str, tuple[str, str]]:
-    """Device -> (status, what) of the first stage of the last run that failed or skipped it."""
+def _failures(reports: Path, stages: tuple[str, ...]) -> dict[str, tuple[str, str]]:
+    """Scope -> (status, what) of the first stage of the last run that failed or skipped it."""
     found: dict[str, tuple[str, str]] = {}
-    for stage in STAGES:
-        for device, entry in _read(reports / f"{stage}.json").get("devices", {}).items():
+    for stage in stages:
+        for scope, entry in _read(reports / f"{stage}.json").get("devices", {}).items():
             status = entry.get("status")
-            if status in ("failed", "skipped") and device not in found:
-                found[device] = (status, f"{stage} {status}: {entry.get('error', '')}")
+            if status in ("failed", "skipped") and scope not in found:
+                found[scope] = (status, f"{stage} {status}: {entry.get('error', '')}")
     return found
-
-
-def _per_device(path: Path) -> dict[str, dict[str, Any]]:
-    try:
-        rows = json.loads(path.read_text())
-        return {row["device"]: row for row in rows}
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -202,9 +202,10 @@ class Registry:
         result when it is that family's own."""
         family = None if family is None else check_device_code(family, "family")
         last = events.last_policy(self._events(), family)
-        found = _policy(last)
+        found = self._applying(last, family)
         if last is None:
-            return found.as_dict() | {"set": None}
+            declared = {"declared_by": family} if family and found != gate.DEFAULT_POLICY else {}
+            return found.as_dict() | declared | {"set": None}
         own = {"family": last["family"]} if last.get("family") else {}
         return found.as_dict() | own | {"set": {k: last[k] for k in ("time", "actor", "reason")}}
 
@@ -308,7 +309,7 @@ class Registry:
         family = None if family is None else check_device_code(family, "family")
         self.ensure()
         with ledger.open_ledger(self.store) as book:
-            current = _policy(events.last_policy(book.records, family))
+            current = self._applying(events.last_policy(book.records, family), family)
             new = gate.make_policy(
                 _bounds(current.floors, floors, drop_floors, gate.FLOOR),
                 current.rollback_factor if rollback_factor is None else rollback_factor,
@@ -459,8 +460,25 @@ class Registry:
                 comparison = gate.Comparison(_ref(holder), readmitted=True)
             else:
                 comparison = self._compare(meta, holder)
-        policy = _policy(events.last_policy(records, meta["family"]))
+        policy = self._applying(events.last_policy(records, meta["family"]), meta["family"])
         return slot, gate.check(meta.get("metrics") or {}, policy, comparison)
+
+    def _applying(self, record: dict[str, Any] | None, family: str | None) -> gate.Policy:
+        """The policy of the `policy_set` event `record`; without one, what `family` declares
+        (its module's POLICY, read only then), else the gate's neutral default."""
+        if record is not None:
+            return _policy(record)
+        declared = getattr(families.find(family, self.families), "POLICY", None) if family else None
+        if declared is None:
+            return gate.DEFAULT_POLICY
+        try:
+            return gate.make_policy(
+                declared.get("floors", {}),
+                declared.get("rollback_factor", gate.DEFAULT_POLICY.rollback_factor),
+                declared.get("ceilings", {}),
+            )
+        except (AttributeError, RegistryError) as exc:
+            raise UsageError(f"family {family}: its declared POLICY is malformed ({exc})") from exc
 
     def _compare(self, candidate: dict[str, Any], holder: dict[str, Any]) -> gate.Comparison:
         """Both versions' error on the candidate's data, measured by their family; when the

@@ -395,12 +395,14 @@ PolicyFamily = Annotated[
 def policy(family: PolicyFamily = None, store: Store = None, as_json: Json = False) -> None:
     """The promotion gate that applies: floors, ceilings, rollback factor, who set them.
 
-    Without --family, the store's own, which applies to every family without one.
+    Without --family, the store's own, which applies to every family without one; where
+    neither was ever set, a family's versions meet the default their family declares.
     Example: `registry policy --family tabular`"""
     found = Registry(store).policy(family)  # a missing store: the default it would start with
     rows = _policy_rows(found)
     if family and "family" not in found:
-        rows.insert(0, ["family", f"{family} has none of its own: the store's applies"])
+        origin = "the default it declares" if found.get("declared_by") else "the store's"
+        rows.insert(0, ["family", f"{family} has none of its own: {origin} applies"])
     setter = found["set"]
     rows.append(["set", "never: the default applies" if setter is None else _setter(setter)])
     _out(found, as_json, ["rule", "value"], rows)
@@ -440,7 +442,7 @@ def set_policy(
     With --family, that family's own gate, which starts from the one that applied to it.
 
     Example: `registry set-policy --floor auc=0.92 --reason "after the bearing incident"`,
-    `registry set-policy --family tabular --ceiling rmse=4.5 --drop-floor auc`"""
+    `registry set-policy --family tabular --ceiling rmse=4.5`"""
     record = Registry(store).set_policy(
         _bounds(floor or []),
         drop_floor or [],

@@ -22,12 +22,13 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
 
-from registry.errors import ExportError, LockTimeoutError
+from registry.errors import ExportError, IntegrityError, LockTimeoutError
 from registry.naming import check_device_code
 from registry.store import fsync_dir
 
@@ -83,12 +84,54 @@ def exported(to: Path) -> dict[str, Path]:
 def is_intact(folder: Path, model: str) -> bool:
     """True when `folder` holds `model` and every file matches its manifest's sha256."""
     try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-        return manifest.get("model") == model and all(
-            _sha256((folder / name).read_bytes()) == sha for name, sha in manifest["sha256"].items()
+        shipped = read_bundle(folder)
+        return shipped.manifest.get("model") == model and all(
+            shipped.read(name) is not None for name in shipped.manifest["sha256"]
         )
-    except (OSError, ValueError, KeyError, AttributeError, TypeError):
+    except IntegrityError:
         return False
+
+
+@dataclass(frozen=True)
+class Shipped:
+    """A bundle as its reader sees it: the folder it resolved to and its manifest."""
+
+    folder: Path
+    manifest: dict[str, Any]
+
+    def read(self, name: str) -> bytes:
+        """A file of the bundle, checked against its manifest's sha256 before it is handed
+        out: what is loaded is what was exported."""
+        sums = self.manifest["sha256"]
+        path = self.folder / name
+        if name not in sums:
+            raise IntegrityError(f"{path}: not in the bundle's manifest; refused")
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise IntegrityError(
+                f"{path}: cannot read it ({exc.strerror or exc}); refused"
+            ) from exc
+        if _sha256(data) != sums[name]:
+            raise IntegrityError(f"{path}: does not match its recorded sha256; refused")
+        return data
+
+
+def read_bundle(folder: Path) -> Shipped:
+    """A bundle folder (a deployed `{to}/{scope}` link or the folder it names), resolved
+    once, so that every file is read from one bundle, never a mix, while an export swaps
+    the link; IntegrityError when it has no readable manifest."""
+    folder = Path(folder).resolve()
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        if not isinstance(manifest.get("sha256"), dict):
+            raise ValueError("it lists no sha256 of its files")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise IntegrityError(
+            f"{folder / MANIFEST}: cannot read the bundle's manifest ({exc}); "
+            "expected a bundle folder written by `registry export`"
+        ) from exc
+    return Shipped(folder, manifest)
 
 
 def write(

@@ -6,6 +6,9 @@ The registry stores a version's files as opaque, verified artifacts. A family (e
 - `ARTIFACTS`: artifact kind -> its file in a folder to register (`model` -> its weights file); a
   registered file is stored as `{name}_v{N}_{kind}{suffix}`; `model` is the one every family has;
 - `CHECKPOINTS`: the kinds kept under `checkpoints/` (for resuming a training, never shipped).
+- `POLICY` (optional): the gate its versions meet while no policy applying to them was ever
+  set in the store, as `{"floors": {metric: bound}, "ceilings": {...}, "rollback_factor": x}`
+  (the acoustic family: `auc >= 0.9`); without one, the gate's neutral default (no bounds).
 A folder of a family that is not installed is stored as it is: each regular file `{kind}.{ext}`.
 Two things need to know what is inside the files, and the family provides both:
 - `bundle(version) -> (files, manifest)`: the inference layout, bundle file -> artifact kind,

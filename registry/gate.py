@@ -1,7 +1,8 @@
 """The promotion gate: may this version take `production` from its current holder?
 
 The policy belongs to the store (set by `registry set-policy`, recorded as an event) so that
-every promotion, from any directory or process, meets the same gate. Two checks:
+every promotion, from any directory or process, meets the same gate: a family's own, else
+the store's, else (neither ever set) the one the family declares. Two checks:
 - bounds: each floored metric of the candidate must be at least its floor (auc >= 0.9), each
   ceilinged one at most its ceiling (rmse <= 4.5), where the candidate has it: a version
   that did not measure a bounded metric (an acoustic device without labelled test clips has no
@@ -31,7 +32,7 @@ GUARDED_ALIAS = "production"
 
 @dataclass(frozen=True)
 class Policy:
-    floors: dict[str, float] = field(default_factory=lambda: {"auc": 0.9})
+    floors: dict[str, float] = field(default_factory=dict)
     rollback_factor: float = 2.0
     ceilings: dict[str, float] = field(default_factory=dict)
 
@@ -49,7 +50,9 @@ class Policy:
 
 
 FLOOR, CEILING = "floor", "ceiling"
-# What a store that never had a policy set applies: never "no gate".
+# What a version meets in a store where no policy applying to it was ever set, when its
+# family declares none (registry.families, POLICY): no bounds, and still the degradation
+# check against the holder, never "no gate".
 DEFAULT_POLICY = Policy()
 
 

@@ -15,6 +15,8 @@ from typing import Any
 import yaml
 
 from pipelines import sandbox
+from pipelines.params import edit_params
+from pipelines.tabular import params as tabular_params
 from tests.patience import HANG_S
 
 PROJECT = sandbox.PROJECT
@@ -44,6 +46,11 @@ TINY: dict[str, Any] = {
         "latent_channels": 2,
     },
     "fleet": {"workers": 1},
+}
+# The tabular family's tiny demo (tabular/params.yaml): five tasks of 150 rows, ridge.
+TINY_TABULAR: dict[str, Any] = {
+    "generate": {"subjects": 150, "diabetes": False},
+    "train": {"model": "ridge"},
 }
 # The store's gate for a tiny fleet: a 3-epoch model is not judged on AUC.
 TINY_POLICY = ("--floor", "auc=0", "--reason", "tiny test fleet")
@@ -86,6 +93,8 @@ def write_params(repo: Path, overrides: dict[str, Any]) -> None:
 def make_repo(path: Path, overrides: dict[str, Any] = TINY) -> Path:
     """A committed git + DVC repo at `path` with the project's pipeline and `overrides`."""
     sandbox.create(path, overrides, env())
+    edit_params(path / "tabular" / "params.yaml", TINY_TABULAR, tabular_params.load_params)
+    run(path, "git", "commit", "-qam", "the tabular family's tiny tasks")
     run(path, "registry", "set-policy", *TINY_POLICY)
     return path
 

@@ -54,6 +54,7 @@ class ToyFamily:
         "checkpoint_best": "checkpoint_best.pth",
     }
     CHECKPOINTS = ("checkpoint_best",)
+    POLICY: ClassVar[dict[str, Any]] = {"floors": {"auc": 0.9}}  # the acoustic family's
 
     def bundle(self, version: Version) -> tuple[dict[str, str], dict[str, Any]]:
         version.read("model")

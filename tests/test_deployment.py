@@ -52,7 +52,9 @@ def types(registry: Registry, device: str) -> list[str]:
 def test_a_plain_run_promotes_exports_and_says_so(
     tiny: tiny_fleet.TinyFleet, tmp_path: Path
 ) -> None:
-    new_registry(tmp_path / "model_store").set_policy(drop_floors=["auc"], reason="tiny models")
+    new_registry(tmp_path / "model_store").set_policy(
+        drop_floors=["auc"], family="acoustic", reason="tiny models"
+    )
     ran = deploy(tiny, tmp_path)
     assert ran.returncode == 0, ran.stderr
     registry = Registry(tmp_path / "model_store")
@@ -102,7 +104,9 @@ def test_a_refusal_is_printed_with_its_figures_and_recorded(
 def test_an_experiment_moves_nothing_and_records_the_verdict(
     tiny: tiny_fleet.TinyFleet, tmp_path: Path
 ) -> None:
-    new_registry(tmp_path / "model_store").set_policy(drop_floors=["auc"], reason="tiny models")
+    new_registry(tmp_path / "model_store").set_policy(
+        drop_floors=["auc"], family="acoustic", reason="tiny models"
+    )
     ran = deploy(tiny, tmp_path, DVC_EXP_NAME="exp-one", DVC_ROOT=str(tmp_path))
     assert ran.returncode == 0, ran.stderr
     assert "experiment exp-one, not promoted: the gate would promote it" in ran.stderr

@@ -75,7 +75,8 @@ def test_plots_render(repo: Path) -> None:
 
 
 def test_registry_holds_one_production_version_per_device(repo: Path) -> None:
-    production = Registry(repo / "model_store").list(alias="production")
+    held = Registry(repo / "model_store").list(alias="production")
+    production = [m for m in held if m["family"] == "acoustic"]  # the tabular tasks' are there too
     deployed = sorted(p.name for p in (repo / "deploy" / "models").iterdir() if p.name[0] != ".")
     assert sorted(m["scope"] for m in production) == deployed  # one each, exactly those
     for meta in production:

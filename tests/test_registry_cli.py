@@ -42,6 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 CONSOLE_SCRIPT = Path(sys.executable).parent / "registry"
 ACOUSTIC = f"acoustic_{SCOPE}_{MODEL_TYPE}"
 OTHER = f"{FAMILY}_FAN-7_{MODEL_TYPE}"
+GATE = {"auc": 0.9}
 GOOD = {"auc": 0.95}
 runner = CliRunner()
 
@@ -57,7 +58,11 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def store(tmp_path: Path) -> Path:
-    Registry(tmp_path / "store").init()
+    """A store whose gate is a floor on auc, as a site sets it (the toy family these tests
+    register declares none, and the CLI, which cannot find it, would apply no bound)."""
+    registry = Registry(tmp_path / "store")
+    registry.init()
+    registry.set_policy(floors=GATE, reason="the site's gate")
     return tmp_path / "store"
 
 
@@ -438,24 +443,30 @@ def test_force_needs_a_reason_and_is_recorded(store: Path, tmp_path: Path) -> No
 
 
 # ================================================================== policy and check
-def test_policy_and_set_policy(store: Path, tmp_path: Path) -> None:
-    absent = tmp_path / "absent"
+def test_policy_and_set_policy(tmp_path: Path) -> None:
+    store, absent = tmp_path / "store", tmp_path / "absent"
+    Registry(store).init()
     assert ok("policy", "--store", absent) == ok("policy", "--store", store)
     assert not absent.exists()  # reading the policy makes no store
     table = ok("policy", "--store", store).splitlines()
     assert table[0].split() == ["rule", "value"]
     assert [line.split() for line in table[2:]] == [
-        ["floor", "auc", "0.9"],
         ["rollback", "factor", "2.0"],
         ["set", "never:", "the", "default", "applies"],
     ]
+    declared = ok("policy", "--family", "acoustic", "--store", store).splitlines()
+    assert [line.split()[:2] for line in declared[2:4]] == [
+        ["family", "acoustic"],
+        ["floor", "auc"],
+    ]
+    assert "the default it declares applies" in declared[2]
     record = ok_json(
         *("set-policy", "--floor", "auc=0.8", "--floor", "pauc=0.5"),
         *("--rollback-factor", "1.5", "--reason", "pilot site", "--store", store),
     )
     assert record["type"] == "policy_set" and record["reason"] == "pilot site"
     assert record["policy"] == {"floors": {"auc": 0.8, "pauc": 0.5}, "rollback_factor": 1.5}
-    assert record["previous"] == {"floors": {"auc": 0.9}, "rollback_factor": 2.0}
+    assert record["previous"] == {"floors": {}, "rollback_factor": 2.0}
     table = ok("set-policy", "--drop-floor", "pauc", "--store", store).splitlines()
     assert [line.split() for line in table[2:]] == [
         ["floor", "auc", "0.8"],

@@ -155,15 +155,22 @@ def _v1_in_production_then(
     return holder
 
 
-def test_a_store_without_a_policy_applies_the_default(registry: Registry, tmp_path: Path) -> None:
-    assert registry.policy() == {"floors": {"auc": 0.9}, "rollback_factor": 2.0, "set": None}
+def test_a_store_without_a_policy_applies_the_familys_declared_default(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """The store's own default bounds nothing (the registry knows no family's metrics); a
+    family's versions meet the POLICY their family declares (the toy one: auc >= 0.9)."""
+    assert registry.policy() == {"floors": {}, "rollback_factor": 2.0, "set": None}
+    declared = {"floors": {"auc": 0.9}, "rollback_factor": 2.0, "declared_by": FAMILY}
+    assert registry.policy(FAMILY) == declared | {"set": None}
+    assert registry.policy("other") == registry.policy()  # not installed: declares nothing
     _register(registry, tmp_path, "v1", auc=0.1)
     with pytest.raises(GateError, match=re.escape("auc = 0.1 is below the floor 0.9")):
         registry.promote(NAME, 1)
 
 
 def test_set_policy_is_an_event_and_changes_only_what_it_names(registry: Registry) -> None:
-    registry.set_policy({"pauc": 0.5}, reason="pAUC matters too")
+    registry.set_policy({"auc": 0.9, "pauc": 0.5}, reason="pAUC matters too")
     record = registry.set_policy(drop_floors=["auc"], rollback_factor=1.5, reason="looser")
     assert record["policy"] == {"floors": {"pauc": 0.5}, "rollback_factor": 1.5}
     assert record["previous"] == {"floors": {"auc": 0.9, "pauc": 0.5}, "rollback_factor": 2.0}

@@ -236,6 +236,25 @@ def test_every_module_a_stage_imports_is_under_its_deps() -> None:
             check_stage_deps(f"{pipeline.parent.name}:{name}", declared["cmd"].split(), deps)
 
 
+def test_no_stage_depends_on_another_familys_files() -> None:
+    """A change to one family's data, params or code runs no stage of another: the
+    acoustic pipeline names nothing of the tabular family, nor the tabular one anything of
+    the acoustic family but its package's (empty of work) __init__.py."""
+    others = {
+        PROJECT / "dvc.yaml": [PROJECT / "tabular", PROJECT / "pipelines" / "tabular"],
+        PROJECT / "tabular" / "dvc.yaml": [PROJECT / "pipelines" / "acoustic"],
+    }
+    allowed = PROJECT / "pipelines" / "acoustic" / "__init__.py"
+    for pipeline, theirs in others.items():
+        for name, declared in yaml.safe_load(pipeline.read_text())["stages"].items():
+            deps = [(pipeline.parent / dep).resolve() for dep in declared["deps"]]
+            crossing = [
+                d for d in deps if d != allowed and any(d.is_relative_to(t) for t in theirs)
+            ]
+            assert not crossing, f"{pipeline.parent.name}:{name} depends on {crossing}"
+            assert PROJECT / "pipelines" not in deps  # the whole package holds every family
+
+
 def check_stage_deps(name: str, cmd: list[str], deps: list[Path]) -> None:
     entry = PROJECT / "stages" / f"{cmd[2].split('.')[1]}.py"
     roots = {entry} | family_modules(cmd)

@@ -1,13 +1,16 @@
 """pipelines.status: one row per device, every disagreement between the registry, the deploy
-folder, the data and the last run flagged."""
+folder, the data and the last run flagged; what it reads of the acoustic family's pipeline
+folder is the family's own (pipelines/acoustic/views.py)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from pipelines.status import Sources, fleet_status
+from pipelines.acoustic import views
+from pipelines.status import fleet_status
 from registry.api import Registry
+from tests.pipeline_repo import write_params
 from tests.registry_helpers import FAMILY, MODEL_TYPE, TOY, make_artifacts, new_registry
 
 
@@ -25,7 +28,7 @@ def test_every_disagreement_is_flagged(tmp_path: Path) -> None:
     _register(registry, tmp_path, "LT-2", "v3", 0.9)
     for scope in ("LT-2", "OLD-1"):
         registry.promote(f"{FAMILY}_{scope}_{MODEL_TYPE}", 1)
-    deploy = tmp_path / "deploy"
+    deploy = tmp_path / "deploy" / "models"
     registry.export_all(deploy)
     registry.promote(f"{FAMILY}_LT-2_{MODEL_TYPE}", 2)
     (deploy / "OLD-1" / "model.bin").resolve().write_bytes(b"tampered")
@@ -35,22 +38,16 @@ def test_every_disagreement_is_flagged(tmp_path: Path) -> None:
     (tmp_path / "reports").mkdir()
     failed = {"devices": {"FAN-7": {"status": "failed", "error": "no usable clip"}}}
     (tmp_path / "reports" / "extract.json").write_text(json.dumps(failed))
-    (tmp_path / "devices.json").write_text(json.dumps([{"device": "LT-2", "auc": 0.91}]))
+    (tmp_path / "eval" / "plots").mkdir(parents=True)
+    devices = [{"device": "LT-2", "auc": 0.91}]
+    (tmp_path / "eval" / "plots" / "devices.json").write_text(json.dumps(devices))
+    write_params(tmp_path, {"data": {"root": "data"}, "deploy": {"family": FAMILY}})
 
-    rows = fleet_status(
-        Sources(
-            registry,
-            FAMILY,
-            tmp_path / "data",
-            deploy,
-            tmp_path / "devices.json",
-            tmp_path / "reports",
-        )
-    )
-    found = {row.device: row for row in rows}
+    status = fleet_status(registry, views.status(tmp_path), "auc")
+    found = {row.scope: row for row in status.rows}
     assert sorted(found) == ["FAN-7", "LT-2", "NEW-4", "OLD-1"]
     lt2 = found["LT-2"]
-    assert (lt2.production, lt2.bundle, lt2.candidate, lt2.auc) == (
+    assert (lt2.production, lt2.bundle, lt2.candidate, lt2.figure) == (
         "convae:v2",
         "convae:v1",
         "convae:v3",
@@ -64,3 +61,15 @@ def test_every_disagreement_is_flagged(tmp_path: Path) -> None:
     assert found["NEW-4"].flags == ["no production version"]
     assert found["OLD-1"].bundle == "damaged"
     assert found["OLD-1"].flags == ["bundle differs from production", "not in data.root"]
+    # --json's rows, in the family's words
+    assert status.records()[1] == {
+        "device": "LT-2",
+        "production": "convae:v2",
+        "since": lt2.since,
+        "bundle": "convae:v1",
+        "candidate": "convae:v3",
+        "gate": lt2.gate,
+        "auc": 0.91,
+        "last_run": None,
+        "flags": ["bundle differs from production"],
+    }

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from pipelines.errors import DataError
-from pipelines.tabular.data import Skipped, find_tasks, read_task, write_task
+from pipelines.tabular.data import Skipped, find_tasks, read_rows, read_task, write_task
 from pipelines.tabular.errors import TaskError
 
 FEATURES = ("fix", "sacc", "blink")
@@ -109,6 +109,29 @@ def test_expected_features_put_the_columns_in_the_models_order(tmp_path: Path) -
 
     _refused(path, "missing 'pupil'", "extra 'sacc'", expected=("fix", "blink", "pupil"))
     _refused(path, "extra 'blink'", "expected 'fix', 'sacc', in any order", expected=FEATURES[:2])
+
+
+def test_rows_to_score_need_the_models_columns_not_the_target_nor_a_task_name(
+    tmp_path: Path,
+) -> None:
+    """What `fleet score` reads: any file name, the model's features in any order, and the
+    target where the file has it; every other check of a task's file holds."""
+    (tmp_path / "new rows.csv").write_text("blink,fix,sacc\n3,1,2\n6,4,5\n")
+    rows = read_rows(tmp_path / "new rows.csv", "y", FEATURES)
+    np.testing.assert_array_equal(rows.X, [[1, 2, 3], [4, 5, 6]])
+    assert rows.y is None and rows.lines == (2, 3)
+    X, y = _table()
+    with_target = read_rows(write_task(tmp_path / "old.npz", X, y, FEATURES), "y", FEATURES)
+    np.testing.assert_array_equal(with_target.y, y)
+    no_y = read_rows(_npz(tmp_path / "x.npz", X=X, features=np.array(FEATURES)), "y", FEATURES)
+    assert no_y.y is None and no_y.X.shape == X.shape
+    (tmp_path / "bad.csv").write_text("fix,sacc,blink\n1,x,3\n")
+    with pytest.raises(TaskError, match=r"line 2 \(data row 1\), column 'sacc': 'x' is not"):
+        read_rows(tmp_path / "bad.csv", "y", FEATURES)
+    with pytest.raises(TaskError, match="missing 'blink'"):
+        read_rows(
+            _npz(tmp_path / "two.npz", X=X[:, :2], features=np.array(FEATURES[:2])), "y", FEATURES
+        )
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import shutil
 import sys
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,16 @@ import numpy as np
 import torch
 
 from pipelines import fleet
-from pipelines.acoustic import data, detectors, features
+from pipelines.acoustic import FAMILY, data, detectors, features
 from pipelines.errors import ClipError, DeviceError, IntegrityError
+from pipelines.families import Scored
 from pipelines.params import FeatureParams, Params, as_dict
+from registry.api import Registry
+from registry.errors import RegistryError
 from registry.naming import check_device_code
 from registry.store import sha256_file
 
+HEADER = ("clip", "score", "threshold", "verdict", "warning")
 WEIGHTS = "ae_model.pth"
 SCALE = "global_scale.npy"
 MANIFEST = "bundle.json"
@@ -157,6 +162,45 @@ def score_file(bundle: Bundle, path: Path, devices: frozenset[str] = frozenset()
     seconds = len(y) / bundle.sample_rate
     warnings = unlike_training(bundle, recorded, seconds) + _other_device(bundle, path, devices)
     return Verdict(str(path), score, bundle.threshold, score > bundle.threshold, "", warnings)
+
+
+def score(bundle_dir: Path, clips: Sequence[Path], store: Path | None = None) -> Scored:
+    """Each clip scored with the bundle, `fleet score`'s way: a verdict per clip, and a
+    warning for a clip unlike the model's training clips or under the folder of another
+    device that `store` knows (read, never written)."""
+    bundle = load_bundle(bundle_dir)
+    devices, warnings = _known_devices(store)
+    verdicts = [score_file(bundle, clip, devices) for clip in clips]
+    model = bundle.model or "a candidate bundle (not exported by the registry)"
+    rows = [
+        [v.file, _cell(v.score), f"{v.threshold:.5f}", _said(v), "; ".join(v.warnings)]
+        for v in verdicts
+    ]
+    records = [asdict(v) | {"device": bundle.device, "model": bundle.model} for v in verdicts]
+    warnings += [f"{v.file}: {warning}" for v in verdicts for warning in v.warnings]
+    failed = any(v.error for v in verdicts)
+    return Scored(f"device {bundle.device}: {model}", HEADER, rows, records, warnings, failed)
+
+
+def _known_devices(store: Path | None) -> tuple[frozenset[str], list[str]]:
+    """The devices the model store has versions of this family of (another family's scopes
+    are no device folders); none, with a warning, when it cannot be read (the clips are
+    scored all the same)."""
+    try:
+        found = Registry(store).list()
+    except RegistryError as exc:
+        return frozenset(), [f"{exc}; clips not checked against device folders"]
+    return frozenset(m["scope"] for m in found if m["family"] == FAMILY), []
+
+
+def _said(v: Verdict) -> str:
+    if v.error:
+        return f"skipped: {v.error}"
+    return "ANOMALY" if v.anomalous else "normal"
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.5f}"
 
 
 def unlike_training(bundle: Bundle, recorded: data.Recording, seconds: float) -> tuple[str, ...]:

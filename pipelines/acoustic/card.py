@@ -6,11 +6,25 @@ pays for no other stage's imports and DVC's deps of each stage stay its own.
 
 from pipelines.acoustic import FAMILY
 
-__all__ = ["FAMILY", "GENERATE", "METRICS", "PARAMS", "STAGES"]
+__all__ = [
+    "FAMILY",
+    "FOLDER",
+    "GENERATE",
+    "METRICS",
+    "PARAMS",
+    "SCORE",
+    "STAGES",
+    "STATUS",
+    "TABLE",
+]
 
 METRICS = {"auc": "higher", "pauc": "higher"}  # on each device's labelled test clips
 PARAMS = "pipelines.params:load_params"
 GENERATE = "pipelines.acoustic.synth:generate_demo"
+SCORE = "pipelines.acoustic.bundle:score"  # new input scored with a bundle (`fleet score`)
+FOLDER = "."  # its pipeline (dvc.yaml, params.yaml, outputs), from the project's root
+TABLE = "pipelines.acoustic.views:table"  # `fleet table`'s rows of it
+STATUS = "pipelines.acoustic.views:status"  # `fleet status`'s sources of it
 STAGES = {
     "extract": "pipelines.acoustic.extraction:Stage",
     "train": "pipelines.acoustic.training:Stage",

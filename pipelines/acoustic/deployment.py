@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines import deploying, fleet, parents
+from pipelines import deploying, fleet
 from pipelines.acoustic import bundle, detectors, family
 from pipelines.acoustic.extraction import load_device
 from pipelines.params import Params, as_dict
@@ -90,16 +90,10 @@ def _register(registry: Registry, device: str, inp: DeployInput, work: Path) -> 
         },
         extra={"inference": _inference(work)},
         data_fingerprint=fleet.read_stamp(inp.features),
-        parent_version=parent_version(candidate.model),
+        parent_version=deploying.parent_version(candidate.model),
     )
     shutil.rmtree(work / "registration")
     return meta
-
-
-def parent_version(model_dir: Path) -> int | None:
-    """The version the device's training started from, as the train stage recorded it."""
-    start = fleet.read_json(model_dir / "summary.json").get("start")
-    return parents.Start(**start).parent_version if start else None
 
 
 def _registration_folder(

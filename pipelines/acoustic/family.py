@@ -30,6 +30,9 @@ ARTIFACTS = {
     "eval_windows": "eval_windows.npy",
 }
 CHECKPOINTS = ("checkpoint_best",)  # a trained network's best weights: for resuming, not shipped
+# The gate while no policy was set: a detector must rank its device's labelled test clips
+# well; one without labelled clips has no AUC and is judged against its holder alone.
+POLICY = {"floors": {"auc": 0.9}}
 INFERENCE = ("sample_rate", "features", "architecture")
 OPTIONAL = ("recordings",)  # what the clips it was trained on were (versions since 2026-11)
 

@@ -73,7 +73,7 @@ def plan(features_dir: Path, params: Params) -> list[fleet.Job]:
         _check_shape(p, device)
     init = parents.parse(params.train.init_from)
     store = locate() if init.needs_store else None
-    held = _production(store, family_name) if init.rule == "production" else {}
+    held = parents.production(store, family_name) if init.rule == "production" else {}
     code = (model, detectors, engine, parents, family, sys.modules[__name__])
     settings = [family_name, torch.__version__, fleet.code_digest(*code)]
     names = {model_name(family_name, d, p.train.model): d for d, p in mine.items()}
@@ -103,14 +103,6 @@ def _check_shape(params: Params, device: str) -> None:
     if problem:
         where = f"devices.{device} in params.yaml" if params.devices.get(device) else "params.yaml"
         raise ParamError(f"{where}: {problem}")
-
-
-def _production(store: Path, family_name: str) -> dict[str, int]:
-    return {
-        m["name"]: m["version"]
-        for m in Registry(store).list(alias="production")
-        if m["family"] == family_name
-    }
 
 
 @dataclass(frozen=True)

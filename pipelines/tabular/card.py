@@ -8,8 +8,13 @@ FAMILY = "tabular"  # its name in the registry: tabular_{task}_{model_type}
 METRICS = {"rmse": "lower", "mae": "lower", "r2": "higher", "mape": "lower"}
 PARAMS = "pipelines.tabular.params:load_params"
 GENERATE = "pipelines.tabular.demo:generate"
+SCORE = "pipelines.tabular.bundle:score"  # new input scored with a bundle (`fleet score`)
+FOLDER = "tabular"  # its pipeline (dvc.yaml, params.yaml, outputs), from the project's root
+TABLE = "pipelines.tabular.views:table"  # `fleet table`'s rows of it
+STATUS = "pipelines.tabular.views:status"  # `fleet status`'s sources of it
 STAGES = {
     "train": "pipelines.tabular.stages:Train",
     "evaluate": "pipelines.tabular.stages:Evaluate",
     "deploy": "pipelines.tabular.stages:Deploy",
+    "report": "pipelines.tabular.report:Report",
 }

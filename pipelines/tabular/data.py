@@ -61,11 +61,21 @@ class Task:
     path: Path
 
 
+@dataclass(frozen=True)
+class Rows:
+    """Rows to predict: X (rows x the model's features, in its order), y when the file has
+    the target, and each row's CSV line (None for an .npz)."""
+
+    X: np.ndarray
+    y: np.ndarray | None
+    lines: tuple[int, ...] | None
+
+
 class _Table(NamedTuple):
     """A file's values before they are checked; `lines` maps data rows to CSV lines."""
 
     X: np.ndarray
-    y: np.ndarray
+    y: np.ndarray | None  # None: no target, where none is needed
     features: tuple[str, ...]
     target: str
     lines: tuple[int, ...] | None  # None for an .npz: it has no lines
@@ -104,13 +114,27 @@ def find_tasks(root: Path) -> tuple[dict[str, Path], list[Skipped]]:
 
 def read_task(path: Path, target: str, expected_features: Sequence[str] | None = None) -> Task:
     """One task's table from its .npz or .csv (`target` names a CSV's target column). With
-    `expected_features` (a model's, when scoring or fine-tuning) the columns must be exactly
-    those; they are put in that order."""
+    `expected_features` (a model's, when fine-tuning) the columns must be exactly those; they
+    are put in that order."""
     task = path.stem
     try:
         check_device_code(task, where="task name")
     except InvalidNameError as exc:
         raise _bad(path, str(exc)) from None
+    table = _read(path, target, expected_features, need_target=True)
+    assert table.y is not None  # needed, so read or refused
+    return Task(task, _frozen(table.X), _frozen(table.y), table.features, path)
+
+
+def read_rows(path: Path, target: str, features: Sequence[str]) -> Rows:
+    """Rows for a model that reads `features` to predict from, in a file of any name: its
+    columns exactly those (in any order; put in the model's), the target (a CSV's `target`
+    column, an .npz's y) optional. The same checks, and lines, as a task's file."""
+    table = _read(path, target, features, need_target=False)
+    return Rows(_frozen(table.X), None if table.y is None else _frozen(table.y), table.lines)
+
+
+def _read(path: Path, target: str, expected: Sequence[str] | None, need_target: bool) -> _Table:
     if path.suffix.lower() not in SUFFIXES:
         raise _bad(path, f"suffix {path.suffix!r}: expected .npz or .csv")
     try:
@@ -120,11 +144,9 @@ def read_task(path: Path, target: str, expected_features: Sequence[str] | None =
     if not data.strip():
         raise _bad(path, "empty file: expected a table of features and a target")
     reader = _read_npz if path.suffix.lower() == ".npz" else _read_csv
-    table = reader(data, path, target)
+    table = reader(data, path, target, need_target)
     _check_finite(table, path)
-    if expected_features is not None:
-        table = _in_order(table, tuple(expected_features), path)
-    return Task(task, _frozen(table.X), _frozen(table.y), table.features, path)
+    return table if expected is None else _in_order(table, tuple(expected), path)
 
 
 def write_task(path: Path, X: np.ndarray, y: np.ndarray, features: Sequence[str]) -> Path:
@@ -147,14 +169,15 @@ def write_task(path: Path, X: np.ndarray, y: np.ndarray, features: Sequence[str]
     return path
 
 
-def _read_npz(data: bytes, path: Path, target: str) -> _Table:
+def _read_npz(data: bytes, path: Path, target: str, need_target: bool) -> _Table:
     # `target` names a CSV's column: an .npz's target is always its array y.
     if not data.startswith(_ZIP_MAGIC):
         # np.load would take such bytes for a pickle: refused before it is asked
         raise _bad(path, "not an .npz archive: expected arrays X and y saved by numpy")
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            if missing := [key for key in ("X", "y") if key not in npz.files]:
+            needed = ("X", "y") if need_target else ("X",)
+            if missing := [key for key in needed if key not in npz.files]:
                 raise _bad(
                     path,
                     f"no array {' or '.join(missing)} (arrays: {', '.join(npz.files) or 'none'}): "
@@ -163,13 +186,14 @@ def _read_npz(data: bytes, path: Path, target: str) -> _Table:
             arrays = {key: _array(npz, key, path) for key in npz.files}
     except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
         raise _bad(path, f"not a readable .npz archive ({exc})") from exc
-    X, y = arrays["X"], arrays["y"]
-    for key, array, ndim, shape in (("X", X, 2, "rows x features"), ("y", y, 1, "one per row")):
+    X, y = arrays["X"], arrays.get("y")
+    checked = [("X", X, 2, "rows x features")] + [("y", y, 1, "one per row")] * (y is not None)
+    for key, array, ndim, shape in checked:
         if array.dtype.kind not in _NUMBERS:
             raise _bad(path, f"array {key!r} holds {array.dtype} values: expected numbers")
         if array.ndim != ndim:
             raise _bad(path, f"array {key!r} has shape {array.shape}: expected {ndim}-D ({shape})")
-    if len(X) != len(y):
+    if y is not None and len(X) != len(y):
         raise _bad(path, f"X has {len(X)} rows but y has {len(y)}: expected one y per row")
     if len(X) == 0 or X.shape[1] == 0:
         raise _bad(path, f"X has shape {X.shape}: expected at least one row and column")
@@ -197,7 +221,7 @@ def _npz_features(names: np.ndarray | None, columns: int, path: Path) -> tuple[s
     return features
 
 
-def _read_csv(data: bytes, path: Path, target: str) -> _Table:
+def _read_csv(data: bytes, path: Path, target: str, need_target: bool) -> _Table:
     try:
         text = data.decode("utf-8-sig")  # a spreadsheet's export may start with a BOM
     except UnicodeDecodeError as exc:
@@ -213,7 +237,7 @@ def _read_csv(data: bytes, path: Path, target: str) -> _Table:
     (header_line, header), body = rows[0], rows[1:]
     names = tuple(cell.strip() for cell in header)
     _check_names(names, path, f"line {header_line}")
-    if target not in names:
+    if target not in names and need_target:
         raise _bad(path, f"no target column {target!r} (columns: {_listed(names)}): expected one")
     features = tuple(name for name in names if name != target)
     if not features:
@@ -223,7 +247,8 @@ def _read_csv(data: bytes, path: Path, target: str) -> _Table:
     values = np.array([_numbers(row, names, line, i, path) for i, (line, row) in enumerate(body)])
     columns = [names.index(name) for name in features]
     lines = tuple(line for line, _ in body)
-    return _Table(values[:, columns], values[:, names.index(target)], features, target, lines)
+    y = values[:, names.index(target)] if target in names else None
+    return _Table(values[:, columns], y, features, target, lines)
 
 
 def _numbers(row: list[str], names: tuple[str, ...], line: int, i: int, path: Path) -> list[float]:
@@ -254,7 +279,9 @@ def _check_names(names: tuple[str, ...], path: Path, where: str) -> None:
 
 
 def _check_finite(table: _Table, path: Path) -> None:
-    checked = ((table.X, table.features, ""), (table.y[:, None], (table.target,), " (the target)"))
+    checked = [(table.X, table.features, "")]
+    if table.y is not None:
+        checked.append((table.y[:, None], (table.target,), " (the target)"))
     for values, names, role in checked:
         bad = np.argwhere(~np.isfinite(values))
         if len(bad):

@@ -26,8 +26,12 @@ from registry.loading import state_dict
 
 ARTIFACTS = {"model": "model.pth", "eval_x": "eval_x.npy", "eval_y": "eval_y.npy"}
 CHECKPOINTS: tuple[str, ...] = ()  # ridge and gbr fit at once; an mlp's resume point stays local
+# The gate while no policy was set: no worse on the test rows than predicting the mean (an
+# RMSE ceiling is in the target's units, so it is each project's own: `registry set-policy
+# --family tabular --ceiling rmse=...`).
+POLICY = {"floors": {"r2": 0.0}}
 INFERENCE = ("architecture", "features", "target")
-WEIGHTS = "model.pth"  # the bundle's weights file
+LAYOUT = {"model.pth": "model"}  # the bundle: file -> artifact kind (bundle.py reads it back)
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 
@@ -56,7 +60,7 @@ def bundle(version: Version) -> tuple[dict[str, str], dict[str, Any]]:
         "features": features,
         "target": inference["target"],
     }
-    return {WEIGHTS: "model"}, settings
+    return dict(LAYOUT), settings
 
 
 def compare(candidate: Version, holder: Version) -> tuple[float, float]:

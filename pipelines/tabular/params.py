@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pipelines.params import bounded, build_section, read_file
+from pipelines.params import INIT_FROM_PATTERN, bounded, build_section, matching, read_file
 from pipelines.tabular.synth import DEFAULT_SUBJECTS
 
 
@@ -25,6 +25,12 @@ class TaskTraining:
     within 0.03 of ridge's on diabetes, >= 0.8 on every synthetic task); see bench/README.md."""
 
     model: Literal["mlp", "ridge", "gbr"] = "mlp"
+    # scratch: a new model; production: fine-tune the task's production version on the
+    # task's rows now, in its scale (an mlp from its weights; ridge and gbr refit); a task
+    # without one trains from scratch, and says so; NAME:vN,...: pinned parents
+    init_from: str = matching(
+        "scratch", INIT_FROM_PATTERN, "scratch, production or NAME:vN, comma-separated"
+    )
     val_fraction: float = bounded(0.2, gt=0, lt=1)
     test_fraction: float = bounded(0.2, gt=0, lt=1)
     split_seed: int = bounded(0, ge=0)

@@ -26,17 +26,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipelines import deploying, engine, fleet
+from pipelines import deploying, engine, fleet, parents
+from pipelines.errors import DeviceSkipped
 from pipelines.params import as_dict
 from pipelines.tabular import card, data, family, metrics, models, split, training
+from pipelines.tabular.errors import TaskError
 from pipelines.tabular.params import TabularParams, TaskTraining
 from registry.api import Registry
+from registry.errors import RegistryError
+from registry.naming import model_name
 from registry.store import sha256_file
 
 log = logging.getLogger("stage")
 MODEL, SPLIT, HISTORY, PREDICTIONS = "model.pth", "split.json", "history.json", "predictions.csv"
 PARTS = ("train", "val", "test")
-CODE = fleet.code_digest(data, split, models, metrics, training, engine, sys.modules[__name__])
+CODE = fleet.code_digest(
+    data, split, models, metrics, training, engine, parents, sys.modules[__name__]
+)
+SCRATCH = parents.Start("scratch")
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,7 @@ class TaskInput:
     store: Path | None = None
     experiment: str | None = None
     auto_promote: bool = True
+    start: parents.Start | None = SCRATCH  # None: not trained in this run
 
 
 def found_tasks(root: Path) -> dict[str, Path]:
@@ -88,8 +96,18 @@ class Train:
         self.paths = paths
 
     def work(self, p: TabularParams) -> dict[str, fleet.Outcome]:
+        # `init_from` as written is in the settings, not the version it resolves to: once a
+        # fine-tuning is promoted, a rerun over the same rows is not fine-tuned again
         settings = [as_dict(p.train), p.data.target, torch.__version__]
-        jobs = _jobs(found_tasks(self.paths["root"]), settings, p)
+        tasks = found_tasks(self.paths["root"])
+        init = parents.parse(p.train.init_from)
+        store = Registry().store.root if init.needs_store else None
+        held = parents.production(store, card.FAMILY) if init.rule == "production" else {}
+        names = {t: model_name(card.FAMILY, t, p.train.model) for t in tasks}
+        for name in sorted(set(init.pins) - set(names.values())):
+            log.warning("train.init_from pins %s, which is no task of this run", name)
+        start = {t: parents.resolve(init, name, held) for t, name in names.items()}
+        jobs = _jobs(tasks, settings, p, start=start.get, store=lambda _: store)
         out = self.paths["out"]
         outcomes = fleet.run_stage(out, jobs, train_task, 1, "train")
         done = fleet.complete_devices(out)
@@ -99,8 +117,15 @@ class Train:
 
 def train_task(job: fleet.Job, work: Path) -> dict[str, Any]:
     inp: TaskInput = job.inputs
-    task = data.read_task(inp.path, inp.target)
-    trained = training.fit_task(task, inp.settings, work / "checkpoints")
+    if inp.start is None:
+        init_from = inp.settings.init_from
+        raise DeviceSkipped(job.device, f"train.init_from ({init_from}) starts no training of it")
+    parent = _parent(job.device, inp.store, inp.start.parent) if inp.start.parent else None
+    if inp.start.note:
+        log.info("%s: %s", job.device, inp.start.note)
+    # a fine-tuning reads the columns its parent reads, in its order
+    task = data.read_task(inp.path, inp.target, parent and parent.features)
+    trained = training.fit_task(task, inp.settings, work / "checkpoints", parent and parent.model)
     torch.save(trained.state, work / MODEL)
     fleet.write_json(work / SPLIT, {part: getattr(trained.split, part).tolist() for part in PARTS})
     fleet.write_json(work / HISTORY, trained.history or [])
@@ -111,7 +136,24 @@ def train_task(job: fleet.Job, work: Path) -> dict[str, Any]:
         "rows": len(task.y),
         "epochs_run": trained.epochs_run,
         "resumed_from": trained.resumed_from,
+        "start": inp.start.as_dict(),
     }
+
+
+@dataclass(frozen=True)
+class Parent:
+    """What a fine-tuning takes from its parent version: the model and what it reads."""
+
+    model: training.TrainedTask
+    features: list[str]
+
+
+def _parent(task: str, store: Path | None, ref: str) -> Parent:
+    try:
+        version = Registry(store).version(ref)
+        return Parent(family.trained(version), list(version.meta["inference"]["features"]))
+    except (RegistryError, ValueError, KeyError) as exc:
+        raise TaskError(task, f"cannot start from {ref}: {exc}") from exc
 
 
 def load_trained(model: Path) -> tuple[training.TrainedTask, dict[str, Any]]:
@@ -217,6 +259,7 @@ def deploy_task(job: fleet.Job, work: Path) -> dict[str, Any]:
         params={"train": as_dict(inp.settings), "data": {"target": inp.target}},
         extra={"inference": {k: summary[k] for k in family.INFERENCE}},
         data_fingerprint=sha256_file(inp.path),
+        parent_version=deploying.parent_version(inp.model),
     )
     shutil.rmtree(work / "registration")
     name, version = meta["name"], meta["version"]
