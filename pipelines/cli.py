@@ -1,9 +1,9 @@
 """`fleet`: look at a pipeline run and use what it deployed.
 
 fleet table [--family F] [--json]               each family's results of its last run
-fleet compare RUN_A RUN_B [--json]              per-device AUC and pAUC of two runs
+fleet compare RUN_A RUN_B [--family F] [--json]  a family's per-scope figures of two runs
 fleet status [--family F] [--json]              what runs where, and every disagreement
-fleet score BUNDLE INPUT... [--json|--csv]     score new input with a deployed bundle
+fleet score BUNDLE INPUT... [--json|--csv]      score new input with a deployed bundle
 fleet daily [--day YYYYMMDD | --days-ago N]     the daily job: fine-tune, gate, promote
 """
 
@@ -63,36 +63,46 @@ def _table_text(table: FamilyTable) -> str:
 def compare(
     first: Annotated[str, typer.Argument(help="an experiment, a git revision or `workspace`")],
     second: Annotated[str, typer.Argument(help="the same, to compare with FIRST")],
+    family: Annotated[str, typer.Option(help="the family whose runs to compare")] = "acoustic",
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Per-device AUC and pAUC of two runs side by side, with the change, worst first.
+    """Per scope, each of the family's metrics in two runs side by side, with the change,
+    the worst change of its first metric first: acoustic per device AUC and pAUC, tabular
+    per task RMSE, MAE, R² and MAPE.
 
-    Example: `fleet compare workspace urban-dean` (names from `dvc exp show`)"""
+    Example: `fleet compare workspace urban-dean` (names from `dvc exp show`),
+    `fleet compare HEAD tab-a --family tabular`"""
     from pipelines import compare as runs
-    from pipelines.errors import DataError
+    from pipelines import families
+    from pipelines.errors import DataError, ParamError
 
     try:
-        rows = runs.compare(runs.per_device(first), runs.per_device(second))
+        card = families.load(family)
+        figures = Path(card.FOLDER) / card.FIGURES
+        found = [runs.per_scope(run, figures, card.SCOPE) for run in (first, second)]
+    except ParamError as exc:
+        typer.echo(f"error: --family: {exc}", err=True)
+        raise typer.Exit(2) from exc
     except DataError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
-    rows.sort(key=lambda r: (r["auc_change"] is None, r["auc_change"] or 0.0))
+    rows = runs.compare(*found, card.METRICS, card.SCOPE)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
     columns = [
-        (f"{k}_{s}", f"{name} {t}")
-        for k, name in (("auc", "AUC"), ("pauc", "pAUC"))
+        (f"{k}_{s}", f"{card.TITLES.get(k, k)} {t}")
+        for k in card.METRICS
         for s, t in (("a", first), ("b", second), ("change", "change"))
     ]
     table = [
         [
-            r["device"],
+            r[card.SCOPE],
             *(_cell("{:+.3f}" if k.endswith("change") else "{:.3f}", r[k]) for k, _ in columns),
         ]
         for r in rows
     ]
-    typer.echo(render(["device", *(title for _, title in columns)], table))
+    typer.echo(render([card.SCOPE, *(title for _, title in columns)], table))
 
 
 @app.command()

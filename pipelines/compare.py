@@ -1,70 +1,86 @@
-"""Per-device figures of two runs side by side: `fleet compare A B`.
+"""Per-scope figures of two runs side by side: `fleet compare A B [--family F]`.
 
-`dvc exp show` carries the fleet's figures only, so that its columns do not grow with the
-fleet; each run's per-device figures are in eval/plots/devices.json, a file DVC commits with
-every experiment. A run is named as `dvc exp show` names it (an experiment), by any git
-revision (a branch, a tag, a commit), or `workspace` for the files as they are.
+`dvc exp show` carries a family's figures over its scopes only, so that its columns do not
+grow with the fleet or the tasks; each run's per-scope figures are in the file the family's
+card names (`FIGURES`: the acoustic family's eval/plots/devices.json, the tabular one's
+tabular/eval/tasks.json), which DVC commits with every experiment. A run is named as
+`dvc exp show` names it (an experiment), by any git revision (a branch, a tag, a commit), or
+`workspace` for the files as they are.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pipelines.errors import DataError
 
-DEVICES = Path("eval/plots/devices.json")
-FIGURES = ("auc", "pauc")
 WORKSPACE = "workspace"
 
 
-def per_device(run: str, repo: Path = Path(".")) -> dict[str, dict[str, Any]]:
-    """Device -> its figures in `run` (an experiment, a git revision or `workspace`)."""
+def per_scope(run: str, figures: Path, scope: str, repo: Path = Path(".")) -> dict[str, Any]:
+    """Scope -> its figures in `run` (an experiment, a git revision or `workspace`), from
+    `figures` (a list of rows, each naming its scope under the key `scope`)."""
     if run == WORKSPACE:
-        text = _read(repo / DEVICES, run)
+        text = _read(repo / figures, run)
     else:
-        text = _git(repo, "show", f"{_commit(repo, run)}:{DEVICES.as_posix()}", run=run)
+        text = _git(
+            repo, run, figures, "show", f"{_commit(repo, run, figures)}:{figures.as_posix()}"
+        )
     try:
-        return {row["device"]: row for row in json.loads(text)}
+        return {row[scope]: row for row in json.loads(text)}
     except (ValueError, KeyError, TypeError) as exc:
-        raise DataError(f"{run}: {DEVICES} is not a list of devices' figures ({exc})") from exc
+        raise DataError(f"{run}: {figures} is not a list of {scope}s' figures ({exc})") from exc
 
 
 def compare(
-    first: dict[str, dict[str, Any]], second: dict[str, dict[str, Any]]
+    first: Mapping[str, Mapping[str, Any]],
+    second: Mapping[str, Mapping[str, Any]],
+    metrics: Mapping[str, str],
+    scope: str,
 ) -> list[dict[str, Any]]:
-    """One row per device of either run: each figure in both, and the change."""
+    """One row per scope of either run: each metric in both, and the change; the worst
+    change of the first metric first, by its direction ("higher" or "lower" is better)."""
     rows = []
-    for device in sorted(set(first) | set(second)):
-        row: dict[str, Any] = {"device": device}
-        for key in FIGURES:
-            a, b = (first.get(device, {}).get(key), second.get(device, {}).get(key))
+    for name in sorted(set(first) | set(second)):
+        row: dict[str, Any] = {scope: name}
+        for key in metrics:
+            a, b = (first.get(name, {}).get(key), second.get(name, {}).get(key))
             row |= {f"{key}_a": a, f"{key}_b": b, f"{key}_change": _change(a, b)}
         rows.append(row)
-    return rows
+    headline, direction = next(iter(metrics.items()))
+    worse = -1 if direction == "lower" else 1  # a rise of an error is the worst change
+
+    def key(row: dict[str, Any]) -> tuple[bool, float]:
+        change = row[f"{headline}_change"]
+        return change is None, worse * (change or 0.0)
+
+    return sorted(rows, key=key)
 
 
 def _change(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else b - a
 
 
-def _commit(repo: Path, run: str) -> str:
+def _commit(repo: Path, run: str, figures: Path) -> str:
     """The commit of an experiment (its ref under refs/exps) or of a git revision."""
     if run.startswith("-"):
         raise DataError(f"{run!r}: expected an experiment name or a git revision")
-    refs = _git(repo, "for-each-ref", "--format=%(refname)", "refs/exps", run=run).split()
-    named = [ref for ref in refs if ref.rsplit("/", 1)[-1] == run]
+    refs = _git(repo, run, figures, "for-each-ref", "--format=%(refname)", "refs/exps")
+    named = [ref for ref in refs.split() if ref.rsplit("/", 1)[-1] == run]
     revision = named[-1] if named else run
-    return _git(repo, "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}", run=run).strip()
+    found = _git(repo, run, figures, "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}")
+    return found.strip()
 
 
-def _git(repo: Path, *args: str, run: str) -> str:
+def _git(repo: Path, run: str, figures: Path, *args: str) -> str:
     found = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=False)
     if found.returncode != 0:
         raise DataError(
-            f"{run}: no such experiment or git revision, or it has no {DEVICES} "
+            f"{run}: no such experiment or git revision, or it has no {figures} "
             "(`dvc exp show` lists the experiments)"
         )
     return found.stdout

@@ -25,7 +25,11 @@ points at is a card of names, so that finding a family imports none of its work:
   when they are not there;
 - `STATUS`: "module:function", `status(folder) -> pipelines.status.Sources`: its registered
   name, the scopes its data holds, their last figures, its deploy folder and its reports;
-  `tables.MissingOutputs` when its params file is not there.
+  `tables.MissingOutputs` when its params file is not there;
+- `SCOPE`: what one of its models is for ("device", "task"), the key of its rows;
+- `FIGURES`: in `FOLDER`, the file of each scope's figures of a run, which git keeps with
+  every experiment: `fleet compare` reads it at two revisions;
+- `TITLES`: metric -> its column title (`fleet compare`).
 `stages/` runs whichever family it is given (`--family`, the acoustic one by default) and
 knows none of them.
 """
@@ -77,6 +81,9 @@ class Family(Protocol):
     FOLDER: str
     TABLE: str
     STATUS: str
+    SCOPE: str
+    FIGURES: str
+    TITLES: Mapping[str, str]
 
 
 def installed() -> dict[str, Callable[[], Any]]:

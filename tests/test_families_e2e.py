@@ -4,6 +4,7 @@ on one family's param runs none of the other's stages, and moves no production."
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -48,3 +49,12 @@ def test_a_tabular_experiment_reruns_no_acoustic_stage_and_moves_no_production(
     tried = registry.list(name="tabular_Q1_ridge")
     assert [m["version"] for m in tried] == [1, 2]
     assert tried[1]["lineage"]["dvc_experiment"] == "tab-a"
+    # the experiment's figures per task beside the last run's (tabular/eval/tasks.json)
+    compared = run(repo, "fleet", "compare", "HEAD", "tab-a", "--family", "tabular", "--json")
+    rows = {row["task"]: row for row in json.loads(compared.stdout)}
+    assert sorted(rows) == ["Q1", "Q2", "Q3", "Q4", "Q5"]
+    assert rows["Q1"]["rmse_b"] == pytest.approx(tried[1]["metrics"]["rmse"])
+    assert rows["Q1"]["rmse_a"] == pytest.approx(tried[0]["metrics"]["rmse"])
+    assert all(r["r2_change"] == pytest.approx(r["r2_b"] - r["r2_a"]) for r in rows.values())
+    unknown = run(repo, "fleet", "compare", "HEAD", "tab-a", "--family", "keypoint", check=False)
+    assert unknown.returncode == 2 and "family 'keypoint' is not installed" in unknown.stderr

@@ -8,14 +8,17 @@ from pipelines.acoustic import FAMILY
 
 __all__ = [
     "FAMILY",
+    "FIGURES",
     "FOLDER",
     "GENERATE",
     "METRICS",
     "PARAMS",
+    "SCOPE",
     "SCORE",
     "STAGES",
     "STATUS",
     "TABLE",
+    "TITLES",
 ]
 
 METRICS = {"auc": "higher", "pauc": "higher"}  # on each device's labelled test clips
@@ -23,6 +26,10 @@ PARAMS = "pipelines.params:load_params"
 GENERATE = "pipelines.acoustic.synth:generate_demo"
 SCORE = "pipelines.acoustic.bundle:score"  # new input scored with a bundle (`fleet score`)
 FOLDER = "."  # its pipeline (dvc.yaml, params.yaml, outputs), from the project's root
+SCOPE = "device"  # what one of its models is for
+# each scope's figures of a run, a file git commits with every experiment (`fleet compare`)
+FIGURES = "eval/plots/devices.json"
+TITLES = {"auc": "AUC", "pauc": "pAUC"}  # its metrics' column titles
 TABLE = "pipelines.acoustic.views:table"  # `fleet table`'s rows of it
 STATUS = "pipelines.acoustic.views:status"  # `fleet status`'s sources of it
 STAGES = {

@@ -10,6 +10,10 @@ PARAMS = "pipelines.tabular.params:load_params"
 GENERATE = "pipelines.tabular.demo:generate"
 SCORE = "pipelines.tabular.bundle:score"  # new input scored with a bundle (`fleet score`)
 FOLDER = "tabular"  # its pipeline (dvc.yaml, params.yaml, outputs), from the project's root
+SCOPE = "task"  # what one of its models is for
+# each scope's figures of a run, a file git commits with every experiment (`fleet compare`)
+FIGURES = "eval/tasks.json"
+TITLES = {"rmse": "RMSE", "mae": "MAE", "r2": "R²", "mape": "MAPE"}  # its metrics' column titles
 TABLE = "pipelines.tabular.views:table"  # `fleet table`'s rows of it
 STATUS = "pipelines.tabular.views:status"  # `fleet status`'s sources of it
 STAGES = {

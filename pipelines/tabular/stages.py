@@ -7,6 +7,7 @@ pipelines/families.py.
                       split.json (each row's part), history.json (an mlp's epochs), summary
     eval/tasks/{task}/  predictions.csv (the test rows: row, actual, predicted), summary
     eval/metrics.json   the figures over the tasks, a few columns whatever their number
+    eval/tasks.json     each task's figures, committed by git (`fleet compare`, `dvc plots`)
 
 Each task's file is read with the family's checks (data.py): a bad file fails that task,
 with a line naming the file, row and column, and the other tasks go on.
@@ -39,6 +40,7 @@ from registry.store import sha256_file
 
 log = logging.getLogger("stage")
 MODEL, SPLIT, HISTORY, PREDICTIONS = "model.pth", "split.json", "history.json", "predictions.csv"
+TASKS = Path(card.FIGURES).name  # the evaluate stage's per-task figures, in its folder
 PARTS = ("train", "val", "test")
 CODE = fleet.code_digest(
     data, split, models, metrics, training, engine, parents, sys.modules[__name__]
@@ -182,6 +184,8 @@ class Evaluate:
         outcomes = fleet.run_stage(out / "tasks", jobs, evaluate_task, 1, "evaluate")
         figures = {t: o.summary for t, o in outcomes.items() if o.status in ("built", "unchanged")}
         fleet.write_json(out / "metrics.json", fleet_figures(figures))
+        # per task, in git with every experiment: `fleet compare`, `dvc plots diff`
+        fleet.write_json(out / TASKS, [{"task": t} | f for t, f in sorted(figures.items())])
         return outcomes
 
 
