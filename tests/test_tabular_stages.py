@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -66,6 +67,28 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
+CEILING = {"rmse": 3.0}  # the demo tasks' ridge models are well within it
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """The pipeline run once on the fast demo tasks, the family's gate a ceiling on RMSE:
+    the project, and each stage's run, for tests to copy and go on from."""
+    folder = tmp_path_factory.mktemp("tabular") / "project"
+    folder.mkdir()
+    write_params(folder, FAST)
+    registry = Registry(folder / "store")
+    registry.init()
+    registry.set_policy(ceilings=CEILING, reason="demo tasks", family="tabular")
+    return folder, pipeline(folder)
+
+
+@pytest.fixture
+def built(ran: tuple[Path, dict[str, Any]], tmp_path: Path) -> Path:
+    """A copy of the project the pipeline ran in (its deploy links stay links)."""
+    return Path(shutil.copytree(ran[0], tmp_path / "project", symlinks=True))
+
+
 def fleet(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """The `fleet` command of this venv, in `cwd`, against its store."""
     env = {"PYTHONPATH": str(PROJECT), "PATH": "/usr/bin:/bin", "MODEL_STORE": str(cwd / "store")}
@@ -75,13 +98,12 @@ def fleet(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_every_task_is_trained_evaluated_gated_promoted_exported_and_scores(project: Path) -> None:
+def test_every_task_is_trained_evaluated_gated_promoted_exported_and_scores(
+    ran: tuple[Path, dict[str, Any]], built: Path
+) -> None:
     """The lifecycle end to end: a ceiling on RMSE passed, each task promoted and exported,
     and its bundle, through `fleet score` on a CSV, gives the evaluated predictions."""
-    Registry(project / "store").set_policy(
-        ceilings={"rmse": 3.0}, reason="demo tasks", family="tabular"
-    )
-    runs = pipeline(project)
+    project, runs = built, ran[1]
     assert sorted(p.stem for p in (project / "data").iterdir()) == ["Q1", "Q2", "Q3", "Q4", "Q5"]
     figures = json.loads((project / "eval" / "metrics.json").read_text())
     assert figures["tasks"] == 5 and figures["r2_mean"] > 0.5  # ridge beats the mean
@@ -89,7 +111,7 @@ def test_every_task_is_trained_evaluated_gated_promoted_exported_and_scores(proj
     held = registry.list(alias="production")
     assert sorted(m["name"] for m in held) == [f"tabular_Q{i}_ridge" for i in range(1, 6)]
     assert "Q1: v1 registered; promoted" in runs["deploy"].stderr
-    assert all(m["metrics"]["rmse"] <= 3.0 for m in held)  # the ceiling held for each
+    assert all(m["metrics"]["rmse"] <= CEILING["rmse"] for m in held)  # the gate's ceiling
     # the rows the evaluation predicted, as a user's CSV: columns in another order, target kept
     with (project / "eval" / "tasks" / "Q1" / "predictions.csv").open() as rows:
         evaluated = list(csv.DictReader(rows))
@@ -108,8 +130,8 @@ def test_every_task_is_trained_evaluated_gated_promoted_exported_and_scores(proj
     np.testing.assert_allclose([float(r["actual"]) for r in got], task.y[index])
 
 
-def test_score_names_a_bad_file_in_one_line_and_scores_the_others(project: Path) -> None:
-    pipeline(project)
+def test_score_names_a_bad_file_in_one_line_and_scores_the_others(built: Path) -> None:
+    project = built
     task = read_task(project / "data" / "Q2.npz", "y")
     header = ",".join(task.features)
     (project / "ok.csv").write_text(header + "\n" + ",".join(["0.5"] * len(task.features)))
@@ -140,8 +162,8 @@ def test_score_names_a_bad_file_in_one_line_and_scores_the_others(project: Path)
     assert "does not match its recorded sha256" in refused.stderr
 
 
-def test_a_ceiling_on_rmse_refuses_and_keeps_production(project: Path) -> None:
-    pipeline(project)
+def test_a_ceiling_on_rmse_refuses_and_keeps_production(built: Path) -> None:
+    project = built
     registry = Registry(project / "store")
     registry.set_policy(
         ceilings={"rmse": 1e-6}, reason="a ceiling no model meets", family="tabular"
@@ -157,8 +179,8 @@ def test_a_ceiling_on_rmse_refuses_and_keeps_production(project: Path) -> None:
     assert {m["version"] for m in registry.list(alias="production")} == {1}
 
 
-def test_an_experiment_registers_but_moves_no_alias(project: Path) -> None:
-    pipeline(project)
+def test_an_experiment_registers_but_moves_no_alias(built: Path) -> None:
+    project = built
     write_params(project, FAST | {"train": {"model": "ridge", "alpha": 3.0}})
     for name, args in (("train", ("data", "models")), ("evaluate", ("data", "models", "eval"))):
         assert stage(project, name, *args).returncode == 0
@@ -195,9 +217,9 @@ def test_bad_params_stop_the_stage_naming_the_key(project: Path) -> None:
 
 
 def test_init_from_production_fine_tunes_each_task_on_new_rows_with_its_parent_recorded(
-    project: Path,
+    built: Path,
 ) -> None:
-    pipeline(project)
+    project = built
     first = torch.load(project / "models" / "Q1" / "model.pth", weights_only=True)
     # the next day's rows (another draw of subjects), trained from each task's production
     fast = {"model": "ridge", "init_from": "production"}
@@ -217,8 +239,8 @@ def test_init_from_production_fine_tunes_each_task_on_new_rows_with_its_parent_r
     assert [m["version"] for m in registry.lineage("tabular_Q1_ridge:v2")] == [2, 1]
 
 
-def test_a_pinned_parent_that_is_not_there_fails_its_task_alone(project: Path) -> None:
-    pipeline(project)
+def test_a_pinned_parent_that_is_not_there_fails_its_task_alone(built: Path) -> None:
+    project = built
     pins = "tabular_Q1_ridge:v7,tabular_Q2_ridge:v1"  # no rule: the tasks not pinned are left
     write_params(project, FAST | {"train": {"model": "ridge", "init_from": pins}})
     run = stage(project, "train", "data", "models")
