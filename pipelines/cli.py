@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from registry.tables import render
+from registry.tables import cell, render
 
 if TYPE_CHECKING:
     from pipelines.status import FamilyStatus
@@ -98,7 +98,7 @@ def compare(
     table = [
         [
             r[card.SCOPE],
-            *(_cell("{:+.3f}" if k.endswith("change") else "{:.3f}", r[k]) for k, _ in columns),
+            *(cell("{:+.3f}" if k.endswith("change") else "{:.3f}", r[k]) for k, _ in columns),
         ]
         for r in rows
     ]
@@ -152,7 +152,7 @@ def _status_text(found: FamilyStatus) -> str:
             s.bundle,
             s.candidate,
             s.gate,
-            _cell("{:.3f}", s.figure),
+            cell("{:.3f}", s.figure),
             "; ".join(s.flags) or "ok",
         ]
         for s in found.rows
@@ -337,7 +337,3 @@ def daily(
             f"commit the day: git add {' '.join(job.RECORD)} && git commit -m 'daily {when}'"
         )
     raise typer.Exit(outcome.status)
-
-
-def _cell(fmt: str, value: object) -> str:
-    return "-" if value is None else fmt.format(value)

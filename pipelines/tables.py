@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.errors import DataError
+from registry.tables import cell
 
 
 class MissingOutputs(DataError):
@@ -47,10 +48,6 @@ def build(
     columns = list(columns)
     rows = [[cell(c.fmt, row.get(c.key)) for c in columns] for row in figures]
     return FamilyTable([c.title for c in columns], rows, summary, record)
-
-
-def cell(fmt: str, value: object) -> str:
-    return "-" if value is None else fmt.format(value)
 
 
 def read_record(path: Path) -> dict[str, Any]:

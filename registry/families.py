@@ -45,6 +45,21 @@ class Version:
     meta: dict[str, Any]
     read: Callable[[str], bytes]  # artifact kind -> its verified bytes
 
+    @property
+    def ref(self) -> str:
+        """NAME:vN, as a message names the version."""
+        return f"{self.meta['name']}:v{self.meta['version']}"
+
+    def inference(self, keys: Collection[str], remedy: str) -> dict[str, Any]:
+        """The inference settings registered with the version (`register(extra=...)`),
+        holding at least `keys`; ValueError naming the version and `remedy` otherwise."""
+        found = self.meta.get("inference")
+        if not isinstance(found, dict) or not set(keys) <= set(found):
+            raise ValueError(
+                f"{self.ref} has no inference settings recorded ({', '.join(keys)}); {remedy}"
+            )
+        return found
+
 
 class Family(Protocol):
     ARTIFACTS: Mapping[str, str]

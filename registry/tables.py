@@ -11,6 +11,11 @@ def render(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return columns([header, ["-" * w for w in widths], *rows])
 
 
+def cell(fmt: str, value: object) -> str:
+    """`value` formatted by `fmt`; None (not measured) as '-', as `render` shows it."""
+    return "-" if value is None else fmt.format(value)
+
+
 def columns(rows: Sequence[Sequence[object]], indent: str = "") -> str:
     """Left-aligned columns, no header; None shows as '-'."""
     cells = [_cells(row) for row in rows]

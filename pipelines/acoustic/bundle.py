@@ -31,6 +31,7 @@ from registry.api import Registry
 from registry.errors import RegistryError
 from registry.naming import check_device_code
 from registry.store import sha256_file
+from registry.tables import cell
 
 HEADER = ("clip", "score", "threshold", "verdict", "warning")
 WEIGHTS = "ae_model.pth"
@@ -173,7 +174,7 @@ def score(bundle_dir: Path, clips: Sequence[Path], store: Path | None = None) ->
     verdicts = [score_file(bundle, clip, devices) for clip in clips]
     model = bundle.model or "a candidate bundle (not exported by the registry)"
     rows = [
-        [v.file, _cell(v.score), f"{v.threshold:.5f}", _said(v), "; ".join(v.warnings)]
+        [v.file, cell("{:.5f}", v.score), f"{v.threshold:.5f}", _said(v), "; ".join(v.warnings)]
         for v in verdicts
     ]
     records = [asdict(v) | {"device": bundle.device, "model": bundle.model} for v in verdicts]
@@ -197,10 +198,6 @@ def _said(v: Verdict) -> str:
     if v.error:
         return f"skipped: {v.error}"
     return "ANOMALY" if v.anomalous else "normal"
-
-
-def _cell(value: float | None) -> str:
-    return "-" if value is None else f"{value:.5f}"
 
 
 def unlike_training(bundle: Bundle, recorded: data.Recording, seconds: float) -> tuple[str, ...]:

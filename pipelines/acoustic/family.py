@@ -98,7 +98,7 @@ def architecture(version: Version) -> dict[str, Any]:
 
 def state(version: Version) -> dict[str, torch.Tensor]:
     """The version's fitted state, its bytes sha256-checked, loaded with `weights_only`."""
-    return state_dict(version.read("model"), f"{version.meta['name']}:v{version.meta['version']}")
+    return state_dict(version.read("model"), version.ref)
 
 
 def detector(version: Version) -> detectors.Detector:
@@ -107,13 +107,7 @@ def detector(version: Version) -> detectors.Detector:
 
 
 def _inference(version: Version) -> dict[str, Any]:
-    inference = version.meta.get("inference")
-    if not isinstance(inference, dict) or not set(INFERENCE) <= set(inference):
-        raise ValueError(
-            f"{version.meta['name']}:v{version.meta['version']} has no inference settings "
-            "recorded (register it through the deploy stage)"
-        )
-    return inference
+    return version.inference(INFERENCE, "register it through the deploy stage")
 
 
 def _array(version: Version, kind: str) -> np.ndarray:

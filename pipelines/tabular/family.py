@@ -49,11 +49,11 @@ def bundle(version: Version) -> tuple[dict[str, str], dict[str, Any]]:
         out = predictor(version)(np.zeros((1, len(features))))
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # a missing tensor, a shape
         raise ValueError(
-            f"{_where(version)}: its weights do not make a model of its architecture "
+            f"{version.ref}: its weights do not make a model of its architecture "
             f"predicting from {len(features)} features ({exc!r})"
         ) from exc
     if out.shape != (1,) or not np.isfinite(out).all():
-        raise ValueError(f"{_where(version)}: predicts {out!r} for one row, not a finite number")
+        raise ValueError(f"{version.ref}: predicts {out!r} for one row, not a finite number")
     settings = {
         "task": version.meta["scope"],
         "architecture": inference["architecture"],
@@ -72,13 +72,12 @@ def compare(candidate: Version, holder: Version) -> tuple[float, float]:
     for i, key in enumerate(("features", "target")):
         if reads[0][i] != reads[1][i]:
             raise IncomparableError(
-                f"{_where(candidate)} has {key} {reads[0][i]}, "
-                f"{_where(holder)} has {key} {reads[1][i]}"
+                f"{candidate.ref} has {key} {reads[0][i]}, {holder.ref} has {key} {reads[1][i]}"
             )
     X, y = _array(candidate, "eval_x"), _array(candidate, "eval_y")
     if X.ndim != 2 or y.shape != (len(X),):
         raise ValueError(
-            f"{_where(candidate)}: eval_x {X.shape} and eval_y {y.shape} are not rows and targets"
+            f"{candidate.ref}: eval_x {X.shape} and eval_y {y.shape} are not rows and targets"
         )
     c, h = (float(np.sqrt(np.mean((predictor(v)(X) - y) ** 2))) for v in (candidate, holder))
     return c, h
@@ -97,32 +96,22 @@ def trained(version: Version) -> TrainedTask:
 
 def state(version: Version) -> dict[str, torch.Tensor]:
     """The version's model and scale tensors, its bytes sha256-checked, loaded weights_only."""
-    loaded = state_dict(version.read("model"), _where(version))
+    loaded = state_dict(version.read("model"), version.ref)
     if not isinstance(loaded, dict) or not all(
         isinstance(v, torch.Tensor) for v in loaded.values()
     ):
-        raise ValueError(f"{_where(version)}: model.pth is not a mapping of names to tensors")
+        raise ValueError(f"{version.ref}: model.pth is not a mapping of names to tensors")
     return loaded
 
 
 def _inference(version: Version) -> dict[str, Any]:
-    inference = version.meta.get("inference")
-    if not isinstance(inference, dict) or not set(INFERENCE) <= set(inference):
-        raise ValueError(
-            f"{_where(version)} has no inference settings recorded ({', '.join(INFERENCE)}); "
-            "register it with them"
-        )
-    return inference
+    return version.inference(INFERENCE, "register it with them")
 
 
 def _reads(version: Version) -> tuple[list[str], str]:
     """(features in order, target); a list, as stored in JSON, whatever the caller gave."""
     inference = _inference(version)
     return list(inference["features"]), inference["target"]
-
-
-def _where(version: Version) -> str:
-    return f"{version.meta['name']}:v{version.meta['version']}"
 
 
 def _array(version: Version, kind: str) -> np.ndarray:
