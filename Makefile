@@ -22,6 +22,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/dvc repro
 	$(BIN)/dvc repro tabular/dvc.yaml
+	$(BIN)/dvc repro keypoint/dvc.yaml
 	$(BIN)/fleet table
 	$(BIN)/fleet status
 

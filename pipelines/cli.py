@@ -238,13 +238,18 @@ def score(
         typer.Argument(help="a deployed bundle: deploy/models/DEV, tabular/deploy/models/TASK"),
     ],
     inputs: Annotated[
-        list[Path], typer.Argument(help="what to score: audio clips, or a task's CSV or .npz")
+        list[Path],
+        typer.Argument(help="what to score: audio clips, a task's CSV or .npz, or captchas"),
     ],
     store: Annotated[
         Path | None, typer.Option(help="the model store, whose devices name device folders")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="print CSV (one row per record)")] = False,
+    draw: Annotated[
+        Path | None,
+        typer.Option(help="a folder for a copy of each input with its answer drawn (images)"),
+    ] = None,
 ) -> None:
     """Score new input with a deployed bundle of any family, which its manifest names.
 
@@ -253,13 +258,19 @@ def score(
     folder of another device the model store knows (it reads the store, and changes nothing
     in it). A tabular task's bundle: each row of a CSV (the model's feature columns, in any
     order) or an .npz (X) -> its prediction, beside the actual value when the file has the
-    target. Example: `fleet score tabular/deploy/models/Q1 new_rows.csv --csv > predicted.csv`"""
+    target. A keypoint site's bundle: each PNG or JPEG captcha -> the gap's and the slider's
+    centre in its pixels; `--draw DIR` writes a copy of each with the two points drawn.
+    Example: `fleet score tabular/deploy/models/Q1 new_rows.csv --csv > predicted.csv`"""
     from pipelines import errors, families
     from registry import errors as registry_errors
 
     refused = (errors.IntegrityError, registry_errors.RegistryError, KeyError, OSError)
+    drawing = {} if draw is None else {"draw_to": draw}
     try:
-        scored = families.resolve(_family_of(bundle_dir).SCORE)(bundle_dir, inputs, store)
+        family = _family_of(bundle_dir)
+        if draw is not None and not getattr(family, "DRAWS", False):
+            _fail(2, f"--draw: a {family.FAMILY} bundle's answers are not drawn on its input")
+        scored = families.resolve(family.SCORE)(bundle_dir, inputs, store, **drawing)
     except (*refused, errors.ParamError) as exc:
         typer.echo(f"error: {bundle_dir}: cannot load the bundle: {exc}", err=True)
         raise typer.Exit(2) from exc

@@ -91,6 +91,18 @@ class Reporting:
     runs in production, and whether the whole fleet was refused. `work` fills `production`."""
 
     production: dict[str, dict[str, Any]]
+    keep_backups: int = 3  # earlier bundles of a scope kept in out/models; `work` sets it
+
+    def deploy(
+        self, out: Path, jobs: list[fleet.Job], build: fleet.BuildFn, workers: int, family: str
+    ) -> dict[str, fleet.Outcome]:
+        """Each job's candidate built into out/candidates (its registration, the gate's
+        verdict); then, in a plain run, out/models made to hold the family's production
+        bundles, and out/metrics.json the verdicts counted."""
+        built = fleet.run_stage(out / "candidates", jobs, build, workers, "deploy")
+        self.production.update(production(family, out / "models", self.keep_backups))
+        fleet.write_json(out / "metrics.json", decision_counts(built))
+        return built
 
     def describe(self, report: dict[str, Any]) -> list[tuple[str, str]]:
         return decisions.describe(report["devices"], report["production"])

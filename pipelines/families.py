@@ -29,7 +29,9 @@ points at is a card of names, so that finding a family imports none of its work:
 - `SCOPE`: what one of its models is for ("device", "task"), the key of its rows;
 - `FIGURES`: in `FOLDER`, the file of each scope's figures of a run, which git keeps with
   every experiment: `fleet compare` reads it at two revisions;
-- `TITLES`: metric -> its column title (`fleet compare`).
+- `TITLES`: metric -> its column title (`fleet compare`);
+- `DRAWS` (optional, False when absent): its `score` also takes `draw_to`, a folder for a
+  copy of each input with its answer drawn (`fleet score --draw`).
 `stages/` runs whichever family it is given (`--family`, the acoustic one by default) and
 knows none of them.
 """

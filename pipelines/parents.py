@@ -13,7 +13,8 @@ as the registered version's `lineage.parent_version`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from registry.api import Registry
 from registry.errors import InvalidNameError
 from registry.naming import parse_name, parse_ref
 
+log = logging.getLogger("stage")
 RULES = ("scratch", "production")
 
 
@@ -97,3 +99,23 @@ def production(store: Path, family: str) -> dict[str, int]:
         for m in Registry(store).list(alias="production")
         if m["family"] == family
     }
+
+
+@dataclass(frozen=True)
+class Plan:
+    starts: dict[str, Start | None]  # scope -> where its training starts (None: not trained)
+    store: Path | None  # the store `init_from` was resolved against; None: it needs none
+
+
+def plan(
+    init_from: str, names: Mapping[str, str], family: str, noun: str, store: Callable[[], Path]
+) -> Plan:
+    """Where each scope's model (`names`: scope -> its model name) starts in this run; a pin
+    that names no model of the run is said in a warning (`noun`: what a scope is). The store
+    (`store()`) is located only when `init_from` needs it."""
+    init = parse(init_from)
+    root = store() if init.needs_store else None
+    held = production(root, family) if init.rule == "production" else {}
+    for name in sorted(set(init.pins) - set(names.values())):
+        log.warning("train.init_from pins %s, which is no %s of this run", name, noun)
+    return Plan({scope: resolve(init, name, held) for scope, name in names.items()}, root)

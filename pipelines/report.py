@@ -9,8 +9,9 @@ that comes from outside (device codes, reasons, actors) is escaped on its way in
 from __future__ import annotations
 
 import html
+import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from registry.naming import parse_name
 # The registry events that change (or were refused the right to change) who runs on a device.
 ALIAS_EVENTS = ("promoted", "rolled_back", "refused", "retired")
 PRODUCTION = "production"
+NO_CANDIDATE = '<span class="muted">no candidate</span>'  # a scope this run did not deploy
 
 
 @dataclass(frozen=True)
@@ -58,19 +60,80 @@ class FleetRecord:
     error: str | None = None  # the deploy stage's fleet-wide line (e.g. every device refused)
 
 
+class FamilyPage:
+    """A family's report stage (`python -m stages.report --family F MODELS EVALUATION
+    DEPLOY_REPORT OUT_HTML`): its `page` from the earlier stages' outputs and the registry,
+    written to OUT_HTML; an outcome per scope the page shows, so that the stage's report and
+    log say which."""
+
+    ARGUMENTS = ("models", "evaluation", "deploy_report", "out")
+    OPTIONS: Mapping[str, str] = {}
+    NOUN = "scope"  # what the family calls a scope, in the stage's log line
+
+    def __init__(self, paths: Mapping[str, Path]) -> None:
+        self.paths = paths
+
+    def page(
+        self, models: Path, evaluation: Path, deploy_report: Path, registry: Registry
+    ) -> tuple[str, dict[str, dict[str, Any]]]:
+        """The page, and what it shows of each scope (the stage's report)."""
+        raise NotImplementedError
+
+    def work(self, params: Any) -> dict[str, fleet.Outcome]:
+        a = self.paths
+        text, shown = self.page(a["models"], a["evaluation"], a["deploy_report"], Registry())
+        a["out"].parent.mkdir(parents=True, exist_ok=True)
+        a["out"].write_text(text, encoding="utf-8")
+        logging.getLogger("stage").info("report: %d %ss -> %s", len(shown), self.NOUN, a["out"])
+        return {name: fleet.Outcome(name, "built", summary=s) for name, s in shown.items()}
+
+
 # ------------------------------------------------------------------------------ reading
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """What a family's deploy stage did in the last run and what the registry holds now:
+    what every family's page says of each scope beside its own figures."""
+
+    devices: dict[str, Any]  # scope -> the deploy stage's entry (its report's `devices`)
+    lines: dict[str, str]  # scope -> its line (pipelines/decisions.py)
+    held: dict[str, dict[str, Any]]  # scope -> the version in production now
+    events: dict[str, list[dict[str, Any]]]  # scope -> its production events, in order
+    error: str | None  # the deploy stage's line for every scope (e.g. every one refused)
+
+    def names(self) -> set[str]:
+        return set(self.devices) | set(self.held) | set(self.events)
+
+    def scope(self, name: str) -> dict[str, Any]:
+        """A ScopeRecord's fields for the scope `name`."""
+        held = self.held.get(name)
+        return {
+            "action": deploy_action(self.devices.get(name)),
+            "deployed": self.lines[name].removeprefix(f"{name}: ") if name in self.lines else "",
+            "production": f"{held['name']}:v{held['version']}" if held else None,
+            "events": self.events.get(name, []),
+        }
+
+
+def deployed(deploy_report: Path, registry: Registry, family: str) -> Deployed:
+    """The deploy stage's report and the family's production in `registry` (read only)."""
+    report = fleet.read_json(deploy_report)
+    return Deployed(
+        report["devices"],
+        dict(decisions.describe(report["devices"], report["production"])),
+        {m["scope"]: m for m in registry.list(alias=PRODUCTION) if m["family"] == family},
+        alias_events(registry.history(), family),
+        report.get("error"),
+    )
 
 
 def gather(
     eval_dir: Path, models_dir: Path, deploy_report: Path, registry: Registry, family: str
 ) -> FleetRecord:
     """What the last run wrote and what the registry holds now, per device."""
-    deployed = fleet.read_json(deploy_report)
-    lines = dict(decisions.describe(deployed["devices"], deployed["production"]))
-    held = {m["scope"]: m for m in registry.list(alias=PRODUCTION) if m["family"] == family}
-    events = alias_events(registry.history(), family)
+    done = deployed(deploy_report, registry, family)
     names = set(fleet.complete_devices(eval_dir)) | set(fleet.complete_devices(models_dir))
-    names |= set(deployed["devices"]) | set(held) | set(events)
     devices = [
         DeviceRecord(
             name,
@@ -79,14 +142,11 @@ def gather(
             scores=_read(eval_dir / name / "scores.json") or [],
             roc=_read(eval_dir / name / "roc.json") or [],
             history=_read(models_dir / name / "history.json") or [],
-            action=deploy_action(deployed["devices"].get(name)),
-            deployed=lines[name].removeprefix(f"{name}: ") if name in lines else "",
-            production=f"{held[name]['name']}:v{held[name]['version']}" if name in held else None,
-            events=events.get(name, []),
+            **done.scope(name),
         )
-        for name in sorted(names)
+        for name in sorted(names | done.names())
     ]
-    return FleetRecord(family, devices, registry.policy(family), deployed.get("error"))
+    return FleetRecord(family, devices, registry.policy(family), done.error)
 
 
 def _read(path: Path) -> Any:
@@ -178,6 +238,47 @@ def _policy(policy: dict[str, Any]) -> str:
         f"x{policy['rollback_factor']:g} production's"
     )
     return text + policy_origin(policy)
+
+
+def bounds_line(policy: dict[str, Any]) -> str:
+    """The gate's policy in a line, its floors and ceilings (not escaped)."""
+    bounds = [f"{m} >= {v:g}" for m, v in policy["floors"].items()]
+    bounds += [f"{m} <= {v:g}" for m, v in policy.get("ceilings", {}).items()]
+    text = (
+        f"{', '.join(bounds) or 'no floor or ceiling'}; a candidate's error at most "
+        f"x{policy['rollback_factor']:g} production's"
+    )
+    return text + policy_origin(policy)
+
+
+def figure_of(evaluation: dict[str, Any] | None, key: str) -> float | None:
+    """A number of a scope's evaluation; None when it was not measured."""
+    value = (evaluation or {}).get(key)
+    return float(value) if isinstance(value, float | int) else None
+
+
+def outside(evaluation: dict[str, Any] | None, policy: dict[str, Any]) -> list[str]:
+    """The gate's bounds a scope's figures of this run miss, as 'rmse 61.2 > 60'."""
+    floors = [(m, v, "<") for m, v in policy["floors"].items()]
+    bounds = floors + [(m, v, ">") for m, v in policy.get("ceilings", {}).items()]
+    found = [(m, figure_of(evaluation, m), bound, sign) for m, bound, sign in bounds]
+    return [
+        f"{m} {value:.4g} {sign} {bound:g}"
+        for m, value, bound, sign in found
+        if value is not None and (value < bound if sign == "<" else value > bound)
+    ]
+
+
+def unmeasured(evaluations: list[dict[str, Any] | None], policy: dict[str, Any], noun: str) -> str:
+    """The bounds no evaluated scope measures: the gate does not apply them (say so, since
+    a store-wide policy may bound another family's metric)."""
+    evaluated = [e for e in evaluations if e]
+    names = [*policy["floors"], *policy.get("ceilings", {})]
+    idle = [m for m in names if evaluated and all(figure_of(e, m) is None for e in evaluated)]
+    if not idle:
+        return ""
+    text = f"Not measured for any {noun}, so not applied by the gate: {', '.join(idle)}."
+    return f'<p class="note">{html.escape(text)}</p>'
 
 
 def policy_origin(policy: dict[str, Any]) -> str:

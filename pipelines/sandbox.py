@@ -17,8 +17,8 @@ from pipelines.params import edit_params
 
 PROJECT = Path(__file__).resolve().parents[1]
 PACKAGES = ("pipelines", "stages", "registry")
-# both families' pipelines: `dvc repro` runs the acoustic one, `dvc repro tabular/dvc.yaml`
-# (or `-P`, every pipeline) the tabular one too
+# every family's pipeline: `dvc repro` runs the acoustic one, `dvc repro tabular/dvc.yaml`
+# and `dvc repro keypoint/dvc.yaml` the others (`-P`: every pipeline)
 FILES = (
     "dvc.yaml",
     "params.yaml",
@@ -26,6 +26,8 @@ FILES = (
     ".gitignore",
     "tabular/dvc.yaml",
     "tabular/params.yaml",
+    "keypoint/dvc.yaml",
+    "keypoint/params.yaml",
 )
 # Who commits in a sandbox when the environment names no one (GIT_AUTHOR_NAME etc. win).
 IDENTITY = {"user.name": "soundfleet sandbox", "user.email": "sandbox@soundfleet.invalid"}

@@ -9,12 +9,14 @@ is read, never a model, so that a table costs none of the models' libraries.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipelines.errors import DataError
+from pipelines.fleet import complete_devices
+from pipelines.status import Sources
 from registry.tables import cell
 
 
@@ -68,3 +70,50 @@ def required(path: Path) -> Path:
     if not path.is_file():
         raise MissingOutputs(f"{path}: no such file")
     return path
+
+
+def evaluated(scopes: Path) -> dict[str, dict[str, Any]]:
+    """Scope -> its figures in the last evaluation, each in `scopes`/{scope}/summary.json (an
+    evaluate stage's, pipelines/fleet.py); none for a scope whose record is unreadable (status
+    still shows its versions and bundle)."""
+    found = {}
+    for scope in complete_devices(scopes):
+        try:
+            found[scope] = read_record(scopes / scope / "summary.json")
+        except MissingOutputs:
+            continue
+    return found
+
+
+def scope_table(
+    columns: Iterable[Column],
+    folder: Path,
+    evaluation: Path,
+    kind: str,
+    row: Callable[[Path, Path], dict[str, Any]],
+    summary: Callable[[dict[str, Any]], str | None],
+) -> FamilyTable:
+    """A family's table as its evaluate stage left it in `evaluation` (eval/metrics.json and
+    eval/{kind}/{scope}/): a `row(models/{scope}, eval/{kind}/{scope})` per scope it
+    finished, its `summary` of metrics.json under them; --json gives both unrounded."""
+    over = read_record(evaluation / "metrics.json")
+    rows = {
+        scope: row(folder / "models" / scope, evaluation / kind / scope)
+        for scope in complete_devices(evaluation / kind)
+    }
+    return build(columns, rows.values(), summary(over), {"fleet": over, kind: rows})
+
+
+def scope_sources(family: Any, folder: Path, scopes: Iterable[str], kind: str) -> Sources:
+    """What `fleet status` reads of a family whose pipeline is in `folder` (its card
+    `family`): the `scopes` its data holds, the figures of its last evaluation (eval/{kind}/),
+    its deploy/models and its reports."""
+    return Sources(
+        family.FAMILY,
+        family.SCOPE,
+        frozenset(scopes),
+        evaluated(folder / "eval" / kind),
+        folder / "deploy" / "models",
+        folder / "reports",
+        tuple(family.STAGES),
+    )

@@ -20,13 +20,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def tiny_built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny fleet's repo after a plain `dvc repro`, and the tabular family's tiny tasks
-    after `dvc repro tabular/dvc.yaml` (as `make demo` leaves a project: each pipeline run
-    once, which `dvc exp apply` needs), committed: built once per worker, for tests to
+    """The tiny fleet's repo after a plain `dvc repro`, and the tabular and keypoint
+    families' tiny demos after `dvc repro tabular/dvc.yaml` and `dvc repro keypoint/dvc.yaml`
+    (as `make demo` leaves a project: each pipeline run once, which `dvc exp apply` needs),
+    committed: built once per worker, for tests to
     `copy_repo` and change as they like."""
     repo = make_repo(tmp_path_factory.mktemp("tiny") / "repo")
     run(repo, "dvc", "repro")
     run(repo, "dvc", "repro", "tabular/dvc.yaml")
+    run(repo, "dvc", "repro", "keypoint/dvc.yaml")
     run(repo, "git", "add", "-A")
     run(repo, "git", "commit", "-qm", "baseline: dvc.lock for dvc exp show")
     return repo

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from pipelines import sandbox
+from pipelines.keypoint import params as keypoint_params
 from pipelines.params import edit_params
 from pipelines.tabular import params as tabular_params
 from tests.patience import HANG_S
@@ -51,6 +52,22 @@ TINY: dict[str, Any] = {
 TINY_TABULAR: dict[str, Any] = {
     "generate": {"subjects": 150, "diabetes": False},
     "train": {"model": "ridge"},
+}
+# The keypoint family's tiny demo (keypoint/params.yaml): 40 small captchas, a tiny network.
+TINY_KEYPOINT: dict[str, Any] = {
+    "data": {"height": 64, "width": 128},
+    "generate": {"count": 40},
+    "train": {
+        "channels": [8, 16],
+        "modules": [1],
+        "stem": 8,
+        "head": 8,
+        "epochs": 2,
+        "min_epochs": 1,
+        "cosine_t0": 2,
+        "val_fraction": 0.2,
+        "test_fraction": 0.2,
+    },
 }
 # The store's gate for a tiny fleet: a 3-epoch model is not judged on AUC.
 TINY_POLICY = ("--floor", "auc=0", "--reason", "tiny test fleet")
@@ -94,7 +111,8 @@ def make_repo(path: Path, overrides: dict[str, Any] = TINY) -> Path:
     """A committed git + DVC repo at `path` with the project's pipeline and `overrides`."""
     sandbox.create(path, overrides, env())
     edit_params(path / "tabular" / "params.yaml", TINY_TABULAR, tabular_params.load_params)
-    run(path, "git", "commit", "-qam", "the tabular family's tiny tasks")
+    edit_params(path / "keypoint" / "params.yaml", TINY_KEYPOINT, keypoint_params.load_params)
+    run(path, "git", "commit", "-qam", "the tabular and keypoint families' tiny demos")
     run(path, "registry", "set-policy", *TINY_POLICY)
     return path
 
@@ -124,3 +142,29 @@ def readme_commands(section: str, block: int = 0) -> list[list[str]]:
     assert len(blocks) > block, f"README has no code block {block} under {section!r}"
     lines = blocks[block].splitlines()
     return [words for line in lines if (words := shlex.split(line, comments=True))]
+
+
+def family_stage(
+    cwd: Path, family: str, name: str, *args: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """`python -m stages.NAME --family FAMILY ARGS` in `cwd` (a family's pipeline folder),
+    against the store in cwd/store; `env` added to its environment."""
+    env |= {"PYTHONPATH": str(PROJECT), "PATH": "/usr/bin:/bin", "MODEL_STORE": str(cwd / "store")}
+    return subprocess.run(
+        [sys.executable, "-m", f"stages.{name}", "--family", family, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=HANG_S,
+        check=False,
+    )
+
+
+def fleet_in(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The `fleet` command of this venv, in `cwd`, against the store in cwd/store."""
+    env = {"PYTHONPATH": str(PROJECT), "PATH": "/usr/bin:/bin", "MODEL_STORE": str(cwd / "store")}
+    command = [str(Path(sys.executable).parent / "fleet"), *args]
+    return subprocess.run(
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=HANG_S, check=False
+    )

@@ -35,6 +35,7 @@ pytestmark = pytest.mark.e2e
             ["--subjects", "60", "--tasks", "diabetes", "Q1", "--epochs", "5"],
             "mlp - ridge R2:",
         ),
+        ("keypoint", ["accuracy", "--count", "40", "--epochs", "1"], "seed_002_targets_met"),
     ],
 )
 def test_a_benchmark_runs_on_a_small_input(bench: str, args: list[str], says: str) -> None:

@@ -1,4 +1,4 @@
-"""pipelines.engine: deterministic training, early stopping on a metric, the plateau
+"""pipelines.engine: deterministic training, early stopping on a metric and a guard, the plateau
 scheduler, weight decay, clipping, a supervised objective, resume, verified checkpoints,
 DVCLive curves."""
 
@@ -9,6 +9,7 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -521,3 +522,422 @@ def test_a_killed_run_resumes_its_schedule_and_matches_an_uninterrupted_run(
 def _rate_reduced(last: Path) -> bool:
     checkpoint = load_checkpoint(last, torch.device("cpu"))
     return checkpoint is not None and checkpoint["history"][-1]["lr"] < SCHEDULED.lr
+
+
+# Seed 002's settings: adamw, cosine warm restarts after a linear warm-up, the weights' moving
+# average, gradient accumulation, bf16 autocast, channels_last, a guard metric.
+
+EVERYTHING = dataclasses.replace(
+    TINY,
+    epochs=8,
+    optimizer="adamw",
+    weight_decay=0.01,
+    betas=(0.8, 0.99),
+    cosine_t0=2,
+    cosine_t_mult=2,
+    eta_min=0.001,
+    warmup_epochs=2,
+    ema_decay=0.9,
+    accumulate=2,  # 3 batches an epoch: a step after the second and one for the third
+)
+STALL_AT = 3 * 4 + 2  # the second batch of epoch 5, after the warm restart at epoch 5
+
+
+class _StallsAt(Reconstruction):
+    """Reconstruction until its `at`-th loss, where it says so in `marker` and hangs: a test
+    kills the run there, in the middle of an epoch."""
+
+    def __init__(self, at: int, marker: Path) -> None:
+        self.calls, self.at, self.marker = 0, at, marker
+
+    def loss(self, model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == self.at:
+            self.marker.touch()
+            time.sleep(HANG_S)
+        return super().loss(model, batch)
+
+
+def _killable_mid_epoch(checkpoints: Path, marker: Path) -> None:
+    torch.set_num_threads(1)  # as the test process: the same sums, the same bits
+    _fit(EVERYTHING, checkpoints, objective=_StallsAt(STALL_AT, marker))
+
+
+def _run_until(marker: Path, *args: Path) -> None:
+    """Run `_killable_mid_epoch(*args)` in a process of its own, SIGKILLed once it hangs."""
+    code = "import sys; from pathlib import Path; from tests.test_engine import "
+    code += "_killable_mid_epoch as run; run(*map(Path, sys.argv[1:]))"
+    root = Path(__file__).resolve().parent.parent
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, *map(str, args)],
+        cwd=root,
+        env=os.environ | {"PYTHONPATH": str(root)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + HANG_S
+    while not marker.exists():
+        assert process.poll() is None, process.stderr.read()
+        assert time.monotonic() < deadline, "training made no progress"
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def test_a_run_killed_mid_epoch_resumes_average_schedule_and_accumulation_exactly(
+    tmp_path: Path,
+) -> None:
+    marker = tmp_path / "stalled"
+    _run_until(marker, tmp_path / "killed", marker)
+    killed_at = load_checkpoint(tmp_path / "killed" / "last.pth", torch.device("cpu"))
+    assert killed_at is not None and killed_at["epoch"] == 4
+    assert killed_at["ema"]["n_averaged"] == 4 * 2  # two steps an epoch
+    resumed = _fit(EVERYTHING, tmp_path / "killed")
+    whole = _fit(EVERYTHING, tmp_path / "whole")
+    assert resumed.resumed_from == 4
+    assert resumed.history == whole.history
+    assert (resumed.best_epoch, resumed.best_value) == (whole.best_epoch, whole.best_value)
+    _assert_same_state(resumed.state, whole.state)
+    last = [
+        load_checkpoint(tmp_path / run / "last.pth", torch.device("cpu"))
+        for run in ("killed", "whole")
+    ]
+    for part in ("model", "ema"):
+        _assert_same_state(last[0][part], last[1][part])  # type: ignore[index]
+    assert last[0]["optimizer"]["param_groups"] == last[1]["optimizer"]["param_groups"]  # type: ignore[index]
+    lrs = [row["lr"] for row in whole.history]
+    assert lrs[4] == pytest.approx(EVERYTHING.lr)  # restarted at epoch 5
+    assert lrs[3] < lrs[4]
+
+
+class _BatchNormSpy(Reconstruction):
+    """Reconstruction that keeps the first batch norm's running mean after every training
+    forward pass: with one step a batch, the values the moving average takes in."""
+
+    def __init__(self) -> None:
+        self.means: list[torch.Tensor] = []
+
+    def loss(self, model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+        loss = super().loss(model, batch)
+        self.means.append(model.encoder[1].running_mean.clone())
+        return loss
+
+
+def test_the_moving_average_covers_the_batch_norm_statistics(tmp_path: Path) -> None:
+    decay = 0.7
+    config = dataclasses.replace(TINY, epochs=3, ema_decay=decay, restore_best=False)
+    spy = _BatchNormSpy()
+    result = _fit(config, tmp_path, objective=spy)
+    assert result.state.keys() == make_model().state_dict().keys()  # no "module.", n_averaged
+    raw = load_checkpoint(tmp_path / "last.pth", torch.device("cpu"))
+    assert raw is not None
+    # The average's running mean is not the model's last (use_buffers=False would copy it)...
+    averaged = result.state["encoder.1.running_mean"]
+    assert torch.equal(raw["model"]["encoder.1.running_mean"], spy.means[-1])
+    assert not torch.allclose(averaged, spy.means[-1], atol=1e-4)
+    # ...but the EMA of the model's running means after each of the 9 steps.
+    expected = spy.means[0]
+    for mean in spy.means[1:]:
+        expected = decay * expected + (1 - decay) * mean
+    assert len(spy.means) == 9
+    assert torch.allclose(averaged, expected, atol=1e-6)
+    # restore_best=False returns the average's last weights; validation ran on them.
+    _assert_same_state(result.state, {k[7:]: v for k, v in raw["ema"].items() if k != "n_averaged"})
+    assert not torch.equal(result.state["encoder.0.weight"], raw["model"]["encoder.0.weight"])
+    averaged_model = make_model()
+    averaged_model.load_state_dict(result.state)
+    val_loss = Reconstruction().validate(averaged_model.eval(), iter([_data(8, seed=1)]))
+    assert val_loss["val_loss"] == pytest.approx(result.history[-1]["val_loss"], rel=1e-6)
+    # The best epoch's weights, in best.pth, are the average's too.
+    best = _fit(dataclasses.replace(config, restore_best=True), tmp_path / "best")
+    saved = load_verified(
+        tmp_path / "best" / "best.pth", recorded_sha256(tmp_path / "best" / "best.pth")
+    )
+    _assert_same_state(best.state, saved["model"])
+    assert best.state.keys() == result.state.keys()
+
+
+class _Guarded(Reconstruction):
+    """Reconstruction, validated with a `score` (max) and a `px` error (min) that take the
+    given values epoch after epoch."""
+
+    def __init__(self, scores: list[float], px: list[float]) -> None:
+        self.scores, self.px = iter(scores), iter(px)
+
+    def validate(self, model: nn.Module, batches: Iterator[torch.Tensor]) -> dict[str, float]:
+        return super().validate(model, batches) | {"score": next(self.scores), "px": next(self.px)}
+
+
+def _guarded(**changes: Any) -> EngineConfig:
+    defaults = {"monitor": "score", "mode": "max", "patience": 2, "min_epochs": 1, "epochs": 8}
+    return dataclasses.replace(TINY, **(defaults | changes))
+
+
+SATURATED = [0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]  # a hit rate at 100 % from epoch 2
+FALLING = [8.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0]
+
+
+def test_a_guard_metric_keeps_a_saturated_run_training_and_picks_the_best_epoch(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    alone = _fit(_guarded(), tmp_path / "alone", objective=_Guarded(SATURATED, FALLING))
+    assert (alone.epochs_run, alone.best_epoch) == (2 + 2, 2)
+    with caplog.at_level(logging.INFO, logger="pipelines.engine"):
+        guarded = _fit(
+            _guarded(guard="px"), tmp_path / "guarded", objective=_Guarded(SATURATED, FALLING)
+        )
+    assert (guarded.epochs_run, guarded.best_epoch, guarded.best_value) == (8, 8, 1.0)
+    resets = [r.getMessage() for r in caplog.records if "patience reset" in r.getMessage()]
+    assert len(resets) == 8 - 2  # epochs 1 and 2 improved the score as well
+    assert resets[0] == "epoch 3: px improved to 6, patience reset"
+    eight = _fit(dataclasses.replace(TINY, epochs=8), tmp_path / "eight")
+    _assert_same_state(guarded.state, eight.state)  # the weights after epoch 8
+
+
+def test_a_guard_improvement_wins_only_a_tie_of_the_monitor(tmp_path: Path) -> None:
+    scores = [0.5, 0.9, 0.8, 0.9, 0.92, 0.9, 0.9, 0.9, 0.9, 0.9]
+    px = [10.0, 9.0, 8.0, 7.0, 7.0, 6.0, 6.0, 6.0, 6.0, 6.0]
+    config = _guarded(epochs=10, min_delta=0.05, guard="px", guard_min_delta=0.5)
+    result = _fit(config, tmp_path / "whole", objective=_Guarded(scores, px))
+    # 3: 0.8 is worse than 0.9 by more than 0.05, not the best, but px improved: not bad;
+    # 4: a tie and px improved: the best; 5: 0.92 no improvement by more than 0.05 and px
+    # none: bad; 6: the best again; 7, 8: bad, and patience 2 stops the run.
+    assert (result.epochs_run, result.best_epoch, result.best_value) == (8, 6, 0.9)
+    six = _fit(dataclasses.replace(TINY, epochs=6), tmp_path / "six")
+    _assert_same_state(result.state, six.state)
+    # Resumed after epoch 4 (px's best 7: epoch 5's 7 is no improvement) or after epoch 7
+    # (one bad epoch: epoch 8's makes two), the run goes on as it did.
+    for done in (4, 7):
+        folder = tmp_path / f"resumed after {done}"
+        _fit(dataclasses.replace(config, epochs=done), folder, objective=_Guarded(scores, px))
+        resumed = _fit(config, folder, objective=_Guarded(scores[done:], px[done:]))
+        assert resumed.resumed_from == done
+        assert (resumed.epochs_run, resumed.best_epoch) == (8, 6)
+        assert resumed.history == result.history
+
+
+def test_a_guard_the_objective_does_not_give_is_named_and_without_val_ignored(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ValueError, match="the guard metric 'mae' is none of"):
+        _fit(dataclasses.replace(TINY, guard="mae"), tmp_path / "a")
+    result = _fit(dataclasses.replace(TINY, guard="mae"), tmp_path / "b", val=False)
+    assert result.epochs_run == TINY.epochs
+
+
+def _reference_rates(epochs: int, config: EngineConfig) -> list[float]:
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+        optimizer, T_0=config.cosine_t0, T_mult=config.cosine_t_mult, eta_min=config.eta_min
+    )
+    rates = []
+    for _ in range(epochs):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return rates
+
+
+def test_cosine_warm_restarts_follow_torch_after_a_linear_warm_up(tmp_path: Path) -> None:
+    config = dataclasses.replace(
+        TINY, epochs=10, cosine_t0=2, cosine_t_mult=2, eta_min=0.001, warmup_epochs=3
+    )
+    lrs = [row["lr"] for row in _fit(config, tmp_path / "warm", val=False).history]
+    assert lrs[:3] == pytest.approx([0.001, 0.004, 0.007])  # from lr x 0.1, linearly
+    assert lrs[3:] == pytest.approx(_reference_rates(7, config))
+    assert lrs[3] == lrs[5] == pytest.approx(0.01)  # the start and the first restart
+    assert lrs[4] == pytest.approx(0.0055)
+    cold = dataclasses.replace(config, warmup_epochs=0, epochs=7)
+    lrs = [row["lr"] for row in _fit(cold, tmp_path / "cold", val=False).history]
+    assert lrs == pytest.approx(_reference_rates(7, cold))
+
+
+def _record_gradients() -> tuple[list[tuple[torch.Tensor, list[torch.Tensor]]], Any]:
+    """(gradient, parameters) as each optimizer step is given them, until the hook's removal."""
+    steps: list[tuple[torch.Tensor, list[torch.Tensor]]] = []
+
+    def record(optimizer: torch.optim.Optimizer, *_: Any) -> None:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        gradient = torch.cat([p.grad.flatten() for p in params])
+        steps.append((gradient, [p.detach().clone() for p in params]))
+
+    return steps, register_optimizer_step_pre_hook(record)
+
+
+def _gradient_by_hand(params: list[torch.Tensor], rows: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    model = nn.Linear(3, 1)
+    with torch.no_grad():
+        for mine, given in zip(model.parameters(), params, strict=True):
+            mine.copy_(given)
+    _LinearRegression().loss(model, rows).backward()
+    return torch.cat([p.grad.flatten() for p in model.parameters()])
+
+
+def test_accumulated_batches_step_as_one_large_batch(tmp_path: Path) -> None:
+    def run(batch_size: int, accumulate: int, rows: int) -> tuple[FitResult, list[Any]]:
+        # Unclipped: clipping would hide gradients of the wrong scale, as Adam nearly does.
+        config = dataclasses.replace(
+            TINY, epochs=1, batch_size=batch_size, accumulate=accumulate, grad_clip=None
+        )
+        folder = tmp_path / f"{batch_size}x{accumulate}of{rows}"
+        gradients, hook = _record_gradients()
+        try:
+            data = _regression(rows, 0)
+            result = fit(lambda: nn.Linear(3, 1), _LinearRegression(), data, None, config, folder)
+        finally:
+            hook.remove()
+        return result, gradients
+
+    small, small_gradients = run(4, 3, 24)  # 6 batches of 4, a step every 3
+    large, large_gradients = run(12, 1, 24)  # the same rows in 2 batches of 12
+    assert len(small_gradients) == len(large_gradients) == 2
+    for (accumulated, _), (whole, _) in zip(small_gradients, large_gradients, strict=True):
+        assert torch.allclose(accumulated, whole, atol=1e-6)
+    # ...and each the gradient of its batch's mean loss, no more (zeroed after every step)
+    data = _regression(24, 0)
+    batches = torch.randperm(24, generator=torch.Generator().manual_seed(TINY.seed)).split(12)
+    for (whole, params), idx in zip(large_gradients, batches, strict=True):
+        by_hand = _gradient_by_hand(params, tuple(t[idx] for t in data))
+        assert torch.allclose(whole, by_hand, atol=1e-6)
+    torch.manual_seed(TINY.seed)
+    initial = nn.Linear(3, 1).state_dict()
+    for key in ("weight", "bias"):
+        assert torch.allclose(small.state[key], large.state[key], atol=1e-6), key
+        assert not torch.allclose(small.state[key], initial[key], atol=1e-3), key
+    # train_loss is the mean loss per row, not divided by accumulate
+    assert small.history[0]["train_loss"] == pytest.approx(large.history[0]["train_loss"], rel=1e-5)
+    _, remainder = run(4, 3, 20)  # 5 batches: a step after the third and one after the fifth
+    assert len(remainder) == 2
+
+
+class _DtypeSpy(_LinearRegression):
+    """The supervised objective, noting the dtype of the model's outputs in training."""
+
+    def __init__(self) -> None:
+        self.dtypes: set[torch.dtype] = set()
+
+    def loss(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x, y = batch
+        output = model(x)
+        self.dtypes.add(output.dtype)
+        return nn.functional.mse_loss(output.float().squeeze(1), y)  # the loss in float32
+
+
+@pytest.mark.parametrize(
+    ("bf16", "dtype"), [("on", torch.bfloat16), ("off", torch.float32), ("auto", torch.float32)]
+)
+def test_bf16_autocasts_on_the_cpu_only_when_on(
+    tmp_path: Path, bf16: str, dtype: torch.dtype
+) -> None:
+    spy = _DtypeSpy()
+    config = dataclasses.replace(TINY, epochs=2, bf16=bf16, monitor="r2", mode="max")
+    result = fit(
+        lambda: nn.Linear(3, 1), spy, _regression(24, 0), _regression(8, 1), config, tmp_path
+    )
+    assert spy.dtypes == {dtype}
+    assert all(
+        math.isfinite(row["train_loss"]) and math.isfinite(row["r2"]) for row in result.history
+    )
+    assert all(t.dtype == torch.float32 for t in result.state.values())  # the weights stay
+
+
+class _MemoryFormatSpy:
+    """A supervised objective on (images, targets), noting whether the images and the second
+    convolution's weight are channels_last while it trains."""
+
+    def __init__(self) -> None:
+        self.seen: set[tuple[bool, bool, bool]] = set()
+
+    def loss(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x, y = batch
+        cl = torch.channels_last
+        self.seen.add(
+            (
+                x.is_contiguous(memory_format=cl),
+                model[2].weight.is_contiguous(memory_format=cl),
+                y.is_contiguous(),
+            )
+        )
+        return nn.functional.mse_loss(model(x).mean((2, 3)), y)
+
+    def validate(
+        self, model: nn.Module, batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
+    ) -> dict[str, float]:
+        return {"val_loss": sum(float(self.loss(model, batch)) for batch in batches)}
+
+
+def _images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, 8, 8, generator=generator), torch.rand(n, 2, generator=generator)
+
+
+def _convnet() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 3, padding=1))
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_channels_last_trains_model_and_images_in_that_format(
+    tmp_path: Path, channels_last: bool
+) -> None:
+    spy = _MemoryFormatSpy()
+    config = dataclasses.replace(TINY, epochs=2, channels_last=channels_last)
+    result = fit(_convnet, spy, _images(24, 0), _images(8, 1), config, tmp_path)
+    assert spy.seen == {(channels_last, channels_last, True)}  # the 2-D targets as they were
+    assert all(
+        math.isfinite(row["train_loss"]) and math.isfinite(row["val_loss"])
+        for row in result.history
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"cosine_t0": 4, "plateau_factor": 0.5}, "cosine_t0 and plateau_factor"),
+        ({"accumulate": 0}, "accumulate"),
+        ({"ema_decay": 1.5}, "ema_decay"),
+        ({"ema_decay": 0.0}, "ema_decay"),
+        ({"guard_mode": "up"}, "guard_mode"),
+        ({"optimizer": "sgd"}, "optimizer"),
+        ({"bf16": "yes"}, "bf16"),
+        ({"betas": (0.9, 1.0)}, "betas"),
+        ({"eps": 0.0}, "eps"),
+        ({"cosine_t0": 0}, "cosine_t0"),
+        ({"cosine_t0": 2, "cosine_t_mult": 0}, "cosine_t_mult"),
+        ({"warmup_epochs": 2}, "warmup_epochs"),  # a warm-up leads into a cosine schedule
+        ({"cosine_t0": 2, "warmup_epochs": 2, "warmup_start_factor": 0.0}, "warmup_start_factor"),
+        ({"guard_min_delta": -1.0}, "guard_min_delta"),
+    ],
+)
+def test_an_invalid_setting_is_named(changes: dict[str, Any], named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        dataclasses.replace(TINY, **changes)
+
+
+def test_a_tampered_checkpoint_with_a_moving_average_is_not_resumed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = dataclasses.replace(EVERYTHING, epochs=4)
+    fresh = _fit(config, tmp_path / "fresh")
+    _fit(dataclasses.replace(config, epochs=2), tmp_path / "run")
+    checkpoint = load_checkpoint(tmp_path / "run" / "last.pth", torch.device("cpu"))
+    assert checkpoint is not None and checkpoint["format"] == 3
+    _flip_a_byte(tmp_path / "run" / "last.pth")
+    with caplog.at_level(logging.WARNING, logger="pipelines.engine"):
+        result = _fit(config, tmp_path / "run")
+    assert result.resumed_from == 0
+    assert "does not match" in caplog.text
+    _assert_same_state(result.state, fresh.state)
+
+
+def test_a_format_2_checkpoint_is_not_resumed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _fit(dataclasses.replace(TINY, epochs=2), tmp_path)
+    checkpoint = load_checkpoint(tmp_path / "last.pth", torch.device("cpu"))
+    assert checkpoint is not None
+    del checkpoint["ema"], checkpoint["guard_best"]
+    save_checkpoint(tmp_path / "last.pth", checkpoint | {"format": 2})
+    with caplog.at_level(logging.WARNING, logger="pipelines.engine"):
+        result = _fit(dataclasses.replace(TINY, epochs=3), tmp_path)
+    assert (result.resumed_from, result.epochs_run) == (0, 3)
+    assert "written by an older engine" in caplog.text

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def repo(tiny_built: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny acoustic fleet and the tabular family's tiny tasks, each pipeline run once."""
+    """The tiny acoustic fleet and the other families' tiny demos, each pipeline run once."""
     return copy_repo(tiny_built, tmp_path_factory.mktemp("families") / "repo")
 
 
@@ -28,9 +28,9 @@ def production(repo: Path) -> dict[str, int]:
     }
 
 
-def test_both_families_live_in_one_store(repo: Path) -> None:
+def test_every_family_lives_in_one_store(repo: Path) -> None:
     families = {name.split("_")[0] for name in production(repo)}
-    assert families == {"acoustic", "tabular"}
+    assert families == {"acoustic", "tabular", "keypoint"}
 
 
 def test_a_tabular_experiment_reruns_no_acoustic_stage_and_moves_no_production(
@@ -56,5 +56,5 @@ def test_a_tabular_experiment_reruns_no_acoustic_stage_and_moves_no_production(
     assert rows["Q1"]["rmse_b"] == pytest.approx(tried[1]["metrics"]["rmse"])
     assert rows["Q1"]["rmse_a"] == pytest.approx(tried[0]["metrics"]["rmse"])
     assert all(r["r2_change"] == pytest.approx(r["r2_b"] - r["r2_a"]) for r in rows.values())
-    unknown = run(repo, "fleet", "compare", "HEAD", "tab-a", "--family", "keypoint", check=False)
-    assert unknown.returncode == 2 and "family 'keypoint' is not installed" in unknown.stderr
+    unknown = run(repo, "fleet", "compare", "HEAD", "tab-a", "--family", "vision", check=False)
+    assert unknown.returncode == 2 and "family 'vision' is not installed" in unknown.stderr

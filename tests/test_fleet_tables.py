@@ -121,8 +121,12 @@ def test_a_family_that_has_not_run_is_skipped_with_a_note(project: Path, tmp_pat
     shutil.copytree(project / "tabular", tmp_path / "tabular")
     result = fleet(tmp_path, "table")
     assert list(sections(ok(result))) == ["tabular"]
-    (note,) = result.stderr.splitlines()
-    assert note.startswith(f"note: acoustic skipped: {tmp_path / 'eval' / 'metrics.json'}")
+    notes = result.stderr.splitlines()
+    assert [n.split(" skipped: ")[0] for n in notes] == ["note: acoustic", "note: keypoint"]
+    assert notes[0].startswith(f"note: acoustic skipped: {tmp_path / 'eval' / 'metrics.json'}")
+    assert notes[1].endswith(
+        f"no {tmp_path / 'keypoint' / 'dvc.yaml'}: its pipeline is not in this project"
+    )
 
 
 def test_a_family_asked_for_that_has_not_run_says_what_to_run(tmp_path: Path) -> None:
@@ -143,10 +147,10 @@ def test_a_family_asked_for_that_has_not_run_says_what_to_run(tmp_path: Path) ->
 
 @pytest.mark.parametrize("command", ["table", "status"])
 def test_an_unknown_family_is_a_usage_error(command: str, tmp_path: Path) -> None:
-    result = fleet(tmp_path, command, "--family", "keypoint")
+    result = fleet(tmp_path, command, "--family", "vision")
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [
-        "error: --family: family 'keypoint' is not installed (installed: acoustic, tabular)"
+        "error: --family: family 'vision' is not installed (installed: acoustic, keypoint, tabular)"
     ]
 
 

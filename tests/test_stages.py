@@ -227,22 +227,36 @@ def family_modules(cmd: list[str]) -> set[Path]:
     return {PROJECT.joinpath(*m.split(".")).with_suffix(".py") for m in modules}
 
 
+PIPELINES = (
+    PROJECT / "dvc.yaml",
+    PROJECT / "tabular" / "dvc.yaml",
+    PROJECT / "keypoint" / "dvc.yaml",
+)
+
+
 def test_every_module_a_stage_imports_is_under_its_deps() -> None:
     """DVC runs a stage again when its deps change: a module it imports outside them could
     change its results and DVC would call the stage up to date."""
-    for pipeline in (PROJECT / "dvc.yaml", PROJECT / "tabular" / "dvc.yaml"):
+    for pipeline in PIPELINES:
         for name, declared in yaml.safe_load(pipeline.read_text())["stages"].items():
             deps = [(pipeline.parent / dep).resolve() for dep in declared["deps"]]
             check_stage_deps(f"{pipeline.parent.name}:{name}", declared["cmd"].split(), deps)
 
 
 def test_no_stage_depends_on_another_familys_files() -> None:
-    """A change to one family's data, params or code runs no stage of another: the
-    acoustic pipeline names nothing of the tabular family, nor the tabular one anything of
-    the acoustic family but its package's (empty of work) __init__.py."""
+    """A change to one family's data, params or code runs no stage of another: no pipeline
+    names another family's folder or package, but the acoustic package's (empty of work)
+    __init__.py."""
+    folders = {"acoustic": PROJECT, "tabular": PROJECT / "tabular"}
+    folders["keypoint"] = PROJECT / "keypoint"
     others = {
-        PROJECT / "dvc.yaml": [PROJECT / "tabular", PROJECT / "pipelines" / "tabular"],
-        PROJECT / "tabular" / "dvc.yaml": [PROJECT / "pipelines" / "acoustic"],
+        folder / "dvc.yaml": [
+            path
+            for other, theirs in folders.items()
+            if theirs != folder
+            for path in (theirs / "dvc.yaml", theirs / "params.yaml", PROJECT / "pipelines" / other)
+        ]
+        for folder in folders.values()
     }
     allowed = PROJECT / "pipelines" / "acoustic" / "__init__.py"
     for pipeline, theirs in others.items():

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.errors import ParamError
-from pipelines.tabular.errors import TaskError
-from pipelines.tabular.split import Standardiser, split_rows
+from pipelines.errors import DataError, ParamError
+from pipelines.split import split_rows
+from pipelines.tabular.split import Standardiser
 
 
 @pytest.mark.parametrize(
@@ -27,16 +27,16 @@ from pipelines.tabular.split import Standardiser, split_rows
 def test_every_row_is_in_exactly_one_part(
     n: int, val: float, test: float, sizes: tuple[int, int, int]
 ) -> None:
-    split = split_rows(n, val, test, seed=0, task="Q1")
+    split = split_rows(n, val, test, seed=0, scope="task Q1")
     assert (len(split.train), len(split.val), len(split.test)) == sizes
     rows = np.concatenate([split.train, split.val, split.test])
     np.testing.assert_array_equal(np.sort(rows), np.arange(n))
 
 
 def test_the_split_is_seeded() -> None:
-    first = split_rows(50, 0.2, 0.2, seed=7, task="Q1")
-    again = split_rows(50, 0.2, 0.2, seed=7, task="Q1")
-    other = split_rows(50, 0.2, 0.2, seed=8, task="Q1")
+    first = split_rows(50, 0.2, 0.2, seed=7, scope="task Q1")
+    again = split_rows(50, 0.2, 0.2, seed=7, scope="task Q1")
+    other = split_rows(50, 0.2, 0.2, seed=8, scope="task Q1")
     for part in ("train", "val", "test"):
         np.testing.assert_array_equal(getattr(first, part), getattr(again, part))
     assert not np.array_equal(first.test, other.test)
@@ -54,17 +54,17 @@ def test_the_split_is_seeded() -> None:
 def test_too_few_rows_names_the_task_and_what_it_needs(
     n: int, val: float, test: float, message: str
 ) -> None:
-    with pytest.raises(TaskError) as caught:
-        split_rows(n, val, test, seed=0, task="Q3")
+    with pytest.raises(DataError) as caught:
+        split_rows(n, val, test, seed=0, scope="task Q3")
     assert str(caught.value) == message
-    split = split_rows(int(message.split()[-5]), val, test, seed=0, task="Q3")  # enough
+    split = split_rows(int(message.split()[-5]), val, test, seed=0, scope="task Q3")  # enough
     assert len(split.train) >= 1
 
 
 @pytest.mark.parametrize(("val", "test"), [(-0.1, 0.2), (0.2, 1.0), (0.5, 0.5)])
 def test_fractions_out_of_range_are_refused(val: float, test: float) -> None:
     with pytest.raises(ParamError, match="fraction"):
-        split_rows(10, val, test, seed=0, task="Q1")
+        split_rows(10, val, test, seed=0, scope="task Q1")
 
 
 def _rows() -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,6 @@ import io
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,23 +21,15 @@ from pipelines.tabular.data import read_task
 from registry.api import Registry
 from tests.faults import kill_when, start_killable
 from tests.patience import HANG_S
-from tests.pipeline_repo import PROJECT
+from tests.pipeline_repo import family_stage
+from tests.pipeline_repo import fleet_in as fleet
 
 DEPLOY_ARGS = ("models", "eval", "data", "deploy")
 FAST = {"generate": {"subjects": 150, "diabetes": False}, "train": {"model": "ridge"}}
 
 
 def stage(cwd: Path, name: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    env |= {"PYTHONPATH": str(PROJECT), "PATH": "/usr/bin:/bin", "MODEL_STORE": str(cwd / "store")}
-    return subprocess.run(
-        [sys.executable, "-m", f"stages.{name}", "--family", "tabular", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=HANG_S,
-        check=False,
-    )
+    return family_stage(cwd, "tabular", name, *args, **env)
 
 
 def write_params(folder: Path, params: dict) -> None:
@@ -89,15 +80,6 @@ def built(ran: tuple[Path, dict[str, Any]], tmp_path: Path) -> Path:
     return Path(shutil.copytree(ran[0], tmp_path / "project", symlinks=True))
 
 
-def fleet(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """The `fleet` command of this venv, in `cwd`, against its store."""
-    env = {"PYTHONPATH": str(PROJECT), "PATH": "/usr/bin:/bin", "MODEL_STORE": str(cwd / "store")}
-    command = [str(Path(sys.executable).parent / "fleet"), *args]
-    return subprocess.run(
-        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=HANG_S, check=False
-    )
-
-
 def test_every_task_is_trained_evaluated_gated_promoted_exported_and_scores(
     ran: tuple[Path, dict[str, Any]], built: Path
 ) -> None:
@@ -128,6 +110,9 @@ def test_every_task_is_trained_evaluated_gated_promoted_exported_and_scores(
     expected = [float(r["predicted"]) for r in evaluated]
     np.testing.assert_allclose([float(r["prediction"]) for r in got], expected, rtol=1e-12)
     np.testing.assert_allclose([float(r["actual"]) for r in got], task.y[index])
+    drawn = fleet(project, "score", "deploy/models/Q1", "new.csv", "--draw", "drawn")
+    assert drawn.returncode == 2 and not (project / "drawn").exists()
+    assert "--draw: a tabular bundle's answers are not drawn on its input" in drawn.stderr
 
 
 def test_score_names_a_bad_file_in_one_line_and_scores_the_others(built: Path) -> None:

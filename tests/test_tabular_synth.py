@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipelines.split import split_rows
 from pipelines.tabular import synth
 from pipelines.tabular.data import find_tasks, read_task
 from pipelines.tabular.diabetes import write_diabetes
 from pipelines.tabular.metrics import regression_metrics
 from pipelines.tabular.models import fit_gbr, fit_ridge, predict
-from pipelines.tabular.split import Standardiser, split_rows
+from pipelines.tabular.split import Standardiser
 
 GBR = {"n_estimators": 100, "learning_rate": 0.1, "max_depth": 3, "subsample": 1.0, "seed": 0}
 
@@ -46,7 +47,7 @@ def test_the_same_seed_gives_the_same_bytes(tmp_path: Path) -> None:
 
 def _held_out_r2(task: str, kind: str) -> float:
     X, y = synth.task_table(task)
-    split = split_rows(len(y), 0.2, 0.2, seed=0, task=task)
+    split = split_rows(len(y), 0.2, 0.2, seed=0, scope=f"task {task}")
     scale = Standardiser.fit(X[split.train], y[split.train])
     X_train, y_train = scale.apply(X[split.train]), scale.apply_target(y[split.train])
     model = (

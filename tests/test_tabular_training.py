@@ -16,10 +16,11 @@ import torch
 
 from pipelines import engine
 from pipelines.errors import ParamError
+from pipelines.split import split_rows
 from pipelines.tabular import synth, training
 from pipelines.tabular.data import Task
 from pipelines.tabular.models import MODEL_TYPES
-from pipelines.tabular.split import Standardiser, split_rows
+from pipelines.tabular.split import Standardiser
 from pipelines.tabular.training import (
     SCALE,
     TaskTraining,
@@ -84,7 +85,7 @@ def test_the_scale_is_the_training_rows_and_predictions_are_in_the_targets_units
     X = rng.normal(50.0, 10.0, (150, 3))
     y = 1000.0 + 5.0 * X[:, 0] - 2.0 * X[:, 1] + rng.normal(0.0, 1.0, 150)
     settings = TaskTraining(model="ridge", alpha=0.01)
-    split = split_rows(150, settings.val_fraction, settings.test_fraction, 0, task="T1")
+    split = split_rows(150, settings.val_fraction, settings.test_fraction, 0, scope="task T1")
     y[split.val[0]] = 1e6  # a held-out row far from the rest would move a leaked scale
     X[split.test[0]] = 1e4
     trained = fit_task(Task("T1", X, y, ("a", "b", "c"), Path("T1.npz")), settings, tmp_path)

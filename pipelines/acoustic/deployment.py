@@ -144,8 +144,5 @@ class Stage(deploying.Reporting):
     def work(self, p: Params) -> dict[str, fleet.Outcome]:
         a = self.paths
         jobs = plan(a["models"], a["evaluation"] / "devices", a["features"], a["root"], p)
-        built = fleet.run_stage(a["out"] / "candidates", jobs, build, p.fleet.workers, "deploy")
-        target, keep = a["out"] / "models", p.deploy.keep_backups
-        self.production.update(deploying.production(p.deploy.family, target, keep))
-        fleet.write_json(a["out"] / "metrics.json", deploying.decision_counts(built))
-        return built
+        self.keep_backups = p.deploy.keep_backups
+        return self.deploy(a["out"], jobs, build, p.fleet.workers, p.deploy.family)

@@ -71,23 +71,17 @@ def plan(features_dir: Path, params: Params) -> list[fleet.Job]:
     mine = {device: params.for_device(device) for device in devices}  # `devices:` overrides
     for device, p in mine.items():
         _check_shape(p, device)
-    init = parents.parse(params.train.init_from)
-    store = locate() if init.needs_store else None
-    held = parents.production(store, family_name) if init.rule == "production" else {}
+    names = {d: model_name(family_name, d, p.train.model) for d, p in mine.items()}
+    start = parents.plan(params.train.init_from, names, family_name, "device", locate)
     code = (model, detectors, engine, parents, family, sys.modules[__name__])
     settings = [family_name, torch.__version__, fleet.code_digest(*code)]
-    names = {model_name(family_name, d, p.train.model): d for d, p in mine.items()}
-    for name in sorted(set(init.pins) - set(names)):
-        log.warning("train.init_from pins %s, which is no device of this run", name)
     return [
         fleet.Job(
             device,
             fleet.fingerprint([as_dict(mine[device].train), *settings], devices[device]),
-            TrainInput(
-                features_dir / device, mine[device], parents.resolve(init, name, held), store
-            ),
+            TrainInput(features_dir / device, mine[device], start.starts[device], start.store),
         )
-        for name, device in names.items()
+        for device in names
     ]
 
 

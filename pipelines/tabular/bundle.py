@@ -5,7 +5,7 @@ A bundle is what `registry export` writes for a tabular version (family.bundle):
   {task}/bundle.json   the model (NAME:vN), its architecture, the features it reads in
                        order, its target, and the sha256 of each file
 Every file is checked against its sha256 before it is read, and the weights are loaded
-with `weights_only=True` (family.state): the predictor is the one the gate compared.
+with `weights_only=True` (pipelines/versions.py): the predictor is the one the gate compared.
 """
 
 from __future__ import annotations
@@ -14,31 +14,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pipelines import versions
 from pipelines.families import Scored
-from pipelines.tabular import data, family
+from pipelines.tabular import card, data, family
 from pipelines.tabular.errors import TaskError
-from registry import export
-from registry.errors import IntegrityError, InvalidNameError
-from registry.families import Version
-from registry.naming import parse_ref
 
 HEADER = ("file", "row", "prediction", "actual", "error")
 
 
 def load(folder: Path) -> tuple[dict[str, Any], family.Predictor]:
     """The bundle's manifest and its model's predictor; IntegrityError naming what is wrong."""
-    shipped = export.read_bundle(folder)
-    manifest = shipped.manifest
-    try:
-        ref = parse_ref(manifest["model"])
-        inference = {key: manifest[key] for key in family.INFERENCE}
-        meta = {"name": str(ref.name), "version": ref.version, "scope": manifest["task"]}
-    except (KeyError, TypeError, InvalidNameError) as exc:
-        raise IntegrityError(
-            f"{shipped.folder}: its manifest lacks a tabular model's settings ({exc})"
-        ) from exc
-    files = {kind: file for file, kind in family.LAYOUT.items()}
-    version = Version(meta | {"inference": inference}, lambda kind: shipped.read(files[kind]))
+    manifest, version = versions.shipped(
+        folder, card.FAMILY, card.SCOPE, family.INFERENCE, family.LAYOUT
+    )
     return manifest, family.predictor(version)
 
 

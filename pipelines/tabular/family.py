@@ -16,13 +16,12 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import torch
 
-from pipelines.tabular.split import Split
+from pipelines import versions
+from pipelines.split import Split
 from pipelines.tabular.training import TrainedTask, predict_task
 from registry.errors import IncomparableError
 from registry.families import Version
-from registry.loading import state_dict
 
 ARTIFACTS = {"model": "model.pth", "eval_x": "eval_x.npy", "eval_y": "eval_y.npy"}
 CHECKPOINTS: tuple[str, ...] = ()  # ridge and gbr fit at once; an mlp's resume point stays local
@@ -91,17 +90,9 @@ def predictor(version: Version) -> Predictor:
 
 def trained(version: Version) -> TrainedTask:
     """The version as a trained task (without its split, which is not stored)."""
-    return TrainedTask(_inference(version)["architecture"], state(version), _NO_ROWS, None, 0)
-
-
-def state(version: Version) -> dict[str, torch.Tensor]:
-    """The version's model and scale tensors, its bytes sha256-checked, loaded weights_only."""
-    loaded = state_dict(version.read("model"), version.ref)
-    if not isinstance(loaded, dict) or not all(
-        isinstance(v, torch.Tensor) for v in loaded.values()
-    ):
-        raise ValueError(f"{version.ref}: model.pth is not a mapping of names to tensors")
-    return loaded
+    return TrainedTask(
+        _inference(version)["architecture"], versions.tensors(version), _NO_ROWS, None, 0
+    )
 
 
 def _inference(version: Version) -> dict[str, Any]:

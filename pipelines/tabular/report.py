@@ -15,21 +15,17 @@ from __future__ import annotations
 
 import csv
 import html
-import logging
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines import decisions, fleet
+from pipelines import fleet
 from pipelines import report as shared
 from pipelines.errors import DataError
 from pipelines.report import Chart, ScopeRecord, Series
 from pipelines.tabular.card import FAMILY
-from pipelines.tabular.params import TabularParams
 from registry.api import Registry
 
-log = logging.getLogger("stage")
 # Beyond this many test rows a scatter shows an even sample of them: a dot each for a
 # hundred thousand rows would make a page of megabytes that shows no more.
 MAX_DOTS = 2000
@@ -57,23 +53,16 @@ class TabularRecord:
 # ------------------------------------------------------------------------------ the stage
 
 
-class Report:
-    """The page, from the outputs tabular/dvc.yaml's earlier stages wrote; an outcome per
-    task, so that the stage's report and log say which tasks the page shows."""
+class Report(shared.FamilyPage):
+    """The page, from the outputs tabular/dvc.yaml's earlier stages wrote."""
 
-    ARGUMENTS = ("models", "evaluation", "deploy_report", "out")
-    OPTIONS: Mapping[str, str] = {}
+    NOUN = "task"
 
-    def __init__(self, paths: Mapping[str, Path]) -> None:
-        self.paths = paths
-
-    def work(self, p: TabularParams) -> dict[str, fleet.Outcome]:
-        a = self.paths
-        record = gather(a["models"], a["evaluation"], a["deploy_report"], Registry())
-        a["out"].parent.mkdir(parents=True, exist_ok=True)
-        a["out"].write_text(render(record), encoding="utf-8")
-        log.info("report: %d tasks -> %s", len(record.tasks), a["out"])
-        return {t.name: fleet.Outcome(t.name, "built", summary=_shown(t)) for t in record.tasks}
+    def page(
+        self, models: Path, evaluation: Path, deploy_report: Path, registry: Registry
+    ) -> tuple[str, dict[str, dict[str, Any]]]:
+        record = gather(models, evaluation, deploy_report, registry)
+        return render(record), {t.name: _shown(t) for t in record.tasks}
 
 
 def _shown(t: TaskRecord) -> dict[str, Any]:
@@ -89,27 +78,20 @@ def gather(
     """What the last run wrote and what the registry holds now, per task."""
     if not deploy_report.is_file():
         raise DataError(f"{deploy_report}: no deploy report (the deploy stage writes it)")
-    deployed = fleet.read_json(deploy_report)
-    lines = dict(decisions.describe(deployed["devices"], deployed["production"]))
-    held = {m["scope"]: m for m in registry.list(alias=shared.PRODUCTION) if m["family"] == FAMILY}
-    events = shared.alias_events(registry.history(), FAMILY)
+    done = shared.deployed(deploy_report, registry, FAMILY)
     tasks = evaluation / "tasks"
     names = set(fleet.complete_devices(models)) | set(fleet.complete_devices(tasks))
-    names |= set(deployed["devices"]) | set(held) | set(events)
     found = [
         TaskRecord(
             name,
             **_trained(models / name),
             evaluation=_read(tasks / name / "summary.json"),
             predictions=_predictions(tasks / name / "predictions.csv"),
-            action=shared.deploy_action(deployed["devices"].get(name)),
-            deployed=lines[name].removeprefix(f"{name}: ") if name in lines else "",
-            production=f"{held[name]['name']}:v{held[name]['version']}" if name in held else None,
-            events=events.get(name, []),
+            **done.scope(name),
         )
-        for name in sorted(names)
+        for name in sorted(names | done.names())
     ]
-    return TabularRecord(found, registry.policy(FAMILY), deployed.get("error"))
+    return TabularRecord(found, registry.policy(FAMILY), done.error)
 
 
 def _read(path: Path) -> Any:
@@ -140,31 +122,20 @@ def _predictions(path: Path) -> list[tuple[float, float]]:
 
 def render(record: TabularRecord) -> str:
     """The whole page, as one string."""
-    summary = f"{len(record.tasks)} tasks. Gate policy: {_policy(record.policy)}"
+    summary = f"{len(record.tasks)} tasks. Gate policy: {shared.bounds_line(record.policy)}"
     sections = [_summary_section(record), *(_task_section(t) for t in record.tasks)]
     return shared.page(f"Report: the {FAMILY} family", summary, sections)
 
 
-def _policy(policy: dict[str, Any]) -> str:
-    bounds = [f"{m} >= {v:g}" for m, v in policy["floors"].items()]
-    bounds += [f"{m} <= {v:g}" for m, v in policy.get("ceilings", {}).items()]
-    text = (
-        f"{', '.join(bounds) or 'no floor or ceiling'}; a candidate's error at most "
-        f"x{policy['rollback_factor']:g} production's"
-    )
-    return text + shared.policy_origin(policy)
-
-
 COLUMNS = ("Task", "Model", "R²", "RMSE", "MAE", "MAPE", "Mean's RMSE", "Mean's R²")
 COLUMNS += ("Test rows", "Production", "This run")
-NO_CANDIDATE = '<span class="muted">no candidate</span>'
 
 
 def _summary_section(record: TabularRecord) -> str:
     e = html.escape
     head = "".join(f"<th>{e(c)}</th>" for c in COLUMNS)
     alert = f'<p class="alert">{e(record.error)}</p>' if record.error else ""
-    misses = [(t.name, _outside(t, record.policy)) for t in record.tasks]
+    misses = [(t.name, shared.outside(t.evaluation, record.policy)) for t in record.tasks]
     return "\n".join(
         [
             '<section id="tasks">',
@@ -177,7 +148,7 @@ def _summary_section(record: TabularRecord) -> str:
             "rows' mean target: a model is only as good as its margin over them.</p>",
             "<h3>Outside the gate's bounds</h3>",
             shared.items([f"{name}: {'; '.join(m)}" for name, m in misses if m], "none"),
-            _unmeasured(record),
+            shared.unmeasured([t.evaluation for t in record.tasks], record.policy, "task"),
             "<h3>What the deploy stage did in this run</h3>",
             shared.items(
                 [f"{t.name}: {t.deployed}" for t in record.tasks if t.deployed], "nothing"
@@ -196,49 +167,20 @@ def _summary_row(t: TaskRecord) -> str:
         *(f'<td class="num">{v}</td>' for v in figures),
         f'<td class="num">{len(t.predictions)}</td>',
         f"<td>{e(t.production or 'none')}</td>",
-        f"<td>{shared.tag(t.action) if t.action else NO_CANDIDATE}</td>",
+        f"<td>{shared.tag(t.action) if t.action else shared.NO_CANDIDATE}</td>",
     ]
     return f"<tr>{''.join(cells)}</tr>"
-
-
-def _value(t: TaskRecord, key: str) -> float | None:
-    value = (t.evaluation or {}).get(key)
-    return float(value) if isinstance(value, float | int) else None
 
 
 def _cell(t: TaskRecord, key: str) -> str:
     """A figure as the table shows it: R² to 3 decimals, MAPE in per cent, errors to 4
     significant digits, trailing zeros kept (a task's target may be in any unit)."""
-    value = _value(t, key)
+    value = shared.figure_of(t.evaluation, key)
     if value is None:
         return "-"
     if key.endswith("r2"):
         return f"{value:.3f}"
     return f"{100 * value:.1f} %" if key.endswith("mape") else f"{value:#.4g}"
-
-
-def _outside(t: TaskRecord, policy: dict[str, Any]) -> list[str]:
-    """The gate's bounds this run's figures of the task miss, as 'rmse 61.2 > 60'."""
-    floors = [(m, v, "<") for m, v in policy["floors"].items()]
-    bounds = floors + [(m, v, ">") for m, v in policy.get("ceilings", {}).items()]
-    found = [(m, _value(t, m), bound, sign) for m, bound, sign in bounds]
-    return [
-        f"{m} {value:.4g} {sign} {bound:g}"
-        for m, value, bound, sign in found
-        if value is not None and (value < bound if sign == "<" else value > bound)
-    ]
-
-
-def _unmeasured(record: TabularRecord) -> str:
-    """The bounds no evaluated task measures: the gate does not apply them (say so, since
-    the store's default floor is the acoustic family's AUC)."""
-    evaluated = [t for t in record.tasks if t.evaluation]
-    names = [*record.policy["floors"], *record.policy.get("ceilings", {})]
-    idle = [m for m in names if evaluated and all(_value(t, m) is None for t in evaluated)]
-    if not idle:
-        return ""
-    text = f"Not measured for any task, so not applied by the gate: {', '.join(idle)}."
-    return f'<p class="note">{html.escape(text)}</p>'
 
 
 def _task_section(t: TaskRecord) -> str:
@@ -282,7 +224,7 @@ def _predicted_vs_actual(t: TaskRecord) -> str:
         return shared.no_figure(f"{t.name}: no predictions (the task was not evaluated).")
     rows, shown = _shown_rows(t)
     lo, hi = shared.padded(min(min(r) for r in rows), max(max(r) for r in rows))
-    r2 = _value(t, "r2")
+    r2 = shared.figure_of(t.evaluation, "r2")
     chart = Chart(
         f"{t.name}: predicted against actual" + (f" (R² {r2:.3f})" if r2 is not None else ""),
         "actual",

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from pipelines import deploying, engine, fleet, parents
+from pipelines import split as row_split
 from pipelines.errors import DeviceSkipped
 from pipelines.params import as_dict
 from pipelines.tabular import card, data, family, metrics, models, split, training
@@ -36,14 +37,14 @@ from pipelines.tabular.params import TabularParams, TaskTraining
 from registry.api import Registry
 from registry.errors import RegistryError
 from registry.naming import model_name
-from registry.store import sha256_file
+from registry.store import locate, sha256_file
 
 log = logging.getLogger("stage")
 MODEL, SPLIT, HISTORY, PREDICTIONS = "model.pth", "split.json", "history.json", "predictions.csv"
 TASKS = Path(card.FIGURES).name  # the evaluate stage's per-task figures, in its folder
 PARTS = ("train", "val", "test")
 CODE = fleet.code_digest(
-    data, split, models, metrics, training, engine, parents, sys.modules[__name__]
+    data, split, row_split, models, metrics, training, engine, parents, sys.modules[__name__]
 )
 SCRATCH = parents.Start("scratch")
 
@@ -102,14 +103,9 @@ class Train:
         # fine-tuning is promoted, a rerun over the same rows is not fine-tuned again
         settings = [as_dict(p.train), p.data.target, torch.__version__]
         tasks = found_tasks(self.paths["root"])
-        init = parents.parse(p.train.init_from)
-        store = Registry().store.root if init.needs_store else None
-        held = parents.production(store, card.FAMILY) if init.rule == "production" else {}
         names = {t: model_name(card.FAMILY, t, p.train.model) for t in tasks}
-        for name in sorted(set(init.pins) - set(names.values())):
-            log.warning("train.init_from pins %s, which is no task of this run", name)
-        start = {t: parents.resolve(init, name, held) for t, name in names.items()}
-        jobs = _jobs(tasks, settings, p, start=start.get, store=lambda _: store)
+        where = parents.plan(p.train.init_from, names, card.FAMILY, card.SCOPE, locate)
+        jobs = _jobs(tasks, settings, p, start=where.starts.get, store=lambda _: where.store)
         out = self.paths["out"]
         outcomes = fleet.run_stage(out, jobs, train_task, 1, "train")
         done = fleet.complete_devices(out)
@@ -163,7 +159,9 @@ def load_trained(model: Path) -> tuple[training.TrainedTask, dict[str, Any]]:
     summary = fleet.read_json(model / "summary.json")
     state = torch.load(model / MODEL, map_location="cpu", weights_only=True)
     parts = {k: np.asarray(v, dtype=np.int64) for k, v in fleet.read_json(model / SPLIT).items()}
-    trained = training.TrainedTask(summary["architecture"], state, split.Split(**parts), None, 0)
+    trained = training.TrainedTask(
+        summary["architecture"], state, row_split.Split(**parts), None, 0
+    )
     return trained, summary
 
 
@@ -242,12 +240,9 @@ class Deploy(deploying.Reporting):
             "auto_promote": lambda _: p.deploy.auto_promote,
         }
         jobs = _jobs(tasks, settings, p, evaluated, **where)
+        self.keep_backups = p.deploy.keep_backups
         # one writer: every registration and promotion from this process
-        built = fleet.run_stage(a["out"] / "candidates", jobs, deploy_task, 1, "deploy")
-        target, keep = a["out"] / "models", p.deploy.keep_backups
-        self.production.update(deploying.production(card.FAMILY, target, keep))
-        fleet.write_json(a["out"] / "metrics.json", deploying.decision_counts(built))
-        return built
+        return self.deploy(a["out"], jobs, deploy_task, 1, card.FAMILY)
 
 
 def deploy_task(job: fleet.Job, work: Path) -> dict[str, Any]:

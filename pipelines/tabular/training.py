@@ -27,6 +27,7 @@ from torch import nn
 
 from pipelines import engine
 from pipelines.errors import ParamError
+from pipelines.split import Split, split_rows
 from pipelines.tabular.data import Task
 from pipelines.tabular.errors import TaskError
 from pipelines.tabular.metrics import Regression, regression_metrics
@@ -39,7 +40,7 @@ from pipelines.tabular.models import (
     predict,
 )
 from pipelines.tabular.params import TaskTraining
-from pipelines.tabular.split import Split, Standardiser, split_rows
+from pipelines.tabular.split import Standardiser
 
 SCALE = "scale."  # the prefix of the scale's tensors in a trained task's state
 
@@ -95,7 +96,9 @@ def fit_task(
     s = settings
     if parent is not None and parent.architecture["type"] != s.model:
         raise ParamError(f"model {s.model}: cannot fine-tune a {parent.architecture['type']}")
-    split = split_rows(len(task.y), s.val_fraction, s.test_fraction, s.split_seed, task=task.name)
+    split = split_rows(
+        len(task.y), s.val_fraction, s.test_fraction, s.split_seed, scope=f"task {task.name}"
+    )
     train = split.train
     if parent is None:
         scale = Standardiser.fit(task.X[train], task.y[train])

@@ -7,10 +7,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipelines import fleet
 from pipelines.errors import DataError
 from pipelines.status import Sources
-from pipelines.tables import Column, FamilyTable, MissingOutputs, build, read_record, required
+from pipelines.tables import (
+    Column,
+    FamilyTable,
+    MissingOutputs,
+    read_record,
+    required,
+    scope_sources,
+    scope_table,
+)
 from pipelines.tabular import card
 from pipelines.tabular.data import find_tasks
 from pipelines.tabular.params import load_params
@@ -33,12 +40,7 @@ def table(folder: Path, evaluation: Path | None = None) -> FamilyTable:
     """Per task: its model, rows and epochs run, and its figures on its test rows beside the
     training mean's (`evaluation`, else eval/ in `folder`); the figures over the tasks under it."""
     evaluation = evaluation or folder / "eval"
-    over = read_record(evaluation / "metrics.json")
-    tasks = {
-        task: _row(folder / "models" / task, evaluation / "tasks" / task)
-        for task in fleet.complete_devices(evaluation / "tasks")
-    }
-    return build(COLUMNS, tasks.values(), _summary(over), {"fleet": over, "tasks": tasks})
+    return scope_table(COLUMNS, folder, evaluation, "tasks", _row, _summary)
 
 
 def status(folder: Path) -> Sources:
@@ -48,27 +50,7 @@ def status(folder: Path) -> Sources:
         tasks, _ = find_tasks(folder / p.data.root)
     except DataError:
         tasks = {}  # no data yet: the registry and the deploy folder still speak
-    return Sources(
-        card.FAMILY,
-        "task",
-        frozenset(tasks),
-        _evaluated(folder / "eval" / "tasks"),
-        folder / "deploy" / "models",
-        folder / "reports",
-        tuple(card.STAGES),
-    )
-
-
-def _evaluated(tasks: Path) -> dict[str, dict[str, Any]]:
-    """Task -> its figures in the last evaluation; none for a task whose record is unreadable
-    (status still shows its versions and bundle)."""
-    found = {}
-    for task in fleet.complete_devices(tasks):
-        try:
-            found[task] = read_record(tasks / task / "summary.json")
-        except MissingOutputs:
-            continue
-    return found
+    return scope_sources(card, folder, tasks, "tasks")
 
 
 def _row(model: Path, evaluated: Path) -> dict[str, Any]:
