@@ -207,7 +207,9 @@ def render(index: int, seed: int, style: SiteStyle = SiteStyle()) -> Captcha:
         _distract(canvas, rng, style, gap_xy, slider_xy, half)
     gap = _place(shape, *gap_xy, canvas.shape)
     if gap_style == "shadow":
-        _shadow(canvas, gap, rng, strength=rng.uniform(0.35, 0.7))
+        # as a real captcha draws its gap: visible on any background, a dark translucent fill
+        # with a rim (a fainter one was a guess for a person too, bench/README.md)
+        _shadow(canvas, gap, rng, strength=rng.uniform(0.5, 0.8), rim=0.8)
     else:
         _outline(canvas, gap, rng, strength=rng.uniform(0.7, 1.0))
     piece = _place(shape, *slider_xy, canvas.shape)
@@ -313,10 +315,12 @@ def _band(placed: _Placed, width: float) -> np.ndarray:
     return alpha - eroded
 
 
-def _shadow(canvas: np.ndarray, gap: _Placed, rng: np.random.Generator, strength: float) -> None:
+def _shadow(
+    canvas: np.ndarray, gap: _Placed, rng: np.random.Generator, strength: float, rim: float
+) -> None:
     window = canvas[gap.rows, gap.cols]
     window *= (1 - strength * gap.alpha)[..., None]
-    if rng.random() < 0.5:  # an inset edge: a hole's rim, dark where the light comes from
+    if rng.random() < rim:  # an inset edge: a hole's rim, dark where the light comes from
         band = _band(gap, rng.uniform(1.0, 2.5))
         window += (rng.uniform(30, 80) * band * -_shade(gap.d))[..., None]
 
@@ -383,7 +387,7 @@ def _distract(
         if clear:
             placed = _place(shape, cx, cy, canvas.shape)
             if rng.random() < 0.5:
-                _shadow(canvas, placed, rng, strength=rng.uniform(0.12, 0.3))
+                _shadow(canvas, placed, rng, strength=rng.uniform(0.12, 0.3), rim=0.5)
             else:
                 _outline(canvas, placed, rng, strength=rng.uniform(0.2, 0.45))
             return
