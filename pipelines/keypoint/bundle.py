@@ -16,10 +16,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from pipelines import versions
 from pipelines.families import Scored
 from pipelines.keypoint import card, data, draw, family, training
 from pipelines.keypoint.errors import SampleError
+from pipelines.keypoint.objective import predict
 
 POINTS = ("gap_x", "gap_y", "slider_x", "slider_y")
 HEADER = ("file", *POINTS, "error")
@@ -43,6 +46,7 @@ def score(
     manifest, site = load(bundle)
     if draw_to is not None:
         draw_to.mkdir(parents=True, exist_ok=True)
+    net = training.network(site)  # built once: each image is one prediction of it
     keys = (*HEADER, "drawn") if draw_to is not None else HEADER
     records: list[dict[str, Any]] = []
     for path in inputs:
@@ -52,7 +56,7 @@ def score(
         except SampleError as exc:
             records.append(record | {"error": exc.reason})
             continue
-        points = box.to_original(training.predict_site(site, image[None])[0])
+        points = box.to_original(predict(net, torch.from_numpy(image[None]), 1)[0])
         record |= dict(zip(POINTS, points.tolist(), strict=True))
         if draw_to is not None:
             record["drawn"] = str(draw.save_drawn(path, draw_to / f"{path.stem}.png", points))

@@ -26,8 +26,8 @@ from pipelines.keypoint.card import FAMILY, METRICS, TITLES
 from pipelines.report import ScopeRecord, Series
 from registry.api import Registry
 
-LR, HITS = "#6a1b9a", {"val_hit_le_1px": "#c62828", "val_hit_le_2px": "#ef6c00"}
-HITS["val_hit_le_5px"] = "#2e7d32"
+LR = "#6a1b9a"
+HITS = {"val_hit_le_1px": "#c62828", "val_hit_le_2px": "#ef6c00", "val_hit_le_5px": "#2e7d32"}
 SHOWN = ("hit_le_5px", "hit_le_2px", "hit_le_1px", "mae_px", "rmse_px", "gap_mae", "slider_mae")
 
 

@@ -117,11 +117,16 @@ def fit_site(
     )
 
 
-def predict_site(trained: TrainedSite, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """(N, 4) coordinates in input pixels (gap x, y, slider x, y) for uint8 (N, 4, H, W)."""
+def network(trained: TrainedSite) -> nn.Module:
+    """The trained site's network, built and loaded once for any number of predictions."""
     net = networks.build(trained.architecture)
     net.load_state_dict(trained.state)
-    return predict(net, torch.from_numpy(images), batch_size)
+    return net
+
+
+def predict_site(trained: TrainedSite, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """(N, 4) coordinates in input pixels (gap x, y, slider x, y) for uint8 (N, 4, H, W)."""
+    return predict(network(trained), torch.from_numpy(images), batch_size)
 
 
 def evaluate(trained: TrainedSite, samples: Samples) -> tuple[dict[str, float], np.ndarray]:
