@@ -41,10 +41,11 @@ improved becomes the best (its value the best value). The plateau scheduler look
 monitor only. Without validation data the training loss is monitored and the guard ignored.
 
 After every epoch it writes `last.pth` (everything needed to continue exactly where it
-stopped: optimizer, scheduler, the average, the guard's best, the shuffling generator) and, on
-a new best epoch, `best.pth`. A run killed at any moment and started again ends with the same
-weights as a run never interrupted. Data is a tensor, or a tuple of tensors indexed together
-(inputs and targets): the engine batches rows, the objective knows what they are.
+stopped: optimizer, scheduler, the average, the guard's best, the shuffling generator,
+torch's random state) and, on a new best epoch, `best.pth`. A run killed at any moment and
+started again ends with the same weights as a run never interrupted. Data is a tensor, or a
+tuple of tensors indexed together (inputs and targets): the engine batches rows, the
+objective knows what they are.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ log = logging.getLogger(__name__)
 PROGRESS_SECONDS = 10.0
 # 2: a named monitored metric and the scheduler's state
 # 3: the weights' moving average, the cosine schedule, the guard metric's best
-CHECKPOINT_FORMAT = 3
+CHECKPOINT_FORMAT = 4
 
 Batch = torch.Tensor | tuple[torch.Tensor, ...]  # rows of the data, on the training device
 Row = dict[str, float]  # one epoch of the history: epoch, train_loss, the metrics, lr
@@ -466,6 +467,7 @@ class _Trainer:
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
             "ema": None if self.ema is None else _cpu_state(self.ema),  # with n_averaged
             "generator": self.generator.get_state(),
+            "rng": torch.get_rng_state(),  # an objective's random augmentation draws from it
         }
 
     def resume(self, path: Path, device: torch.device) -> dict[str, Any]:
@@ -479,6 +481,7 @@ class _Trainer:
         self.model.load_state_dict(checkpoint.pop("model"))
         self.optimizer.load_state_dict(checkpoint.pop("optimizer"))
         self.generator.set_state(checkpoint.pop("generator"))
+        torch.set_rng_state(checkpoint.pop("rng"))
         scheduled, averaged = checkpoint.pop("scheduler"), checkpoint.pop("ema")
         if self.scheduler is not None and scheduled is not None:
             self.scheduler.load_state_dict(scheduled)

@@ -27,6 +27,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from pipelines.acoustic.model import ConvAutoencoder, Reconstruction
 from pipelines.engine import (
+    CHECKPOINT_FORMAT,
     EngineConfig,
     FitResult,
     fit,
@@ -154,6 +155,26 @@ def test_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_path: Path) ->
     last_whole = torch.load(tmp_path / "whole" / "last.pth", weights_only=True)
     last_resumed = torch.load(tmp_path / "resumed" / "last.pth", weights_only=True)
     _assert_same_state(last_resumed["model"], last_whole["model"])
+
+
+class _Noisy(Reconstruction):
+    """Reconstruction of inputs with noise drawn from torch's random state, as an
+    augmenting objective draws."""
+
+    def loss(self, model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+        return super().loss(model, batch + 0.1 * torch.randn_like(batch))
+
+
+def test_a_resume_continues_the_random_draws_of_an_augmenting_objective(
+    tmp_path: Path,
+) -> None:
+    whole = _fit(TINY, tmp_path / "whole", objective=_Noisy())
+    _fit(dataclasses.replace(TINY, epochs=3), tmp_path / "resumed", objective=_Noisy())
+    torch.rand(100)  # whatever ran in between
+    resumed = _fit(TINY, tmp_path / "resumed", objective=_Noisy())
+    assert resumed.resumed_from == 3
+    _assert_same_state(resumed.state, whole.state)
+    assert resumed.history == whole.history
 
 
 def test_a_finished_run_is_not_trained_again(tmp_path: Path) -> None:
@@ -920,7 +941,7 @@ def test_a_tampered_checkpoint_with_a_moving_average_is_not_resumed(
     fresh = _fit(config, tmp_path / "fresh")
     _fit(dataclasses.replace(config, epochs=2), tmp_path / "run")
     checkpoint = load_checkpoint(tmp_path / "run" / "last.pth", torch.device("cpu"))
-    assert checkpoint is not None and checkpoint["format"] == 3
+    assert checkpoint is not None and checkpoint["format"] == CHECKPOINT_FORMAT
     _flip_a_byte(tmp_path / "run" / "last.pth")
     with caplog.at_level(logging.WARNING, logger="pipelines.engine"):
         result = _fit(config, tmp_path / "run")
@@ -929,14 +950,14 @@ def test_a_tampered_checkpoint_with_a_moving_average_is_not_resumed(
     _assert_same_state(result.state, fresh.state)
 
 
-def test_a_format_2_checkpoint_is_not_resumed(
+def test_a_format_3_checkpoint_is_not_resumed(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     _fit(dataclasses.replace(TINY, epochs=2), tmp_path)
     checkpoint = load_checkpoint(tmp_path / "last.pth", torch.device("cpu"))
     assert checkpoint is not None
-    del checkpoint["ema"], checkpoint["guard_best"]
-    save_checkpoint(tmp_path / "last.pth", checkpoint | {"format": 2})
+    del checkpoint["rng"]  # format 3 kept no random state
+    save_checkpoint(tmp_path / "last.pth", checkpoint | {"format": 3})
     with caplog.at_level(logging.WARNING, logger="pipelines.engine"):
         result = _fit(dataclasses.replace(TINY, epochs=3), tmp_path)
     assert (result.resumed_from, result.epochs_run) == (0, 3)

@@ -12,7 +12,7 @@ import torch
 from pipelines.keypoint import heatmap
 from pipelines.keypoint import model as networks
 from pipelines.keypoint.metrics import METRICS, keypoint_metrics
-from pipelines.keypoint.objective import Keypoints, predict
+from pipelines.keypoint.objective import Keypoints, augmented, predict
 
 HEIGHT, WIDTH = 64, 128
 
@@ -26,22 +26,39 @@ def coords(n: int, seed: int = 0) -> torch.Tensor:
 
 
 def offset_map(offset: torch.Tensor, index: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """Offsets (N, 4, h, w): the target offsets at the keypoints' cells, noise elsewhere."""
-    maps = torch.rand(len(offset), 4, h * w, generator=torch.Generator().manual_seed(1))
-    maps.scatter_(2, index.repeat_interleave(2, dim=1).unsqueeze(2), offset.unsqueeze(2))
-    return maps.view(-1, 4, h, w)
+    """Offsets (N, 4, h, w): the target offsets at the cells around each keypoint, noise
+    elsewhere."""
+    n, k = index.shape[0], index.shape[2]
+    maps = torch.rand(n, 2, 2, h * w, generator=torch.Generator().manual_seed(1))
+    maps.scatter_(3, index[:, :, None].expand(n, 2, 2, k), offset.transpose(2, 3))
+    return maps.view(n, 4, h, w)
 
 
 def test_targets_are_one_at_each_keypoints_cell() -> None:
     points = coords(6)
     heat, offset, index = heatmap.targets(points, HEIGHT, WIDTH)
     h, w = HEIGHT // 4, WIDTH // 4
-    assert heat.shape == (8, 2, h, w) and offset.shape == (8, 4) and index.shape == (8, 2)
+    assert heat.shape == (8, 2, h, w) and offset.shape == (8, 2, 9, 2)
+    assert index.shape == (8, 2, 9)  # the 3 x 3 cells around each keypoint, its own first
     assert heat.min() >= 0 and heat.max() == 1
-    assert torch.equal(heat.flatten(2).argmax(dim=2), index)
+    assert torch.equal(heat.flatten(2).argmax(dim=2), index[..., 0])
     assert (heat.eq(1).flatten(2).sum(dim=2) == 1).all()  # one positive per keypoint
-    assert ((offset >= 0) & (offset < 1)).all()
-    assert index[1].tolist() == [2 * w + 1, 3 * w]  # (4, 8) and (3.99, 12.5): floor(c / 4)
+    own = offset[:, :, 0]
+    assert ((own >= 0) & (own < 1)).all()
+    assert index[1, :, 0].tolist() == [2 * w + 1, 3 * w]  # (4, 8), (3.99, 12.5): floor(c / 4)
+    assert offset[:, :, 1:].abs().max() < 2
+
+
+def test_a_heatmap_one_cell_off_still_decodes_to_the_keypoint() -> None:
+    points = coords(32)
+    heat, offset, index = heatmap.targets(points, HEIGHT, WIDTH)
+    h, w = heat.shape[-2:]
+    cells = torch.stack((index[..., 0] % w, index[..., 0] // w), dim=2)
+    off = torch.where(cells < torch.tensor([w - 1, h - 1]), cells + 1, cells - 1)
+    shifted = torch.zeros_like(heat).flatten(2)
+    shifted.scatter_(2, (off[..., 1] * w + off[..., 0])[..., None], 1.0)
+    decoded = heatmap.decode(shifted.view_as(heat), offset_map(offset, index, h, w))
+    assert torch.allclose(decoded, points, atol=1e-4, rtol=0)
 
 
 def test_a_wider_sigma_spreads_the_heat() -> None:
@@ -155,3 +172,19 @@ def test_predict_gives_coordinates_in_input_pixels() -> None:
     assert found.shape == (5, 4) and found.dtype == np.float32
     assert ((found[:, ::2] >= 0) & (found[:, ::2] <= WIDTH + 4)).all()
     assert net.training  # as it was
+
+
+def test_augmented_captchas_keep_their_keypoints_on_their_shapes() -> None:
+    images, centres = blobs(32)
+    torch.manual_seed(0)
+    flipped, moved = augmented(images, centres)
+    assert torch.equal(moved[:, 0::2], centres[:, 0::2])  # the x never change
+    upside_down = moved[:, 1] != centres[:, 1]
+    assert 0 < upside_down.sum() < 32
+    assert torch.equal(moved[upside_down, 1::2], HEIGHT - centres[upside_down, 1::2])
+    assert torch.equal(flipped[:, 3], images[:, 3])  # the mask stays the 4th channel
+    for i, flip in enumerate(upside_down.tolist()):
+        seen = images[i, :3].flip(1) if flip else images[i, :3]  # row r is row H - 1 - r
+        assert torch.equal(flipped[i, :3].sort(dim=0).values, seen.sort(dim=0).values)
+    kept = ~upside_down
+    assert not torch.equal(flipped[kept, :3], images[kept, :3])  # colours move without a flip

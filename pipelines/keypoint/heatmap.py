@@ -2,11 +2,13 @@
 then the slider piece), on a grid of cells `stride` input pixels wide.
 
 Coordinates are (N, 4) float: gap x, gap y, slider x, slider y, in input pixels. A
-coordinate c lies in cell floor(c / stride), at sub-cell offset c / stride - floor(c /
-stride) in [0, 1); decoding is (cell + offset) x stride, so a target decodes to exactly its
-coordinates. A keypoint's heatmap is a Gaussian of `sigma` cells around its cell, exactly
-1.0 there; the focal loss treats the 1.0 as the positive and reduces the penalty of the
-cells near it. The offset loss is the L1 at each keypoint's cell only.
+coordinate c lies in cell floor(c / stride); decoding is (cell + offset) x stride, so a
+target decodes to exactly its coordinates. A keypoint's heatmap is a Gaussian of `sigma`
+cells around its cell, exactly 1.0 there; the focal loss treats the 1.0 as the positive and
+reduces the penalty of the cells near it. The offsets are trained not at the keypoint's cell
+alone, as CenterNet does, but at the cells within `RADIUS` of it, each towards the keypoint
+(an offset of -1 to 2 cells): a heatmap that peaks one cell off, as a Gaussian over a point
+near a cell's edge does, still decodes to the point (bench/README.md: the keypoint family).
 """
 
 from __future__ import annotations
@@ -16,14 +18,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 SIGMA = 2.0  # cells: the Gaussian's standard deviation when none is given
+RADIUS = 1  # cells around a keypoint's own where its offsets are trained
 
 
 def targets(
     coords: Tensor, height: int, width: int, stride: int = 4, sigma: float | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
     """For coords (N, 4) on an input of height x width: the heatmaps (N, 2, h, w) in [0, 1],
-    the sub-cell offsets (N, 4) and the flat cell index of each keypoint (N, 2), for cells
-    of `stride` pixels. A keypoint outside the input is put in the nearest cell."""
+    the flat indices (N, 2, K) of the K cells around each keypoint where its offset is
+    trained, its own cell first, and the offsets (N, 2, K, 2: x, y) from each of them to
+    the keypoint, in cells. A keypoint outside the input is put in the nearest cell."""
     h, w = height // stride, width // stride
     sigma = SIGMA if sigma is None else sigma
     points = coords.float().view(-1, 2, 2) / stride  # (N, keypoint, x/y), in cells
@@ -34,8 +38,16 @@ def targets(
     dx2 = (xs - cells[..., 0, None]).square()  # (N, 2, w)
     dy2 = (ys - cells[..., 1, None]).square()  # (N, 2, h)
     heat = torch.exp(-(dy2[..., :, None] + dx2[..., None, :]) / (2 * sigma**2))
-    index = (cells[..., 1] * w + cells[..., 0]).long()
-    return heat, (points - cells).flatten(1), index
+    near = torch.minimum((cells[:, :, None] + _steps(points)).clamp_min(0), largest)
+    index = (near[..., 1] * w + near[..., 0]).long()
+    return heat, (points[:, :, None] - near), index
+
+
+def _steps(points: Tensor) -> Tensor:
+    """The (K, 2) steps from a cell to the cells within RADIUS of it, (0, 0) first."""
+    span = torch.arange(-RADIUS, RADIUS + 1, dtype=points.dtype, device=points.device)
+    steps = torch.cartesian_prod(span, span)
+    return steps[steps.abs().sum(dim=1).argsort(stable=True)]
 
 
 def focal_loss(logits: Tensor, heat: Tensor, alpha: float = 2.0, beta: float = 4.0) -> Tensor:
@@ -52,20 +64,23 @@ def focal_loss(logits: Tensor, heat: Tensor, alpha: float = 2.0, beta: float = 4
 
 
 def offset_loss(offsets: Tensor, target_offset: Tensor, index: Tensor) -> Tensor:
-    """The mean L1 of the offsets (N, 4, h, w) at each keypoint's cell against the target
-    offsets (N, 4), in float32."""
+    """The mean L1 of the offsets (N, 4, h, w) at the cells `index` (N, 2, K) against the
+    target offsets (N, 2, K, 2), in float32."""
     return F.l1_loss(_at(offsets, index), target_offset.float())
 
 
 def decode(logits: Tensor, offsets: Tensor, stride: int = 4) -> Tensor:
     """Coordinates (N, 4) in input pixels: each heatmap's highest cell, plus its offset."""
-    n, _, _, w = logits.shape
+    w = logits.shape[-1]
     index = logits.flatten(2).argmax(dim=2)  # (N, 2)
     cells = torch.stack((index % w, index // w), dim=2).float()
-    return ((cells + _at(offsets, index).view(n, 2, 2)) * stride).flatten(1)
+    return ((cells + _at(offsets, index[..., None])[:, :, 0]) * stride).flatten(1)
 
 
 def _at(offsets: Tensor, index: Tensor) -> Tensor:
-    """The offsets (N, 4) at the cells `index` (N, 2): dx, dy at the gap's, at the slider's."""
-    at = index.repeat_interleave(2, dim=1).unsqueeze(2)
-    return offsets.float().flatten(2).gather(2, at).squeeze(2)
+    """The offsets (N, 2, K, 2: x, y) of each keypoint at its cells `index` (N, 2, K), from
+    offset maps (N, 4, h, w): dx, dy of the gap, dx, dy of the slider."""
+    n, k = len(offsets), index.shape[-1]
+    maps = offsets.float().flatten(2).view(n, 2, 2, -1)  # (N, keypoint, x/y, cells)
+    at = maps.gather(3, index[:, :, None].expand(n, 2, 2, k))
+    return at.transpose(2, 3)

@@ -46,12 +46,13 @@ class SiteTraining:
     # the objective: the heatmaps' Gaussian (in 1/4-resolution cells) and the offsets' weight
     sigma: float = bounded(2.0, gt=0)
     offset_weight: float = bounded(1.0, ge=0)
+    augment: bool = True  # flips and colour orders of the training captchas (objective.py)
     # the engine (seed 002's): AdamW, cosine warm restarts after a linear warm-up, an EMA of
     # the weights and buffers, early stopping on hit@5 guarded by the MAE
     seed: int = bounded(0, ge=0)
     epochs: int = bounded(8, ge=1)
     min_epochs: int = bounded(3, ge=1)
-    batch_size: int = bounded(16, ge=1)
+    batch_size: int = bounded(8, ge=1)
     accumulate: int = bounded(1, ge=1)  # batches per optimizer step
     optimizer: Literal["adam", "adamw"] = "adamw"
     lr: float = bounded(0.005, gt=0, le=1)

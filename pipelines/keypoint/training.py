@@ -65,7 +65,7 @@ def engine_config(s: SiteTraining) -> engine.EngineConfig:
 
 
 def objective(s: SiteTraining) -> Keypoints:
-    return Keypoints(sigma=s.sigma, offset_weight=s.offset_weight)
+    return Keypoints(sigma=s.sigma, offset_weight=s.offset_weight, augment=s.augment)
 
 
 def fit_site(
