@@ -52,7 +52,7 @@ class SiteTraining:
     seed: int = bounded(0, ge=0)
     epochs: int = bounded(8, ge=1)
     min_epochs: int = bounded(3, ge=1)
-    batch_size: int = bounded(8, ge=1)
+    batch_size: int = bounded(4, ge=1)
     accumulate: int = bounded(1, ge=1)  # batches per optimizer step
     optimizer: Literal["adam", "adamw"] = "adamw"
     lr: float = bounded(0.005, gt=0, le=1)
