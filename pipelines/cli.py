@@ -266,6 +266,8 @@ def score(
 
     refused = (errors.IntegrityError, registry_errors.RegistryError, KeyError, OSError)
     drawing = {} if draw is None else {"draw_to": draw}
+    if not bundle_dir.is_dir():
+        _fail(2, f"{bundle_dir}: no such bundle{_close_folder(bundle_dir)}")
     try:
         family = _family_of(bundle_dir)
         if draw is not None and not getattr(family, "DRAWS", False):
@@ -285,6 +287,17 @@ def score(
         typer.echo(f"warning: {warning}", err=True)
     if scored.failed:
         raise typer.Exit(1)
+
+
+def _close_folder(path: Path) -> str:
+    """A hint for a mistyped folder: its closest sibling, as model names get theirs."""
+    import difflib
+
+    parent = path.parent
+    found = parent.iterdir() if parent.is_dir() else ()
+    siblings = [p.name for p in found if p.is_dir() and not p.name.startswith(".")]
+    close = difflib.get_close_matches(path.name, siblings, n=1, cutoff=0.6)
+    return f"; did you mean {parent / close[0]}?" if close else ""
 
 
 def _family_of(bundle_dir: Path) -> Any:

@@ -88,6 +88,11 @@ def _gated(registry: Registry) -> Callable[[dict[str, Any]], str]:
     return figures
 
 
+def _figure(value: Any) -> Any:
+    """A gate figure as the tables show one: a float to 4 significant digits."""
+    return f"{value:.4g}" if isinstance(value, float) else value
+
+
 VERSION_HEADER = ["name", "version", "aliases", "created", "gated metrics", "experiment"]
 MOVE_HEADER = ["name", "alias", "from", "to", "gate"]
 
@@ -106,9 +111,12 @@ def _move_row(record: dict[str, Any]) -> list[Any]:
     ]
 
 
-def _from(record: dict[str, Any]) -> Any:
-    """The version an alias moved from: of the same model, or another model's NAME:vN."""
-    return record.get("replaced") or record.get("from_version")
+def _from(record: dict[str, Any]) -> str | None:
+    """The version an alias moved from, as NAME:vN: of the same model, or another's."""
+    if record.get("replaced"):
+        return record["replaced"]
+    version = record.get("from_version")
+    return None if version is None else f"{record['name']}:v{version}"
 
 
 @app.command()
@@ -237,7 +245,7 @@ def check(
     Changes nothing. Example: `registry check acoustic_LT-2_convae 3`"""
     result = _existing(store).check(name, version, alias)
     rows = [["passed" if result.passed else "refused", r] for r in result.texts() or ["-"]]
-    rows += [["figure", f"{key} = {value}"] for key, value in result.figures.items()]
+    rows += [["figure", f"{key} = {_figure(value)}"] for key, value in result.figures.items()]
     rows += [["note", note] for note in result.notes]
     _out(result.as_dict(), as_json, ["verdict", "detail"], rows)
     if not result.passed:
@@ -284,14 +292,30 @@ def rollback(
     name: str,
     alias: Alias = "production",
     reason: Reason = "",
+    export: Annotated[
+        Path | None, typer.Option(help="also ship the version it returns to, to this deploy folder")
+    ] = None,
+    keep_backups: KeepBackups = 3,
     store: Store = None,
     as_json: Json = False,
 ) -> None:
-    """Return ALIAS to the version that held it before (by history).
+    """Return ALIAS to the version that held it before (by history); with --export, ship it.
 
-    Example: `registry rollback acoustic_LT-2_convae --reason "misses bearing clicks"`"""
-    record = Registry(store).rollback(name, alias, reason)
+    Example: `registry rollback acoustic_LT-2_convae --reason "misses bearing clicks"
+    --export deploy/models`"""
+    registry = Registry(store)
+    record = registry.rollback(name, alias, reason)
+    if export is not None:
+        record["exported"] = str(registry.export(f"{name}@{alias}", export, keep_backups))
     _out(record, as_json, MOVE_HEADER, [_move_row(record)])
+    if not as_json:
+        # a rollback moves the alias, not what a deploy folder serves
+        shipped = (
+            f"exported to {record['exported']}"
+            if export is not None
+            else (f"not exported: `registry export --to DEPLOY_FOLDER {name}` ships it")
+        )
+        typer.echo(f"{name}@{alias} {shipped}", err=True)
 
 
 @app.command()

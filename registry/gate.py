@@ -99,17 +99,20 @@ class Reason:
         m, v, b, holder = self.metric, self.value, self.bound, self.holder
         if self.code in (BELOW_FLOOR, ABOVE_CEILING):
             side = "below the floor" if self.code == BELOW_FLOOR else "above the ceiling"
-            return f"{m} = {v} is {side} {b:g}"
+            value, bound = _apart(v, b)
+            return f"{m} = {value} is {side} {bound}"
         if self.code in (BELOW_HOLDER, ABOVE_HOLDER):
             side = "below" if self.code == BELOW_HOLDER else "above"
-            return f"{m} = {v:.6g} is {side} the holder {holder}'s {b:.6g}"
+            value, bound = _apart(v, b)
+            return f"{m} = {value} is {side} the holder {holder}'s {bound}"
         if self.code == NO_COMPARISON:
             return f"cannot compare with the holder {holder}: {self.problem}"
         if self.code == NO_ERRORS:
             return f"the comparison with the holder {holder} has no finite error figures"
+        value, bound = _apart(v, b * self.factor)
         return (
-            f"candidate error {v:.6g} > holder {holder} error {b:.6g} x {self.factor:g} "
-            "on the candidate's data"
+            f"candidate error {value} > holder {holder} error {b:.4g} x {self.factor:g} "
+            f"= {bound} on the candidate's data"
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -215,6 +218,18 @@ def _degradation(comparison: Comparison, factor: float) -> list[Reason]:
     if not new <= old * factor:
         return [Reason(DEGRADED, "error", new, old, holder, factor)]
     return []
+
+
+def _apart(value: Any, bound: float) -> tuple[str, str]:
+    """value and bound to 4 significant digits, as the tables show figures, or to as many
+    more as it takes for them not to read the same; a value that is not a number as it is."""
+    if not isinstance(value, float | int) or isinstance(value, bool):
+        return str(value), f"{bound:.4g}"
+    for digits in (4, 6, 9, 17):
+        shown = f"{value:.{digits}g}", f"{bound:.{digits}g}"
+        if shown[0] != shown[1]:
+            return shown
+    return shown
 
 
 def _finite(value: Any) -> bool:

@@ -100,6 +100,19 @@ def test_score_reports_a_bad_clip_and_exits_non_zero(
     assert "skipped: cannot decode" in result.output
 
 
+def test_score_names_the_bundle_a_mistyped_path_meant(
+    tiny: tiny_fleet.TinyFleet, store: Path
+) -> None:
+    clip = next((tiny.data / "A-1" / "test" / "normal").iterdir())
+    result = score(tiny.deploy / "A1", store, clip)
+    assert result.exit_code == 2
+    assert f"{tiny.deploy / 'A1'}: no such bundle; did you mean {tiny.deploy / 'A-1'}?" in (
+        result.output
+    )
+    nowhere = score(tiny.deploy / "zzz" / "A-1", store, clip)
+    assert nowhere.exit_code == 2 and nowhere.output.strip().endswith("no such bundle")
+
+
 def test_score_refuses_a_tampered_bundle(
     tiny: tiny_fleet.TinyFleet, store: Path, tmp_path: Path
 ) -> None:

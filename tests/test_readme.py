@@ -350,11 +350,16 @@ def exported(flow: Flow, ran: Ran) -> None:
 
 
 def rolled_back(flow: Flow, ran: Ran) -> None:
-    """`registry rollback`: production goes back to the version that held it before."""
+    """`registry rollback`: production goes back to the version that held it before, and
+    with --export deploy/models ships it there."""
     name = ran.words[2]
     (row,) = table(succeeded(ran))
     left = flow.holders[name].pop()
-    assert (row["name"], int(row["from"]), int(row["to"])) == (name, left, flow.holders[name][-1])
+    back = flow.holders[name][-1]
+    assert (row["name"], row["from"], int(row["to"])) == (name, f"{name}:v{left}", back)
+    if "--export" in ran.words:
+        assert bundles(flow.repo)[name.split("_")[1]] == f"{name}:v{back}"
+        assert f"{name}@production exported to" in ran.done.stderr
 
 
 def promoted(flow: Flow, ran: Ran) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -393,8 +394,23 @@ def test_promote_rollback_walk(store: Path, tmp_path: Path) -> None:
     for version in ("3", "2"):
         record = ok_json("promote", ACOUSTIC, version, "--store", store)
         assert record["gate"]["passed"] and "candidate_error" in record["gate"]["figures"]
-    table = ok("rollback", ACOUSTIC, "--reason", "noisy", "--store", store).splitlines()
-    assert table[2].split() == [ACOUSTIC, "production", "2", "3", "-"]
+    register_acoustic(store, tmp_path, 4)
+    checked = cli("check", ACOUSTIC, "4", "--store", store).output
+    error = re.search(r"candidate_error = (\S+)", checked).group(1)  # as the tables round
+    exact = json.loads(cli("check", ACOUSTIC, "4", "--store", store, "--json").stdout)
+    assert float(error) == pytest.approx(exact["figures"]["candidate_error"], rel=1e-3)
+    assert len(error.replace(".", "").lstrip("0")) <= 4
+    rolled = cli("rollback", ACOUSTIC, "--reason", "noisy", "--store", store)
+    assert rolled.stdout.splitlines()[2].split() == [
+        *(ACOUSTIC, "production", f"{ACOUSTIC}:v2", "3", "-")
+    ]
+    assert rolled.stderr == (
+        f"{ACOUSTIC}@production not exported: "
+        f"`registry export --to DEPLOY_FOLDER {ACOUSTIC}` ships it\n"
+    )
+    rows = [r.split() for r in ok("history", ACOUSTIC, "--store", store).splitlines()[2:]]
+    moves = [r[4] for r in rows if r[1] != "registered"]
+    assert moves == ["-", f"{ACOUSTIC}:v1", f"{ACOUSTIC}:v3", f"{ACOUSTIC}:v2"]
     record = ok_json("rollback", ACOUSTIC, "--store", store)
     assert (record["from_version"], record["to_version"]) == (3, 1)
     assert ok_json("show", f"{ACOUSTIC}@production", "--store", store)["version"] == 1
@@ -402,6 +418,18 @@ def test_promote_rollback_walk(store: Path, tmp_path: Path) -> None:
     result = run_main("rollback", ACOUSTIC, "--store", store)
     assert_one_error_line(result, f"{ACOUSTIC}@production", "no previous holder")
     assert snapshot(store) == before
+
+
+def test_rollback_with_export_ships_the_version_it_returns_to(store: Path, tmp_path: Path) -> None:
+    for seed in (1, 2):
+        register_acoustic(store, tmp_path, seed)
+        ok("promote", ACOUSTIC, str(seed), "--store", store)
+    deploy = tmp_path / "deploy"
+    shipped = Path(ok_json("export", ACOUSTIC, "--to", deploy, "--store", store)["exported"])
+    assert json.loads((shipped / "bundle.json").read_text())["model"] == f"{ACOUSTIC}:v2"
+    rolled = cli("rollback", ACOUSTIC, "--export", deploy, "--store", store)
+    assert rolled.stderr == f"{ACOUSTIC}@production exported to {shipped}\n"
+    assert json.loads((shipped / "bundle.json").read_text())["model"] == f"{ACOUSTIC}:v1"
 
 
 def test_promote_json_and_alias(store: Path, tmp_path: Path) -> None:
@@ -509,7 +537,7 @@ def test_set_policy_sets_a_ceiling_and_check_refuses_above_it(store: Path, tmp_p
     assert checked.exit_code == 1
     found = json.loads(checked.stdout)
     assert [f["code"] for f in found["findings"]] == ["above_ceiling"]
-    assert found["reasons"] == ["rmse = 3.0 is above the ceiling 2.5"]
+    assert found["reasons"] == ["rmse = 3 is above the ceiling 2.5"]
 
 
 def test_a_familys_own_policy_is_set_shown_and_applied_to_its_versions_only(

@@ -85,7 +85,19 @@ def test_degradation_within_the_factor_passes_with_the_figures() -> None:
 def test_degradation_beyond_the_factor_fails_with_the_figures() -> None:
     result = gate.check({"auc": 0.95}, POLICY, gate.Comparison(f"{NAME}:v1", 2.5, 1.0))
     assert result.texts() == [
-        f"candidate error 2.5 > holder {NAME}:v1 error 1 x 2 on the candidate's data"
+        f"candidate error 2.5 > holder {NAME}:v1 error 1 x 2 = 2 on the candidate's data"
+    ]
+
+
+def test_gate_figures_read_as_the_tables_show_them_yet_never_as_their_bound() -> None:
+    result = gate.check({"auc": 0.8333333333333334}, POLICY, None)
+    assert result.texts() == ["auc = 0.8333 is below the floor 0.9"]
+    close = gate.check({"auc": 0.8999999}, POLICY, None)
+    assert close.texts() == ["auc = 0.8999999 is below the floor 0.9"]
+    worse = gate.Comparison(f"{NAME}:v1", 3.2153061948233184, 1.6076)
+    assert gate.check({"auc": 0.95}, POLICY, worse).texts() == [
+        f"candidate error 3.21531 > holder {NAME}:v1 error 1.608 x 2 = 3.2152 "
+        "on the candidate's data"
     ]
 
 
