@@ -250,6 +250,9 @@ def score(
         Path | None,
         typer.Option(help="a folder for a copy of each input with its answer drawn (images)"),
     ] = None,
+    strict: Annotated[
+        bool, typer.Option(help="exit 1 when a warning says an answer may not hold (scripts)")
+    ] = False,
 ) -> None:
     """Score new input with a deployed bundle of any family, which its manifest names.
 
@@ -260,6 +263,7 @@ def score(
     order) or an .npz (X) -> its prediction, beside the actual value when the file has the
     target. A keypoint site's bundle: each PNG or JPEG captcha -> the gap's and the slider's
     centre in its pixels; `--draw DIR` writes a copy of each with the two points drawn.
+    Exit 1 when an input could not be scored, and with --strict when a warning was given.
     Example: `fleet score tabular/deploy/models/Q1 new_rows.csv --csv > predicted.csv`"""
     from pipelines import errors, families
     from registry import errors as registry_errors
@@ -285,7 +289,7 @@ def score(
         typer.echo(render(scored.header, scored.rows))
     for warning in scored.warnings:
         typer.echo(f"warning: {warning}", err=True)
-    if scored.failed:
+    if scored.failed or (strict and scored.warnings):
         raise typer.Exit(1)
 
 

@@ -152,6 +152,9 @@ def test_score_names_the_bundles_device_and_warns_about_unlike_clips(
     assert "under the folder of B-2, another device; this bundle is A-1's" in warned[3]
     shown = json.loads(score(tiny.deploy / "A-1", store, files[0], "--json").stdout)
     assert shown[0]["device"] == "A-1" and shown[0]["warnings"] == [warned[0].split(": ", 2)[2]]
+    strict = score(tiny.deploy / "A-1", store, *files, "--strict")  # a script's guard
+    assert strict.exit_code == 1 and strict.stdout == result.stdout
+    assert score(tiny.deploy / "A-1", store, clip, "--strict").exit_code == 0
 
 
 def test_score_warns_by_the_clips_nearest_folder_of_a_device_the_store_knows(
