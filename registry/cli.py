@@ -18,6 +18,7 @@ from typer.exceptions import TyperException
 from registry import card
 from registry.api import Registry
 from registry.errors import NotFoundError, RegistryError, UsageError
+from registry.naming import parse_name
 from registry.tables import render
 
 HELP = (
@@ -337,14 +338,17 @@ def retire(
 def history(name: str, store: Store = None, as_json: Json = False) -> None:
     """Every event of a model, oldest first, with the gate's verdicts.
 
-    Events: registered, promoted (forced), refused, checked, rolled back, retired, archived.
-    Example: `registry history acoustic_LT-2_convae`"""
+    Events: registered, promoted (forced), refused, checked, rolled back, retired, archived;
+    those of another model (a type that replaced it or was checked against it) name their
+    version NAME:vN. Example: `registry history acoustic_LT-2_convae`"""
     records = _existing(store).history(name)
+    own = str(parse_name(name))
     rows = [
         [
             r["time"][:19],
             r["type"] + (" (forced)" if r.get("forced") else ""),
-            r["version"],
+            # another model's event: its candidate took (or would take) this one's alias
+            r["version"] if r["name"] == own else f"{r['name']}:v{r['version']}",
             r.get("alias"),
             _from(r),
             r["actor"],

@@ -384,6 +384,21 @@ def test_history_and_diff(store: Path, tmp_path: Path) -> None:
     assert same == "v1 and v1 have the same params and metrics\n"
 
 
+def test_history_names_another_types_version_in_its_rows(store: Path, tmp_path: Path) -> None:
+    """An experiment of another model type checked against this model's production shows in
+    this model's history as that type's NAME:vN, never as a bare number of this model."""
+    register(store, tmp_path, "v1")
+    ok("promote", NAME, "1", "--store", store)
+    other = Registry(store).register(
+        make_artifacts(tmp_path / "art" / "pca", b"pca"), FAMILY, SCOPE, "pca", metrics=GOOD
+    )["name"]
+    Registry(store).record_check(other, 1, "exp-b")
+    rows = [r.split() for r in ok("history", NAME, "--store", store).splitlines()[2:]]
+    assert [r[1:6] for r in rows[-1:]] == [
+        ["checked", f"{other}:v1", "production", f"{NAME}:v1", "cli-tester"]
+    ]
+
+
 # ================================================================== promote / rollback
 def test_promote_rollback_walk(store: Path, tmp_path: Path) -> None:
     for seed in (1, 2, 3):
