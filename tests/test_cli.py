@@ -65,9 +65,17 @@ def test_table_lists_every_device(metrics: Path) -> None:
         "AUC",
         "pAUC",
         "F1",
+        "test",
+        "clips",
     ]
     assert [line.split()[0] for line in lines[2:4]] == ["A-1", "B-2"]
+    assert [line.split()[-2:] for line in lines[2:4]] == [["3+3", "!"]] * 2  # normal+anomalous
     assert "2 devices, mean AUC" in result.output
+    assert lines[-2:] == [  # the tiny fleet's 3 clips of a kind: too few to mean much
+        f"! {d}: 3 normal and 3 anomalous test clips (under 10 of a kind): its AUC and F1 say "
+        "little"
+        for d in ("A-1", "B-2")
+    ]
 
 
 def test_table_json(metrics: Path) -> None:

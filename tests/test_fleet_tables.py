@@ -14,7 +14,7 @@ import pytest
 from click.testing import Result
 from typer.testing import CliRunner
 
-from pipelines.acoustic import figures
+from pipelines.acoustic import figures, views
 from pipelines.cli import app
 from registry.api import Registry
 from tests import tiny_fleet
@@ -166,3 +166,28 @@ def test_the_tables_read_no_models_library(project: Path) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=HANG_S
     )
     assert shown.stdout.strip() == "[0, 0] []"
+
+
+def test_the_acoustic_table_flags_only_a_test_set_too_small_to_mean_much(tmp_path: Path) -> None:
+    """A device's AUC 0.625 beside F1 0.952 on 4 normal clips: the table says how few."""
+    plots = tmp_path / "eval" / "plots"
+    plots.mkdir(parents=True)
+    devices = [
+        {
+            "device": "A-1",
+            "auc": 0.9,
+            "f1": 0.8,
+            "test_clips": 44,
+            "anomalies": 24,
+            "val_loss": 0.5,
+        },
+        {"device": "B-2", "auc": 0.625, "f1": 0.952, "test_clips": 24, "anomalies": 20},
+    ]
+    (plots / figures.DEVICES).write_text(json.dumps(devices))
+    (tmp_path / "eval" / "metrics.json").write_text(json.dumps(figures.fleet_figures({})))
+    shown = views.table(tmp_path)
+    assert [row[-1] for row in shown.rows] == ["20+24", "4+20 !"]
+    assert shown.summary == (
+        "! B-2: 4 normal and 20 anomalous test clips (under 10 of a kind): its AUC and F1 say "
+        "little; no validation windows"
+    )

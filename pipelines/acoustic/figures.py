@@ -15,6 +15,7 @@ import numpy as np
 from pipelines import fleet
 
 METRICS = ("auc", "pauc", "precision", "recall", "f1", "threshold", "val_loss", "epochs", "windows")
+METRICS += ("test_clips", "anomalies")  # how many the figures stand on
 PLOTS = ("roc", "histogram")
 DEVICES = "devices.json"
 

@@ -22,7 +22,11 @@ COLUMNS = (
     Column("auc", "AUC", "{:.3f}"),
     Column("pauc", "pAUC", "{:.3f}"),
     Column("f1", "F1", "{:.3f}"),
+    Column("tested", "test clips"),  # normal + anomalous
 )
+# Fewer labelled test clips of a kind than this, and a device's AUC and F1 say little: 4
+# normal clips make each one a quarter of the AUC.
+FEW_TEST_CLIPS = 10
 
 
 def table(folder: Path, evaluation: Path | None = None) -> FamilyTable:
@@ -37,7 +41,42 @@ def table(folder: Path, evaluation: Path | None = None) -> FamilyTable:
             f"{fleet['devices']} devices, mean AUC {fleet['auc_mean']:.3f}, "
             f"min AUC {fleet['auc_min']:.3f}"
         )
-    return build(COLUMNS, devices.values(), summary, {"fleet": fleet, "devices": devices})
+    rows = [row | _tested(row) for row in devices.values()]
+    lines = [summary] if summary else []
+    lines += [line for device, row in devices.items() if (line := _thin(device, row))]
+    record = {"fleet": fleet, "devices": devices}
+    return build(COLUMNS, rows, "\n".join(lines) or None, record)
+
+
+def _counts(row: dict[str, Any]) -> tuple[int, int] | None:
+    """A device's normal and anomalous test clips, where its evaluation counted them."""
+    if row.get("test_clips") is None or row.get("anomalies") is None:
+        return None
+    return row["test_clips"] - row["anomalies"], row["anomalies"]
+
+
+def _few(counts: tuple[int, int] | None) -> bool:
+    return counts is not None and min(counts) < FEW_TEST_CLIPS
+
+
+def _tested(row: dict[str, Any]) -> dict[str, str]:
+    """The test clips a device's figures stand on, `normal+anomalous`, '!' where few."""
+    counts = _counts(row)
+    if counts is None:
+        return {}
+    return {"tested": "{}+{}".format(*counts) + (" !" if _few(counts) else "")}
+
+
+def _thin(device: str, row: dict[str, Any]) -> str | None:
+    """A line for a device whose figures stand on too little to mean much, else None."""
+    counts = _counts(row)
+    if counts is None or not _few(counts):
+        return None
+    line = (
+        f"! {device}: {counts[0]} normal and {counts[1]} anomalous test clips "
+        f"(under {FEW_TEST_CLIPS} of a kind): its AUC and F1 say little"
+    )
+    return line + ("; no validation windows" if row.get("val_loss") is None else "")
 
 
 def status(folder: Path) -> Sources:
