@@ -17,7 +17,7 @@ from typer.exceptions import TyperException
 
 from registry import card
 from registry.api import Registry
-from registry.errors import NotFoundError, RegistryError, UsageError
+from registry.errors import ExportError, NotFoundError, RegistryError, UsageError
 from registry.naming import parse_name
 from registry.tables import render
 
@@ -306,16 +306,16 @@ def rollback(
     --export deploy/models`"""
     registry = Registry(store)
     record = registry.rollback(name, alias, reason)
+    shipped = f"not exported: `registry export --to DEPLOY_FOLDER {name}` ships it"
     if export is not None:
-        record["exported"] = str(registry.export(f"{name}@{alias}", export, keep_backups))
+        try:
+            record["exported"] = str(registry.export(f"{name}@{alias}", export, keep_backups))
+        except RegistryError as exc:  # the alias has moved: say so beside why nothing shipped
+            back = f"{name}@{alias} is back on v{record['to_version']} but not exported"
+            raise ExportError(f"{back}: {exc}") from exc
+        shipped = f"exported to {record['exported']}"
     _out(record, as_json, MOVE_HEADER, [_move_row(record)])
-    if not as_json:
-        # a rollback moves the alias, not what a deploy folder serves
-        shipped = (
-            f"exported to {record['exported']}"
-            if export is not None
-            else (f"not exported: `registry export --to DEPLOY_FOLDER {name}` ships it")
-        )
+    if not as_json:  # a rollback moves the alias, not what a deploy folder serves
         typer.echo(f"{name}@{alias} {shipped}", err=True)
 
 

@@ -447,6 +447,23 @@ def test_rollback_with_export_ships_the_version_it_returns_to(store: Path, tmp_p
     assert json.loads((shipped / "bundle.json").read_text())["model"] == f"{ACOUSTIC}:v1"
 
 
+def test_a_rollback_whose_export_is_refused_says_the_alias_moved(
+    store: Path, tmp_path: Path
+) -> None:
+    for seed in (1, 2):
+        register_acoustic(store, tmp_path, seed)
+        ok("promote", ACOUSTIC, str(seed), "--store", store)
+    deploy = tmp_path / "deploy"
+    (deploy / SCOPE).mkdir(parents=True)  # the user's own folder, named like the device
+    (deploy / SCOPE / "notes.txt").write_text("mine")
+    result = run_main("rollback", ACOUSTIC, "--export", deploy, "--store", store)
+    assert_one_error_line(
+        result, f"{ACOUSTIC}@production is back on v1 but not exported", str(deploy / SCOPE)
+    )
+    assert ok_json("show", f"{ACOUSTIC}@production", "--store", store)["version"] == 1
+    assert (deploy / SCOPE / "notes.txt").read_text() == "mine"
+
+
 def test_promote_json_and_alias(store: Path, tmp_path: Path) -> None:
     register(store, tmp_path, "v1", metrics={})
     record = ok_json("promote", NAME, "1", "--alias", "staging", "--store", store)
