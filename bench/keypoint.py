@@ -42,8 +42,14 @@ from pipelines.keypoint.data import read_site
 from pipelines.keypoint.objective import Keypoints
 from pipelines.keypoint.params import SiteTraining
 
-FULL = {"channels": (40, 80, 160, 320), "modules": (2, 4, 2), "blocks": 2, "stem": 32, "head": 64}
-FULL["batch_size"] = 16  # the demo's 4 pays for its tiny network, not for this one
+FULL = {
+    "channels": (40, 80, 160, 320),
+    "modules": (2, 4, 2),
+    "blocks": 2,
+    "stem": 32,
+    "head": 64,
+    "batch_size": 16,  # the demo's 4 pays for its tiny network, not for this one
+}
 CONFIGS: dict[str, tuple[dict[str, Any], tuple[int, int]]] = {
     "demo": ({}, (128, 256)),  # SiteTraining's defaults: the demo's small Lite-HRNet
     "full": (FULL, (256, 512)),

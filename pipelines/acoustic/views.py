@@ -55,22 +55,18 @@ def _counts(row: dict[str, Any]) -> tuple[int, int] | None:
     return row["test_clips"] - row["anomalies"], row["anomalies"]
 
 
-def _few(counts: tuple[int, int] | None) -> bool:
-    return counts is not None and min(counts) < FEW_TEST_CLIPS
-
-
 def _tested(row: dict[str, Any]) -> dict[str, str]:
     """The test clips a device's figures stand on, `normal+anomalous`, '!' where few."""
     counts = _counts(row)
     if counts is None:
         return {}
-    return {"tested": "{}+{}".format(*counts) + (" !" if _few(counts) else "")}
+    return {"tested": "{}+{}".format(*counts) + (" !" if min(counts) < FEW_TEST_CLIPS else "")}
 
 
 def _thin(device: str, row: dict[str, Any]) -> str | None:
     """A line for a device whose figures stand on too little to mean much, else None."""
     counts = _counts(row)
-    if counts is None or not _few(counts):
+    if counts is None or min(counts) >= FEW_TEST_CLIPS:
         return None
     line = (
         f"! {device}: {counts[0]} normal and {counts[1]} anomalous test clips "
