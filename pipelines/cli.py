@@ -5,6 +5,7 @@ fleet compare RUN_A RUN_B [--family F] [--json]  a family's per-scope figures of
 fleet status [--family F] [--json]              what runs where, and every disagreement
 fleet score BUNDLE INPUT... [--json|--csv]      score new input with a deployed bundle
 fleet daily [--day YYYYMMDD | --days-ago N]     the daily job: fine-tune, gate, promote
+fleet daily --reset                             params.yaml back to a full training
 """
 
 from __future__ import annotations
@@ -330,6 +331,7 @@ def _csv(records: list[dict[str, Any]]) -> str:
 
 @app.command()
 def daily(
+    ctx: typer.Context,
     day: Annotated[str | None, typer.Option(help="the date folder to train on, YYYYMMDD")] = None,
     days_ago: Annotated[
         int, typer.Option(min=0, help="else the day this many days before today")
@@ -337,31 +339,48 @@ def daily(
     init_from: Annotated[
         str, typer.Option(help="scratch | production | NAME:vN,... (see train.init_from)")
     ] = "production",
+    reset: Annotated[
+        bool,
+        typer.Option(
+            "--reset",
+            help="run nothing: put params.yaml back to a full training (day all, scratch)",
+        ),
+    ] = False,
     project: Annotated[Path, typer.Option(help="the project (holds params.yaml)")] = Path("."),
 ) -> None:
     """The daily job: every device fine-tuned from production on the day's audio, gated,
-    promoted or kept. Exit status 0 done, 1 a failure, 3 every candidate refused."""
+    promoted or kept. Exit status 0 done, 1 a stage or device failed, 3 fleet-wide
+    degradation (daily.degraded_min, daily.degraded_fraction), 4 nothing to learn from (no
+    device had a candidate). The day and init_from stay in params.yaml: --reset."""
     from datetime import date
 
     from pipelines import daily as job
-    from pipelines import deploying
     from pipelines.errors import ParamError
 
+    # given on the command line, even with the default's value
+    given = [
+        f"--{name.replace('_', '-')}"
+        for name in ("day", "days_ago", "init_from")
+        if (source := ctx.get_parameter_source(name)) and source.name != "DEFAULT"
+    ]
+    if reset and given:
+        _fail(2, f"--reset runs nothing: it takes no {', '.join(given)}")
     if day is not None and not (len(day) == 8 and day.isdigit()):
         raise typer.BadParameter(f"--day {day!r}: expected a date YYYYMMDD")
     when = job.day_of(day, days_ago, date.today())
     try:
+        if reset:
+            typer.echo(job.reset(project))
+            return
         outcome = job.run(project, when, init_from)
     except (ParamError, OSError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+        _fail(1, str(exc))
     typer.echo(f"daily {when}: " + ("ran" if outcome.ran else "already done, nothing to run"))
-    for line in outcome.lines:
+    for line in (*outcome.lines, outcome.verdict):
         typer.echo(line)
-    if outcome.status == job.DEGRADED:
-        typer.echo(f"ERROR {deploying.DEGRADED}")
     if outcome.ran:
         typer.echo(
             f"commit the day: git add {' '.join(job.RECORD)} && git commit -m 'daily {when}'"
         )
+    typer.echo(job.left_in_params(when, init_from))
     raise typer.Exit(outcome.status)

@@ -3,19 +3,46 @@ the stage's console, `fleet daily` and the fleet report (which need no torch to 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from registry.events import previous_holder
 
 
 def describe(
-    devices: dict[str, dict[str, Any]], production: dict[str, dict[str, Any]]
+    devices: dict[str, dict[str, Any]],
+    production: dict[str, dict[str, Any]],
+    not_in_data: Collection[str] = (),
 ) -> list[tuple[str, str]]:
-    """One console line per device: what this run did, and what runs there now."""
+    """One console line per device: what this run did, and what runs there now. A device
+    with a production version and no folder in data.root is said to be so."""
     return [
-        (device, f"{device}: {_line(devices.get(device), production.get(device))}")
+        (device, f"{device}: {_said(device, devices, production, not_in_data)}")
         for device in sorted(set(devices) | set(production))
     ]
+
+
+def _said(
+    device: str,
+    devices: dict[str, dict[str, Any]],
+    production: dict[str, dict[str, Any]],
+    not_in_data: Collection[str],
+) -> str:
+    shipped = production.get(device)
+    if device in not_in_data:
+        return gone(production[device])
+    if shipped and shipped["status"] == "removed" and device not in devices:
+        return f"no production version: {shipped['model']}'s bundle left the deploy folder"
+    return _line(devices.get(device), shipped)
+
+
+def gone(shipped: dict[str, Any]) -> str:
+    """A production device whose folder left data.root: it is not retired by that."""
+    name = shipped["model"].rsplit(":v", 1)[0]
+    return (
+        f"not in data.root: no run of it, not in the fleet's figures; production "
+        f"{shipped['model']} still exported (`registry retire {name}` takes it out of the fleet)"
+    )
 
 
 def _line(entry: dict[str, Any] | None, shipped: dict[str, Any] | None) -> str:

@@ -37,14 +37,14 @@ MARKER = ".daily-demo"  # a folder holding it was made by this demo and may be m
 
 
 def run(dest: Path, changes: Mapping[str, Mapping[str, Any]]) -> int:
-    """Make the project at `dest`, run its days, commit each; the worst exit status."""
+    """Make the project at `dest`, run its days, commit each; the days' worst exit status."""
     for name in ("MODEL_STORE", "DVC_ROOT"):  # the demo's store is its own, not the shell's
         os.environ.pop(name, None)
     sandbox.create(dest, changes, os.environ)
     (dest / MARKER).write_text("made by `python -m pipelines.demo`\n")
     gen = load_params(dest / "params.yaml").generate
     first = datetime.strptime(gen.start_date, "%Y%m%d")
-    worst = daily.DONE
+    statuses: list[int] = []
     for index in range(gen.days):
         day = (first + timedelta(days=index)).strftime("%Y%m%d")
         init = "scratch" if index == 0 else "production"
@@ -52,11 +52,11 @@ def run(dest: Path, changes: Mapping[str, Mapping[str, Any]]) -> int:
         drift = f"; {gen.drift_device}'s bearing ticks" if index == gen.drift_day else ""
         print(f"\n== day {index + 1}, {day}: {how}{drift}", flush=True)
         outcome = daily.run(dest, day, init)
-        print("\n".join(outcome.lines), flush=True)
-        worst = max(worst, outcome.status)
+        print("\n".join((*outcome.lines, outcome.verdict)), flush=True)
+        statuses.append(outcome.status)
         for command in (("add", "-A"), ("commit", "-qm", f"daily {day}")):
             subprocess.run(("git", "-C", str(dest), *command), check=True, capture_output=True)
-    return worst
+    return daily.worst(statuses)
 
 
 def fresh(dest: Path) -> str | None:

@@ -21,7 +21,6 @@ from registry.errors import GateError
 from registry.gate import BELOW_FLOOR
 
 REASON = "auto_promote by the deploy stage"
-DEGRADED = "fleet-wide degradation: every candidate was refused by the gate; production untouched"
 
 
 def experiment() -> str | None:
@@ -62,11 +61,14 @@ def production(family: str, target: Any, keep_backups: int) -> dict[str, dict[st
     return registry.export_all(target, family=family, keep_backups=keep_backups)
 
 
-def fleet_degraded(scopes: dict[str, dict[str, Any]]) -> bool:
-    """Every candidate the gate judged in this run was refused: something common to the
-    fleet (the day's data, the params) went wrong, and production was left as it was."""
+def all_refused(scopes: dict[str, dict[str, Any]]) -> str | None:
+    """The line for a run whose every judged candidate the gate refused, else None. Whether
+    that is the fleet's degradation is the daily job's rule (`daily:` in params.yaml): one
+    candidate refused is not a fleet."""
     actions = [e["decision"]["action"] for e in scopes.values() if e.get("decision")]
-    return bool(actions) and all(action == "refused" for action in actions)
+    if not actions or any(action != "refused" for action in actions):
+        return None
+    return f"all {len(actions)} candidates of this run refused by the gate; production untouched"
 
 
 def decision_counts(outcomes: dict[str, fleet.Outcome]) -> dict[str, int]:
@@ -92,6 +94,8 @@ class Reporting:
 
     production: dict[str, dict[str, Any]]
     keep_backups: int = 3  # earlier bundles of a scope kept in out/models; `work` sets it
+    # the scopes the family's data holds now, where `work` can tell (None: it cannot)
+    in_data: frozenset[str] | None = None
 
     def deploy(
         self, out: Path, jobs: list[fleet.Job], build: fleet.BuildFn, workers: int, family: str
@@ -105,12 +109,17 @@ class Reporting:
         return built
 
     def describe(self, report: dict[str, Any]) -> list[tuple[str, str]]:
-        return decisions.describe(report["devices"], report["production"])
+        return decisions.describe(
+            report["devices"], report["production"], report.get("not_in_data", [])
+        )
 
     def extra(self, report: dict[str, Any]) -> dict[str, Any]:
-        degraded = fleet_degraded(report["devices"])
-        said = {"error": DEGRADED} if degraded else {}
-        return {"production": self.production, "fleet_degraded": degraded, **said}
+        refused = all_refused(report["devices"])
+        said = {"error": refused} if refused else {}
+        held = {s for s, shipped in self.production.items() if shipped["status"] != "removed"}
+        gone = sorted(held - set(report["devices"]) - (self.in_data or set()))
+        absent = {"not_in_data": gone} if self.in_data is not None else {}
+        return {"production": self.production, "all_refused": bool(refused), **absent, **said}
 
 
 def parent_version(model_dir: Path) -> int | None:

@@ -77,6 +77,8 @@ PROGRESS_SECONDS = 10.0
 # 2: a named monitored metric and the scheduler's state
 # 3: the weights' moving average, the cosine schedule, the guard metric's best
 CHECKPOINT_FORMAT = 4
+# A declared plot's file when no run logged its measure: DVC titles a plot with its path.
+NO_CURVES = "no-curves-in-this-run.tsv"
 
 Batch = torch.Tensor | tuple[torch.Tensor, ...]  # rows of the data, on the training device
 Row = dict[str, float]  # one epoch of the history: epoch, train_loss, the metrics, lr
@@ -552,13 +554,20 @@ def _moved(tensor: torch.Tensor, device: torch.device, channels_last: bool) -> t
     return tensor.to(device, non_blocking=True)
 
 
-def log_curves(histories: Mapping[str, Sequence[Mapping[str, float | None]]], live: Path) -> None:
+def log_curves(
+    histories: Mapping[str, Sequence[Mapping[str, float | None]]],
+    live: Path,
+    plotted: Sequence[str] = (),
+) -> None:
     """Every run's history as DVCLive plots, one run per scope (a device, a task): `train_x`
     as `{scope}/train/x`, `val_x` as `{scope}/val/x`, any other metric m as `{scope}/m`.
 
     Each measure has a DVCLive directory of its own (losses in `live`, any other m in
     `live/m`), so that a plots entry of dvc.yaml reads one field in every file of its
-    directory. A row's missing value (no validation data) is no point of its curve."""
+    directory. A row's missing value (no validation data) is no point of its curve.
+    `plotted`: the measures dvc.yaml declares a plot of; one no run logged (a type without a
+    training loop logs none) gets a curve without points, since DVC fails on a declared
+    plot whose folder is not there."""
     from dvclive import Live  # only the stage that logs pays for the import
 
     def open_live(folder: Path) -> Live:
@@ -580,6 +589,11 @@ def log_curves(histories: Mapping[str, Sequence[Mapping[str, float | None]]], li
                     lives[measure].log_metric(
                         "/".join(filter(None, (scope, split, measure))), value
                     )
+    for measure in plotted:
+        metrics = (live if measure == "loss" else live / measure) / "plots" / "metrics"
+        if not metrics.is_dir():
+            metrics.mkdir(parents=True)
+            (metrics / NO_CURVES).write_text(f"step\t{measure}\n")
 
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:

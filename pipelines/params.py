@@ -184,6 +184,16 @@ class FleetParams:
 
 
 @dataclass(frozen=True)
+class DailyParams:
+    """How `fleet daily` reads a run (no stage's param: changing one reruns nothing). Fleet-wide
+    degradation, exit status 3, is at least `degraded_min` and at least `degraded_fraction` of
+    the devices that had a candidate refused by the gate; fewer is those devices' own matter."""
+
+    degraded_fraction: float = bounded(0.5, gt=0, le=1)
+    degraded_min: int = bounded(2, ge=1)
+
+
+@dataclass(frozen=True)
 class Params:
     data: DataParams = DataParams()
     generate: GenerateParams = GenerateParams()
@@ -194,6 +204,7 @@ class Params:
     evaluate: EvaluateParams = EvaluateParams()
     deploy: DeployParams = DeployParams()
     fleet: FleetParams = FleetParams()
+    daily: DailyParams = DailyParams()
     # Per-device overrides of `train` ({device: {key: value}}), each checked as `train` is.
     devices: dict[str, dict[str, object]] = field(default_factory=dict)
 

@@ -8,9 +8,12 @@ that comes from outside (device codes, reasons, actors) is escaped on its way in
 
 from __future__ import annotations
 
+import datetime
 import html
 import logging
 import math
+import os
+import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from pipelines import decisions, fleet
+from pipelines.errors import ParamError
 from registry.api import Registry
 from registry.events import previous_holder, replaced_model
 from registry.naming import parse_name
@@ -57,7 +61,10 @@ class FleetRecord:
     family: str
     devices: list[DeviceRecord]
     policy: dict[str, Any]
-    error: str | None = None  # the deploy stage's fleet-wide line (e.g. every device refused)
+    error: str | None = None  # the deploy stage's line for the run (e.g. every candidate refused)
+    # the deploy stage's line of each device in production but not in data.root: no section
+    # of its own and no part of the fleet's figures
+    not_in_data: list[str] = field(default_factory=list)
 
 
 class FamilyPage:
@@ -74,14 +81,15 @@ class FamilyPage:
         self.paths = paths
 
     def page(
-        self, models: Path, evaluation: Path, deploy_report: Path, registry: Registry
+        self, models: Path, evaluation: Path, deploy_report: Path, registry: Registry, run: Run
     ) -> tuple[str, dict[str, dict[str, Any]]]:
         """The page, and what it shows of each scope (the stage's report)."""
         raise NotImplementedError
 
     def work(self, params: Any) -> dict[str, fleet.Outcome]:
         a = self.paths
-        text, shown = self.page(a["models"], a["evaluation"], a["deploy_report"], Registry())
+        run = this_run(params.data.root)
+        text, shown = self.page(a["models"], a["evaluation"], a["deploy_report"], Registry(), run)
         a["out"].parent.mkdir(parents=True, exist_ok=True)
         a["out"].write_text(text, encoding="utf-8")
         logging.getLogger("stage").info("report: %d %ss -> %s", len(shown), self.NOUN, a["out"])
@@ -89,6 +97,60 @@ class FamilyPage:
 
 
 # ------------------------------------------------------------------------------ reading
+
+
+@dataclass(frozen=True)
+class Run:
+    """Which run a page is of, as its header says."""
+
+    date: str  # YYYY-MM-DD, UTC
+    commit: str  # the project's short HEAD hash, or why there is none
+    experiment: str  # DVC's name of the experiment, or "workspace" for a plain run
+    data_root: str  # the family's `data.root` param, as written
+
+    def line(self) -> str:
+        return (
+            f"Date: {self.date} · Commit: {self.commit} · Experiment: {self.experiment} · "
+            f"Data root: {self.data_root}"
+        )
+
+
+def this_run(data_root: str, env: Mapping[str, str] = os.environ, cwd: Path | None = None) -> Run:
+    """The run this process is part of: its date, commit and experiment, from `env` (DVC sets
+    DVC_EXP_NAME in `dvc exp run`) and the git repository at `cwd` (default: the working
+    directory)."""
+    experiment = env.get("DVC_EXP_NAME") or "workspace"
+    return Run(run_date(env), git_commit(cwd), experiment, data_root)
+
+
+def run_date(env: Mapping[str, str]) -> str:
+    """SOURCE_DATE_EPOCH's day when set, else today's (UTC). Never the time of day: two
+    runs of the same inputs (local and dask, or a rerun) must write the same bytes, and the
+    reproducible-builds variable lets a build pin even the day."""
+    given = env.get("SOURCE_DATE_EPOCH")
+    if given is None:
+        return datetime.datetime.now(datetime.UTC).date().isoformat()
+    if not given.strip().isdigit():
+        raise ParamError(f"SOURCE_DATE_EPOCH {given!r}: expected whole seconds since 1970 UTC")
+    return datetime.datetime.fromtimestamp(int(given), datetime.UTC).date().isoformat()
+
+
+def git_commit(cwd: Path | None = None) -> str:
+    """The short hash of HEAD. No mark for uncommitted changes: mid-repro the earlier
+    stages have rewritten dvc.lock, so every run that built anything would carry it."""
+    try:
+        found = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except FileNotFoundError:
+        return "none (git is not installed)"
+    except subprocess.CalledProcessError:
+        return "none (not a git repository, or no commit yet)"
+    return found.stdout.strip()
 
 
 @dataclass(frozen=True)
@@ -101,9 +163,10 @@ class Deployed:
     held: dict[str, dict[str, Any]]  # scope -> the version in production now
     events: dict[str, list[dict[str, Any]]]  # scope -> its production events, in order
     error: str | None  # the deploy stage's line for every scope (e.g. every one refused)
+    not_in_data: list[str]  # scopes in production whose data is gone (not in data.root)
 
     def names(self) -> set[str]:
-        return set(self.devices) | set(self.held) | set(self.events)
+        return (set(self.devices) | set(self.held) | set(self.events)) - set(self.not_in_data)
 
     def scope(self, name: str) -> dict[str, Any]:
         """A ScopeRecord's fields for the scope `name`."""
@@ -119,12 +182,14 @@ class Deployed:
 def deployed(deploy_report: Path, registry: Registry, family: str) -> Deployed:
     """The deploy stage's report and the family's production in `registry` (read only)."""
     report = fleet.read_json(deploy_report)
+    gone = report.get("not_in_data", [])
     return Deployed(
         report["devices"],
-        dict(decisions.describe(report["devices"], report["production"])),
+        dict(decisions.describe(report["devices"], report["production"], gone)),
         {m["scope"]: m for m in registry.list(alias=PRODUCTION) if m["family"] == family},
         alias_events(registry.history(), family),
         report.get("error"),
+        gone,
     )
 
 
@@ -146,7 +211,8 @@ def gather(
         )
         for name in sorted(names | done.names())
     ]
-    return FleetRecord(family, devices, registry.policy(family), done.error)
+    gone = [done.lines[name] for name in done.not_in_data]
+    return FleetRecord(family, devices, registry.policy(family), done.error, gone)
 
 
 def _read(path: Path) -> Any:
@@ -182,6 +248,7 @@ CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; color: #222; margin: 0 auto; max-width: 1180px;
        padding: 0 16px 48px; }
 h1 { font-size: 22px; margin: 20px 0 4px; }
+.run { margin: 0; font-variant-numeric: tabular-nums; }
 h2 { font-size: 18px; border-bottom: 1px solid #ddd; padding-bottom: 4px; margin-top: 32px; }
 h3 { font-size: 15px; margin: 18px 0 6px; }
 table { border-collapse: collapse; margin: 6px 0; }
@@ -193,9 +260,8 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .note { color: #666; font-style: italic; }
 .alert { background: #fdecea; border-left: 4px solid #c62828; padding: 6px 10px; }
 .charts { display: flex; flex-wrap: wrap; gap: 12px; }
+.charts > .note { flex-basis: 100%; margin: 0; }
 .chart { display: inline-block; border: 1px solid #e4e4e4; border-radius: 4px; background: #fff; }
-.empty { width: 360px; height: 240px; display: flex; align-items: center; padding: 0 20px;
-         box-sizing: border-box; }
 .tag { display: inline-block; padding: 0 6px; border-radius: 3px; font-size: 12px;
        background: #eee; }
 .tag.promoted, .tag.rolled_back { background: #e3f2e5; }
@@ -206,20 +272,21 @@ svg text.muted { fill: #777; }
 """
 
 
-def render(report: FleetRecord) -> str:
+def render(report: FleetRecord, run: Run) -> str:
     """The whole page, as one string."""
     summary = f"{len(report.devices)} devices. Gate policy: {_policy(report.policy)}"
     sections = [_fleet_section(report), *(_device_section(d) for d in report.devices)]
-    return page(f"Fleet report: {report.family}", summary, sections)
+    return page(f"Fleet report: {report.family}", summary, sections, run)
 
 
-def page(title: str, summary: str, sections: list[str]) -> str:
-    """A whole page: `title` and `summary` (plain text, escaped here) head its `sections`
-    (HTML, escaped by whoever made them)."""
+def page(title: str, summary: str, sections: list[str], run: Run) -> str:
+    """A whole page: `title`, the `run` it is of and `summary` (plain text, escaped here)
+    head its `sections` (HTML, escaped by whoever made them)."""
     e = html.escape
     body = [
         "<header>",
         f"<h1>{e(title)}</h1>",
+        f'<p class="run">{e(run.line())}</p>',
         f'<p class="muted">{e(summary)}</p>',
         "</header>",
         *sections,
@@ -324,9 +391,14 @@ def _fleet_section(report: FleetRecord) -> str:
             _not_judged(unjudged),
             "<h3>What the deploy stage did in this run</h3>",
             items([f"{d.name}: {d.deployed}" for d in report.devices if d.deployed], "nothing"),
+            _not_in_data(report.not_in_data),
             "</section>",
         ]
     )
+
+
+def _not_in_data(lines: list[str]) -> str:
+    return f"<h3>Not in data.root</h3>{items(lines, '')}" if lines else ""
 
 
 def _has_metrics(device: DeviceRecord, floors: dict[str, float]) -> bool:
@@ -491,7 +563,9 @@ def figure(svg: str) -> str:
 
 
 def no_figure(text: str) -> str:
-    return f'<div class="chart empty"><p class="note">{html.escape(text)}</p></div>'
+    """Why a chart is missing, in one line of its own: a chart-sized box around a sentence
+    left a third of the page's width empty."""
+    return f'<p class="note">{html.escape(text)}</p>'
 
 
 # ------------------------------------------------------------------------------ SVG charts
@@ -518,10 +592,12 @@ class Chart:
     y_label: str
     x: tuple[float, float]
     y: tuple[float, float]
+    log_x: bool = False  # x positive, each power of ten as wide as the next
 
     def px(self, value: float) -> float:
-        lo, hi = self.x
-        return LEFT + (value - lo) / ((hi - lo) or 1.0) * (WIDTH - LEFT - RIGHT)
+        lo, hi = (math.log10(v) for v in self.x) if self.log_x else self.x
+        at = math.log10(value) if self.log_x else value
+        return LEFT + (at - lo) / ((hi - lo) or 1.0) * (WIDTH - LEFT - RIGHT)
 
     def py(self, value: float) -> float:
         lo, hi = self.y
@@ -574,31 +650,40 @@ NORMAL, ANOMALY, LOW = "#1565c0", "#e65100", "#c62828"
 def histogram_chart(
     device: str, clips: list[dict[str, Any]], threshold: float, bins: int = 20
 ) -> str:
-    """Normal and anomalous test clips per score bin, side by side, and the threshold's line.
-    The bins span the scores and the threshold only: from zero, they would crowd together."""
+    """Normal and anomalous test clips per score bin, side by side, and the threshold's line,
+    on a log axis: anomalies score tens to hundreds of times the normal, which on a linear
+    axis puts every normal clip and the threshold in the first bar. A log axis has no 0: a
+    clip that scored 0 is counted in the first bin, and the axis's label says how many."""
     scores = np.array([c["score"] for c in clips], dtype=float)
     anomalous = np.array([c["label"] == 1 for c in clips])
-    lo, hi = padded(min(scores.min(), threshold), max(scores.max(), threshold))
-    edges = np.linspace(lo, hi, bins + 1)
-    counts = [np.histogram(scores[anomalous == kind], edges)[0] for kind in (False, True)]
+    lo, hi = log_span(np.append(scores, threshold))
+    edges = np.geomspace(lo, hi, bins + 1)
+    placed = np.clip(scores, lo, hi)
+    counts = [np.histogram(placed[anomalous == kind], edges)[0] for kind in (False, True)]
+    zeros = int((scores <= 0).sum())
     chart = Chart(
         f"{device}: test clip scores",
-        "clip score (mean of its windows)",
+        "clip score (mean of its windows), log scale"
+        + (f"; {zeros} scored 0, in the first bin" if zeros else ""),
         "test clips",
         (lo, hi),
         (0.0, float(max(max(c.max() for c in counts), 1))),
+        log_x=True,
     )
-    half = (edges[1] - edges[0]) / 2
+    middles = np.sqrt(edges[:-1] * edges[1:])  # halfway across each bin on the log axis
     body = []
-    for n, color, offset in ((counts[0], NORMAL, 0.0), (counts[1], ANOMALY, half)):
-        for left, count in zip(edges[:-1] + offset, n, strict=True):
+    for n, color, lefts, rights in (
+        (counts[0], NORMAL, edges[:-1], middles),
+        (counts[1], ANOMALY, middles, edges[1:]),
+    ):
+        for left, right, count in zip(lefts, rights, n, strict=True):
             if count:
-                x0, x1, y = chart.px(left), chart.px(left + half), chart.py(count)
+                x0, x1, y = chart.px(left), chart.px(right), chart.py(count)
                 body.append(
                     f'<rect x="{x0:.1f}" y="{y:.1f}" width="{max(x1 - x0 - 0.5, 0.5):.1f}" '
                     f'height="{chart.py(0) - y:.1f}" fill="{color}"/>'
                 )
-    x = chart.px(threshold)
+    x = chart.px(max(threshold, lo))
     right_half = x > (LEFT + WIDTH - RIGHT) / 2
     body += [
         _line(x, TOP, x, HEIGHT - BOTTOM, "#212121", dashed=True, cls="threshold"),
@@ -611,6 +696,16 @@ def histogram_chart(
     ]
     legend = _legend([("normal", NORMAL, False), ("anomalous", ANOMALY, False)])
     return _svg(WIDTH, HEIGHT, chart.title, _axes(chart, integer_y=True) + body + legend)
+
+
+def log_span(values: np.ndarray) -> tuple[float, float]:
+    """A log axis's ends about the positive `values`, padded as `padded` pads a linear one;
+    a decade each side of 1 when none is positive."""
+    positive = values[values > 0]
+    if not positive.size:
+        return 0.1, 10.0
+    lo, hi = padded(math.log10(positive.min()), math.log10(positive.max()))
+    return 10**lo, 10**hi
 
 
 def auc_chart(values: list[tuple[str, float | None]], floors: dict[str, float]) -> str:
@@ -660,7 +755,8 @@ def _axes(chart: Chart, integer_y: bool = False) -> list[str]:
         f'<rect x="{LEFT}" y="{TOP}" width="{right - LEFT}" height="{bottom - TOP}" '
         'fill="none" stroke="#bbb"/>',
     ]
-    out += [_text(chart.px(t), bottom + 14, f"{t:.3g}", "middle") for t in _ticks(*chart.x)]
+    x_ticks = _log_ticks(*chart.x) if chart.log_x else _ticks(*chart.x)
+    out += [_text(chart.px(t), bottom + 14, f"{t:.3g}", "middle") for t in x_ticks]
     for tick in _ticks(*chart.y, integer=integer_y):
         y = chart.py(tick)
         out += [_line(LEFT, y, right, y, "#eee"), _text(LEFT - 4, y + 4, f"{tick:.3g}", "end")]
@@ -723,6 +819,17 @@ def _ticks(lo: float, hi: float, count: int = 5, integer: bool = False) -> list[
     step = max(step, 1.0) if integer else step
     first = math.ceil(lo / step - 1e-9) * step
     return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
+
+
+def _log_ticks(lo: float, hi: float, most: int = 7) -> list[float]:
+    """Round numbers between lo and hi on a log axis: 1-2-5 or 1-3 times the powers of ten,
+    the finer when they are at most `most`, else the powers alone."""
+    decades = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+    for steps in ((1, 2, 5), (1, 3), (1,)):
+        ticks = [m * 10.0**k for k in decades for m in steps if lo <= m * 10.0**k <= hi]
+        if len(ticks) <= most:
+            break
+    return ticks
 
 
 def padded(lo: float, hi: float) -> tuple[float, float]:

@@ -3,7 +3,9 @@
     python -m stages.report EVAL_DEVICES MODELS_DIR DEPLOY_REPORT OUT_HTML [--params params.yaml]
     python -m stages.report --family F ARGS... [--params params.yaml] [--report REPORT]
 
-The page needs no network (inline CSS and SVG): open OUT_HTML in any browser. It reads the
+The page needs no network (inline CSS and SVG): open OUT_HTML in any browser. Its header
+names the run: the day of $SOURCE_DATE_EPOCH (else today's, UTC), the git commit, the DVC
+experiment ($DVC_EXP_NAME, else workspace) and the data root. It reads the
 registry (the store of `registry.store.locate`) and changes nothing in it. Without --family
 it is the acoustic family's page; another family's is its card's `report` stage
 (pipelines/<family>/), run as every family stage is (stages/common.py):
@@ -43,13 +45,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=fleet_module.LOG_FORMAT)
     try:
-        family = load_params(args.params).deploy.family
-        fleet = report.gather(args.evaluation, args.models, args.deploy_report, Registry(), family)
+        params = load_params(args.params)
+        run = report.this_run(params.data.root)
+        registry, family = Registry(), params.deploy.family
+        fleet = report.gather(args.evaluation, args.models, args.deploy_report, registry, family)
     except (ParamError, RegistryError) as exc:
         log.error("report: %s", exc)
         return 1
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report.render(fleet), encoding="utf-8")
+    args.out.write_text(report.render(fleet, run), encoding="utf-8")
     log.info("report: %d devices -> %s", len(fleet.devices), args.out)
     return 0
 

@@ -7,8 +7,10 @@ verified checkpoint as they were saved."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import tempfile
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -209,3 +211,11 @@ def test_the_mahalanobis_state_is_tensors_and_its_network_the_rest() -> None:
     assert scoring == {f"mahalanobis.{k}" for k in ("mean", "precision", "normal")}
     assert state["mahalanobis.precision"].shape == (16, 16)  # per Mel band
     detectors.network({"type": "dense-ae"} | DENSE, state)  # strict: the weights, nothing else
+
+
+def test_every_train_key_is_declared_as_read_by_some_type() -> None:
+    """detectors.READS is the one map of what each type reads: a new `train` key or type
+    must be declared there, or the train stage would call it unread."""
+    declared = set(detectors.EVERY_TYPE).union(*detectors.READS.values())
+    assert declared == set(dataclasses.asdict(TrainParams()))
+    assert set(detectors.READS) == set(typing.get_args(typing.get_type_hints(TrainParams)["model"]))

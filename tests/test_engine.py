@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import itertools
 import json
 import logging
@@ -22,12 +23,14 @@ from typing import Any
 
 import pytest
 import torch
+import yaml
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from pipelines.acoustic.model import ConvAutoencoder, Reconstruction
 from pipelines.engine import (
     CHECKPOINT_FORMAT,
+    NO_CURVES,
     EngineConfig,
     FitResult,
     fit,
@@ -40,6 +43,7 @@ from pipelines.engine import (
 )
 from pipelines.errors import IntegrityError
 from tests.patience import HANG_S
+from tests.pipeline_repo import PROJECT
 
 TINY = EngineConfig(
     seed=3,
@@ -492,6 +496,34 @@ def test_every_metric_and_the_rate_become_dvclive_curves(tmp_path: Path) -> None
     header, *rows = found[f"{metrics}/LT-2/val/loss.tsv"]
     assert header.split("\t")[-2:] == ["step", "loss"]
     assert [row.split("\t")[-2:] for row in rows] == [["1", "2.0"], ["2", "1.0"]]
+
+
+def test_a_declared_curve_no_run_logged_is_a_curve_without_points(tmp_path: Path) -> None:
+    """A fleet of a type without a training loop logs no curve; the plots dvc.yaml declares
+    still load (DVC fails on a declared folder that is not there), each without points."""
+    log_curves({"LT-2": [{"epoch": 1, "train_loss": 0.5}]}, tmp_path / "a", ("loss", "lr"))
+    assert [p.name for p in (tmp_path / "a").rglob("*.tsv")] == ["loss.tsv", NO_CURVES]
+    assert (tmp_path / "a/lr/plots/metrics" / NO_CURVES).read_text() == "step\tlr\n"
+    log_curves({"LT-2": []}, tmp_path / "b", ("loss",))
+    assert (tmp_path / "b/plots/metrics" / NO_CURVES).read_text() == "step\tloss\n"
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "plotted"),
+    [
+        ("dvc.yaml", "pipelines.acoustic.training"),
+        ("keypoint/dvc.yaml", "pipelines.keypoint.stages"),
+    ],
+)
+def test_every_declared_curve_is_one_the_stage_always_writes(pipeline: str, plotted: str) -> None:
+    plots = yaml.safe_load((PROJECT / pipeline).read_text())["plots"]
+    curves = {
+        path.removeprefix("logs/train/").removesuffix("plots/metrics").strip("/") or "loss"
+        for entry in plots
+        for path in entry
+        if path.startswith("logs/train/")
+    }
+    assert curves == set(importlib.import_module(plotted).PLOTTED)
 
 
 SCHEDULED = dataclasses.replace(_plateau(), epochs=24, plateau_min_lr=0.0)

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from pipelines.params import TrainParams
 from registry.api import Registry
 from tests.pipeline_repo import (
     TINY,
@@ -27,6 +28,7 @@ from tests.pipeline_repo import (
 pytestmark = pytest.mark.e2e
 DEVICES = ("A-1", "B-2")
 EXPERIMENTS = readme_commands("## Experiments")
+DEFAULT = TrainParams().model  # the detector the README's experiments are about
 RUN = ["dvc", "exp", "run"]
 
 
@@ -61,7 +63,14 @@ def status(repo: Path) -> dict[str, dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def repo(tiny_built: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return copy_repo(tiny_built, tmp_path_factory.mktemp("lifecycle") / "repo")
+    """The built repo on the README's default detector (the tiny fleet's is convae), so
+    that the README's experiments change what they say they change; committed."""
+    repo = copy_repo(tiny_built, tmp_path_factory.mktemp("lifecycle") / "repo")
+    write_params(repo, TINY | {"train": {"model": DEFAULT}})  # none of convae's settings
+    run(repo, "dvc", "repro")
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-qm", "baseline: the default detector")
+    return repo
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +82,7 @@ def experiments(repo: Path) -> list[str]:
     assert (one[:3], queued[:4], start[:3]) == (RUN, [*RUN, "--queue"], ["dvc", "queue", "start"])
     ran = run(repo, *one)
     assert "not promoted: the gate would" in ran.stderr + ran.stdout
+    assert "changes nothing" not in ran.stderr + ran.stdout  # the detector reads it
     assert "Running stage 'extract'" not in ran.stdout  # a train param reruns train and after
     assert "Running stage 'train'" in ran.stdout
     assert json.loads((repo / "reports" / "train.json").read_text())["built"] == list(DEVICES)
@@ -98,11 +108,13 @@ def test_the_readme_compares_the_experiments(repo: Path, experiments: list[str])
         ["dvc", "plots", "show"],
     ]
     header = run(repo, *rest[0]).stdout.splitlines()[0]
-    assert "train.lr" in header and "A-1" not in header  # what changed, never a device
+    assert "train.components" in header and "A-1" not in header  # what changed, never a device
+    assert len(header.strip("|").split("|")) <= 15  # fits a terminal
     compared = run(repo, *rest[1]).stdout.splitlines()
-    assert [line.split()[0] for line in compared[2:]] == ["A-1", "B-2"]  # under a rule
-    run(repo, *rest[2])
+    assert sorted(line.split()[0] for line in compared[2:]) == ["A-1", "B-2"]  # under a rule
+    plotted = run(repo, *rest[2])
     assert (repo / "dvc_plots" / "index.html").is_file()
+    assert "failed to load" not in plotted.stdout + plotted.stderr  # no curves: drawn empty
     diff = json.loads(run(repo, "dvc", "plots", "diff", "HEAD", experiments[0], "--json").stdout)
     bars = diff["data"]["eval/plots/devices.json"][0]  # the README's `dvc plots diff A B`
     assert sorted(bars["revisions"]) == sorted(["HEAD", experiments[0]])
@@ -118,7 +130,7 @@ def test_exp_show_carries_the_fleets_figures_and_fleet_compare_the_devices(
         for line in run(repo, "dvc", "exp", "show", "--md").stdout.splitlines()
         if line.startswith("|") and not line.startswith("|--")
     ]
-    header, low = rows[0], next(row for row in rows if "0.0005" in row)
+    header, low = rows[0], next(row for row in rows if f"[{experiments[0]}]" in row[0])
     assert "A-1" not in header and "B-2" not in header  # no column per device
     assert not [c for c in header if "Q1" in c]  # nor per task
     # a metric both families' files have is named with its file: deploy/metrics.json:...
@@ -148,7 +160,7 @@ def test_exp_show_carries_the_fleets_figures_and_fleet_compare_the_devices(
 def test_a_plain_repro_promotes_and_exports_v1(repo: Path) -> None:
     assert production(repo) == {"A-1": 1, "B-2": 1}
     for device in DEVICES:
-        assert shipped(repo, device) == f"acoustic_{device}_convae:v1"
+        assert shipped(repo, device) == f"acoustic_{device}_{DEFAULT}:v1"
         assert status(repo)[device]["flags"] == []
 
 
@@ -157,11 +169,12 @@ def test_experiments_register_with_their_names_and_never_move_production(
 ) -> None:
     assert len(experiments) == 3
     registry = Registry(repo / "model_store")
-    tried = {m["params"]["train"]["lr"] for m in registry.list() if m["lineage"]["dvc_experiment"]}
-    assert tried == {0.0005, 0.0003, 0.003}  # the one run, and the queued sweep's grid
+    runs = [m for m in registry.list() if m["lineage"]["dvc_experiment"]]
+    tried = {m["params"]["train"]["components"] for m in runs}
+    assert tried == {4, 2, 12}  # the one run, and the queued sweep's grid
     assert production(repo) == {"A-1": 1, "B-2": 1}
     for device in DEVICES:
-        name = f"acoustic_{device}_convae"
+        name = f"acoustic_{device}_{DEFAULT}"
         checked = [e for e in registry.history(name) if e["type"] == "checked"]
         assert sorted(e["experiment"] for e in checked) == experiments
         assert all(e["from_version"] == 1 and "gate" in e for e in checked)
@@ -184,8 +197,8 @@ def test_an_experiment_is_promoted_with_one_command_and_rolled_back(
     assert "not promoted: production v" in ran.stdout + ran.stderr
     assert production(repo) == theirs  # the pipeline never undoes a person's decision
     for device in DEVICES:
-        assert shipped(repo, device) == f"acoustic_{device}_convae:v{theirs[device]}"
-        run(repo, "registry", "rollback", f"acoustic_{device}_convae", "--reason", "no, v1")
+        assert shipped(repo, device) == f"acoustic_{device}_{DEFAULT}:v{theirs[device]}"
+        run(repo, "registry", "rollback", f"acoustic_{device}_{DEFAULT}", "--reason", "no, v1")
     assert production(repo) == {"A-1": 1, "B-2": 1}
     run(repo, "registry", "export", "--to", "deploy/models")
     assert all(not row["flags"] for row in status(repo).values())
@@ -230,6 +243,34 @@ def test_a_device_whose_audio_turns_bad_keeps_its_production_bundle(site: Path) 
     assert row["production"] == row["bundle"] == "convae:v1"
     assert "failed in the last run" in row["flags"]
     assert row["last_run"].startswith("extract failed:")
+
+
+def test_a_device_gone_from_data_root_is_named_so_until_it_is_retired(
+    tiny_built: Path, tmp_path: Path
+) -> None:
+    """data.root pointed at a folder without B-2: the run says B-2 is not in data.root and
+    how it leaves the fleet, leaves it out of the fleet's figures, and keeps shipping it
+    (a folder gone is no retirement); `registry retire` takes it out."""
+    repo = copy_repo(tiny_built, tmp_path / "repo")
+    shutil.copytree(repo / "data" / "demo" / "A-1", repo / "mine" / "A-1")
+    write_params(repo, merge(TINY, {"data": {"root": "mine"}}))
+    console = "".join(run(repo, "dvc", "repro").stderr)
+    name = "acoustic_B-2_convae"
+    assert (
+        f"deploy: B-2: not in data.root: no run of it, not in the fleet's figures; production "
+        f"{name}:v1 still exported (`registry retire {name}` takes it out of the fleet)"
+    ) in console
+    assert "no candidate from this run" not in console
+    deployed = json.loads((repo / "reports" / "deploy.json").read_text())
+    assert deployed["not_in_data"] == ["B-2"] and not deployed["all_refused"]
+    assert json.loads((repo / "eval" / "metrics.json").read_text())["devices"] == 1
+    assert shipped(repo, "B-2") == f"{name}:v1"
+    assert "not in data.root" in status(repo)["B-2"]["flags"]
+    run(repo, "registry", "retire", name, "--reason", "B-2 left the plant")
+    console = run(repo, "dvc", "repro", "--force", "--single-item", "deploy").stderr
+    assert json.loads((repo / "reports" / "deploy.json").read_text())["not_in_data"] == []
+    assert f"B-2: no production version: {name}:v1's bundle left the deploy folder" in console
+    assert not (repo / "deploy" / "models" / "B-2").exists()
 
 
 def test_switching_the_model_type_moves_production_and_a_rollback_brings_it_back(

@@ -18,13 +18,26 @@ from typing import Any
 import pytest
 
 from pipelines import fleet
-from pipelines.report import ANOMALY, NORMAL, DeviceRecord, FleetRecord, gather, render
+from pipelines.errors import ParamError
+from pipelines.params import load_params
+from pipelines.report import (
+    ANOMALY,
+    NORMAL,
+    DeviceRecord,
+    FleetRecord,
+    Run,
+    gather,
+    git_commit,
+    render,
+    this_run,
+)
 from registry.api import Registry
 from tests.patience import HANG_S
 from tests.pipeline_repo import copy_repo, run
 
 POLICY = {"floors": {"auc": 0.9}, "rollback_factor": 2.0, "set": None}
 NORMAL_SCORES, ANOMALY_SCORES = (0.1, 0.2, 0.3), (0.7, 0.8, 0.9)
+RUN = Run("2026-11-24", "05df9e2", "workspace", "data/demo")
 
 
 def full_device(name: str = "LT-2", **changes: Any) -> DeviceRecord:
@@ -79,7 +92,7 @@ def chart_titles(part: str) -> list[str]:
 
 def test_every_device_has_its_sections_with_its_name_on_every_chart() -> None:
     devices = [full_device(), fitted_device(), untested_device()]
-    page = render(FleetRecord("acoustic", devices, POLICY))
+    page = render(FleetRecord("acoustic", devices, POLICY), RUN)
 
     for d in devices:
         part = section(page, d.name)
@@ -99,7 +112,7 @@ def test_every_device_has_its_sections_with_its_name_on_every_chart() -> None:
 
 
 def test_a_detector_without_a_training_loop_says_so_instead_of_a_loss_chart() -> None:
-    page = render(FleetRecord("acoustic", [fitted_device()], POLICY))
+    page = render(FleetRecord("acoustic", [fitted_device()], POLICY), RUN)
 
     part = section(page, "FAN-7")
     assert "loss per epoch" not in " ".join(chart_titles(part))
@@ -107,8 +120,22 @@ def test_a_detector_without_a_training_loop_says_so_instead_of_a_loss_chart() ->
     assert len(chart_titles(part)) == 2  # ROC and histogram are still drawn
 
 
+def test_a_missing_chart_is_a_line_of_text_not_an_empty_chart_sized_box(tmp_path: Path) -> None:
+    """A detector without a training loop left a box as large as a chart, a third of the
+    page's width, around the one sentence that says there is no loss curve."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("chromium not installed: apt-get install chromium")
+    page = tmp_path / "index.html"
+    page.write_text(render(FleetRecord("acoustic", [fitted_device()], POLICY), RUN))
+    with Browser(chromium, tmp_path / "profile") as browser:
+        heights, _ = browser.open(page, HEIGHTS)
+    assert heights["chart"] > 200  # a chart drawn beside it, for scale
+    assert heights["note"] < heights["chart"] / 4  # a line or two of text
+
+
 def test_a_device_without_test_clips_has_no_roc_nor_histogram_and_says_why() -> None:
-    page = render(FleetRecord("acoustic", [untested_device()], POLICY))
+    page = render(FleetRecord("acoustic", [untested_device()], POLICY), RUN)
 
     part = section(page, "PMP-3")
     assert chart_titles(part) == ["PMP-3: loss per epoch"]
@@ -119,17 +146,49 @@ def test_a_device_without_test_clips_has_no_roc_nor_histogram_and_says_why() -> 
 
 
 def test_the_threshold_is_a_labelled_line_between_the_two_kinds_of_clips() -> None:
-    page = render(FleetRecord("acoustic", [full_device()], POLICY))
+    page = render(FleetRecord("acoustic", [full_device()], POLICY), RUN)
 
     svg = svg_of(section(page, "LT-2"), "LT-2: test clip scores")
-    x = float(re.search(r'<line class="threshold" x1="([\d.]+)"', svg).group(1))
-    bars = re.findall(r'<rect x="([\d.]+)" y="[\d.]+" width="([\d.]+)" [^>]*fill="(#\w+)"', svg)
-    normal = [float(left) + float(width) for left, width, fill in bars if fill == NORMAL]
-    anomalous = [float(left) for left, _, fill in bars if fill == ANOMALY]
+    normal, anomalous = bars(svg, NORMAL), bars(svg, ANOMALY)
     assert len(normal) == 3 and len(anomalous) == 3  # one clip per bin at these scores
-    assert max(normal) < x < min(anomalous)
+    assert max(right for _, right in normal) < threshold_x(svg) < min(a for a, _ in anomalous)
     assert ">threshold 0.5</text>" in svg
-    assert ">clip score (mean of its windows)</text>" in svg and ">test clips</text>" in svg
+    assert ">clip score (mean of its windows), log scale</text>" in svg
+    assert ">test clips</text>" in svg
+
+
+def test_the_normal_clips_and_the_threshold_spread_out_beside_far_higher_anomalies() -> None:
+    """Anomalies score up to a hundred times the normal: on a linear axis every normal clip
+    and the threshold were in the first bar, and the margin between them did not show."""
+    scores = [(0, s) for s in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)] + [(1, s) for s in (5, 20, 100)]
+    clips = [
+        {"file": f"{i}.wav", "label": label, "score": s} for i, (label, s) in enumerate(scores)
+    ]
+    evaluation = {"auc": 1.0, "pauc": 1.0, "threshold": 1.0}
+    page = render(
+        FleetRecord("acoustic", [full_device(scores=clips, evaluation=evaluation)], POLICY), RUN
+    )
+
+    svg = svg_of(section(page, "LT-2"), "LT-2: test clip scores")
+    normal, anomalous = bars(svg, NORMAL), bars(svg, ANOMALY)
+    assert len(normal) >= 4  # their spread shows, not one bar
+    spread = max(right for _, right in normal) - min(left for left, _ in normal)
+    assert spread > 0.1 * (360 - 56 - 14)  # a tenth of the plot; one bar was 7 px
+    assert max(right for _, right in normal) < threshold_x(svg) < min(a for a, _ in anomalous)
+    ticks = re.findall(r'text-anchor="middle">([\d.]+)</text>', svg)
+    assert {"1", "10", "100"} <= set(ticks)  # the powers of ten, evenly apart
+
+
+def test_a_clip_that_scored_zero_is_counted_in_the_first_bin_and_said() -> None:
+    clips = [
+        {"file": "a.wav", "label": 0, "score": 0.0},
+        {"file": "b.wav", "label": 1, "score": 5.0},
+    ]
+    page = render(FleetRecord("acoustic", [full_device(scores=clips)], POLICY), RUN)
+
+    svg = svg_of(section(page, "LT-2"), "LT-2: test clip scores")
+    assert min(left for left, _ in bars(svg, NORMAL)) == 56.0  # the plot's left edge
+    assert "log scale; 1 scored 0, in the first bin</text>" in svg
 
 
 def test_the_fleet_summary_names_devices_below_the_floors_and_the_runs_decisions() -> None:
@@ -140,7 +199,7 @@ def test_the_fleet_summary_names_devices_below_the_floors_and_the_runs_decisions
         deployed="v3 registered; refused by the gate: auc 0.600 < floor 0.9; production kept",
     )
     error = "fleet-wide degradation: every candidate was refused by the gate"
-    page = render(FleetRecord("acoustic", [full_device(), low], POLICY, error))
+    page = render(FleetRecord("acoustic", [full_device(), low], POLICY, error), RUN)
 
     fleet_part = section_of_fleet(page)
     below = fleet_part[fleet_part.index("Below the gate") : fleet_part.index("What the deploy")]
@@ -181,8 +240,51 @@ def hostile_fleet() -> FleetRecord:
     return FleetRecord(HOSTILE, devices, policy, error=HOSTILE)
 
 
+def test_the_header_says_which_run_the_page_is_of() -> None:
+    page = render(FleetRecord("acoustic", [full_device()], POLICY), RUN)
+
+    header = page[page.index("<header>") : page.index("</header>")]
+    assert "<h1>Fleet report: acoustic</h1>" in header
+    line = "Date: 2026-11-24 · Commit: 05df9e2 · Experiment: workspace · Data root: data/demo"
+    assert f'<p class="run">{line}</p>' in header
+
+
+def test_the_run_is_the_reproducible_day_the_commit_and_dvcs_experiment(tmp_path: Path) -> None:
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "-C", str(tmp_path)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "base"], check=True)
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    env = {"SOURCE_DATE_EPOCH": "1764633599", "DVC_EXP_NAME": "exp-lucky"}  # 23:59:59 UTC
+
+    found = this_run("data/demo", env, tmp_path)
+
+    assert found == Run("2025-12-01", head.stdout.strip(), "exp-lucky", "data/demo")
+
+
+def test_outside_an_experiment_and_a_repository_the_run_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))  # no repository above it
+    (tmp_path / "plain").mkdir()
+
+    found = this_run("data", {}, tmp_path / "plain")
+
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", found.date)  # today's: the day, no time of day
+    assert found.experiment == "workspace"
+    assert (
+        git_commit(tmp_path / "plain")
+        == found.commit
+        == "none (not a git repository, or no commit yet)"
+    )
+
+
+def test_a_source_date_epoch_that_is_no_number_is_refused_in_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ParamError, match="SOURCE_DATE_EPOCH 'yesterday': expected whole seconds"):
+        this_run("data", {"SOURCE_DATE_EPOCH": "yesterday"}, tmp_path)
+
+
 def test_every_outside_string_is_escaped() -> None:
-    page = render(hostile_fleet())
+    page = render(hostile_fleet(), Run("2026-11-24", "05df9e2", HOSTILE, HOSTILE))
 
     assert not re.search(r"<script|<img", page)
     escaped = html.escape(HOSTILE)
@@ -197,7 +299,7 @@ def test_every_outside_string_is_escaped() -> None:
 
 
 def test_the_page_needs_nothing_from_outside() -> None:
-    page = render(FleetRecord("acoustic", [full_device(), untested_device()], POLICY))
+    page = render(FleetRecord("acoustic", [full_device(), untested_device()], POLICY), RUN)
 
     assert not re.search(r"https?:|//|<script|<link|<img|@import|url\(", page)
     assert set(re.findall(r'(?:src|href)="([^"]*)"', page)) == {"#device-LT-2", "#device-PMP-3"}
@@ -224,8 +326,30 @@ def test_gather_joins_the_stages_outputs_and_an_empty_registry(tmp_path: Path) -
     assert gone.action == "failed" and gone.deployed.startswith("failed: no clips")
     assert lt2.detector == "convae" and lt2.history == history and lt2.evaluation["auc"] == 0.8
     assert lt2.scores == [] and lt2.production is None and lt2.events == []
-    part = section(render(found), "LT-2")
+    part = section(render(found, RUN), "LT-2")
     assert "LT-2: loss per epoch (no validation split)" in chart_titles(part)
+
+
+def test_a_device_not_in_data_root_is_named_and_kept_out_of_the_fleet(tmp_path: Path) -> None:
+    """A device in production whose folder left data.root: one line under its own heading,
+    no row, no bar, no section of its own."""
+    shipped = {"model": "acoustic_FAN-7_twfr-pca:v1", "status": "unchanged"}
+    deployed = {"devices": {}, "production": {"FAN-7": shipped}, "not_in_data": ["FAN-7"]}
+    (tmp_path / "deploy.json").write_text(json.dumps(deployed))
+
+    found = gather(
+        tmp_path / "eval", tmp_path / "models", tmp_path / "deploy.json", Registry(tmp_path), "a"
+    )
+    page = render(found, RUN)
+
+    assert found.devices == []
+    assert found.not_in_data == [
+        "FAN-7: not in data.root: no run of it, not in the fleet's figures; production "
+        "acoustic_FAN-7_twfr-pca:v1 still exported (`registry retire acoustic_FAN-7_twfr-pca`"
+        " takes it out of the fleet)"
+    ]
+    assert "<h3>Not in data.root</h3>" in page and 'id="device-FAN-7"' not in page
+    assert page.count("FAN-7") == 3  # only its line: the device, its version, the command
 
 
 def test_the_report_stage_renders_in_a_browser_with_no_request_leaving(
@@ -234,6 +358,9 @@ def test_the_report_stage_renders_in_a_browser_with_no_request_leaving(
     repo = copy_repo(tiny_built, tmp_path / "repo")
 
     page = (repo / "report" / "index.html").read_text()
+    root = load_params(repo / "params.yaml").data.root
+    made = r"Date: [\d-]+ · Commit: [0-9a-f]{7,} · Experiment: workspace · Data root: "
+    assert re.search(f'<p class="run">{made}{re.escape(root)}</p>', page)
     for device in ("A-1", "B-2"):
         part = section(page, device)
         assert len(chart_titles(part)) == 3
@@ -288,6 +415,16 @@ def svg_of(part: str, title: str) -> str:
     return part[start : part.index("</svg>", start)]
 
 
+def bars(svg: str, color: str) -> list[tuple[float, float]]:
+    """The left and right of each of a histogram's bars of `color`."""
+    found = re.findall(r'<rect x="([\d.]+)" y="[\d.]+" width="([\d.]+)" [^>]*fill="(#\w+)"', svg)
+    return [(float(x), float(x) + float(w)) for x, w, fill in found if fill == color]
+
+
+def threshold_x(svg: str) -> float:
+    return float(re.search(r'<line class="threshold" x1="([\d.]+)"', svg).group(1))
+
+
 def write_device(folder: Path, files: dict[str, Any]) -> None:
     folder.mkdir(parents=True)
     for name, content in files.items():
@@ -302,6 +439,17 @@ CHARTS = """[...document.querySelectorAll("svg")].map(svg => ({
   width: svg.getBoundingClientRect().width,
   marks: svg.querySelectorAll("polyline, rect[fill^='#']").length,
 }))"""
+
+
+# How tall the note that FAN-7 has no loss curve stands on the page (the box it is in, when
+# it is in one), beside a chart's.
+HEIGHTS = """(() => {
+  const note = [...document.querySelectorAll("#device-FAN-7 .note")]
+    .find(n => n.textContent.includes("no loss per epoch"));
+  const height = e => e.getBoundingClientRect().height;
+  return {note: height(note.closest(".charts > *") || note),
+          chart: height(document.querySelector("#device-FAN-7 .chart"))};
+})()"""
 
 
 class Browser:

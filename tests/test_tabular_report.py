@@ -15,7 +15,7 @@ import pytest
 
 from pipelines.tabular.report import MAX_DOTS, TabularRecord, TaskRecord, render
 from registry.api import Registry
-from tests.test_report import CHARTS, HOSTILE, Browser, chart_titles, svg_of
+from tests.test_report import CHARTS, HOSTILE, RUN, Browser, chart_titles, svg_of
 from tests.test_tabular_stages import FAST, pipeline, stage, write_params
 
 POLICY = {"floors": {"auc": 0.9}, "rollback_factor": 2.0, "set": None}
@@ -67,7 +67,7 @@ def summary(page: str) -> str:
 
 
 def test_every_task_has_its_section_with_its_four_charts_and_history() -> None:
-    page = render(TabularRecord([mlp_task(), ridge_task()], POLICY))
+    page = render(TabularRecord([mlp_task(), ridge_task()], POLICY), RUN)
 
     part = section(page, "Q1")
     assert chart_titles(part) == [
@@ -90,7 +90,7 @@ def test_every_task_has_its_section_with_its_four_charts_and_history() -> None:
 
 
 def test_the_summary_has_each_tasks_figures_beside_the_means_and_its_decision() -> None:
-    page = render(TabularRecord([mlp_task()], POLICY))
+    page = render(TabularRecord([mlp_task()], POLICY), RUN)
 
     row = re.search(r"<tr><td><a href=\"#task-Q1\">.*?</tr>", summary(page)).group(0)
     cells = [html.unescape(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", row)]
@@ -100,7 +100,7 @@ def test_the_summary_has_each_tasks_figures_beside_the_means_and_its_decision() 
 
 
 def test_a_model_fitted_at_once_says_so_instead_of_curves() -> None:
-    page = render(TabularRecord([ridge_task()], POLICY))
+    page = render(TabularRecord([ridge_task()], POLICY), RUN)
 
     part = section(page, "Q2")
     assert chart_titles(part) == ["Q2: predicted against actual (R² 0.912)", "Q2: residuals"]
@@ -110,7 +110,7 @@ def test_a_model_fitted_at_once_says_so_instead_of_curves() -> None:
 
 def test_a_task_not_evaluated_says_why_it_has_no_charts() -> None:
     failed = TaskRecord("Q9", action="failed", deployed="failed: no rows; no production kept")
-    page = render(TabularRecord([failed], POLICY))
+    page = render(TabularRecord([failed], POLICY), RUN)
 
     part = section(page, "Q9")
     assert chart_titles(part) == []
@@ -121,7 +121,7 @@ def test_a_task_not_evaluated_says_why_it_has_no_charts() -> None:
 
 def test_many_test_rows_are_drawn_as_an_even_sample_that_the_legend_names() -> None:
     rows = [(float(i), float(i) + 0.5) for i in range(3 * MAX_DOTS + 1)]
-    page = render(TabularRecord([mlp_task(predictions=rows)], POLICY))
+    page = render(TabularRecord([mlp_task(predictions=rows)], POLICY), RUN)
 
     scatter = svg_of(section(page, "Q1"), "Q1: predicted against actual (R² 0.912)")
     dots = scatter.count("<circle") - 1
@@ -132,7 +132,7 @@ def test_many_test_rows_are_drawn_as_an_even_sample_that_the_legend_names() -> N
 def test_the_gates_bounds_a_task_misses_and_the_ones_no_task_measures_are_named() -> None:
     policy = POLICY | {"ceilings": {"rmse": 0.3}}
     good = mlp_task("Q3", evaluation=FIGURES | {"rmse": 0.1})
-    page = render(TabularRecord([mlp_task(), good], policy, error="every candidate refused"))
+    page = render(TabularRecord([mlp_task(), good], policy, error="every candidate refused"), RUN)
 
     part = summary(page)
     outside = part[part.index("Outside the gate") : part.index("What the deploy")]
@@ -154,7 +154,7 @@ def test_every_outside_string_is_escaped() -> None:
         replace(ridge_task(), name=f"B{HOSTILE}", model=HOSTILE),
     ]
     policy = POLICY | {"set": {"time": "2026-11-24T10:00", "actor": HOSTILE, "reason": HOSTILE}}
-    page = render(TabularRecord(tasks, policy | {"ceilings": {HOSTILE: 1.0}}, error=HOSTILE))
+    page = render(TabularRecord(tasks, policy | {"ceilings": {HOSTILE: 1.0}}, error=HOSTILE), RUN)
 
     assert not re.search(r"<script|<img", page)
     for task in tasks:
@@ -167,7 +167,7 @@ def test_every_outside_string_is_escaped() -> None:
 
 
 def test_the_page_needs_nothing_from_outside() -> None:
-    page = render(TabularRecord([mlp_task(), ridge_task()], POLICY))
+    page = render(TabularRecord([mlp_task(), ridge_task()], POLICY), RUN)
 
     assert not re.search(r"https?:|//|<script|<link|<img|@import|url\(", page)
     assert set(re.findall(r'(?:src|href)="([^"]*)"', page)) == {"#task-Q1", "#task-Q2"}
@@ -186,6 +186,7 @@ def test_the_report_stage_after_the_real_stages_shows_every_task(tmp_path: Path)
     assert made.returncode == 0, made.stderr
 
     page = (tmp_path / "report" / "index.html").read_text()
+    assert re.search(r'<p class="run">Date: [\d-]+ · Commit: .+ · Data root: data</p>', page)
     tasks = [f"Q{i}" for i in range(1, 6)]
     assert re.findall(r'<section class="task" id="task-([^"]+)">', page) == tasks
     for task in tasks:

@@ -102,3 +102,27 @@ def test_the_scale_is_fitted_on_the_training_windows_only(features: Path, tmp_pa
     scale = np.load(tmp_path / "models" / "A-1" / "scale.npy")
     fitted = windows[~validation]
     assert tuple(scale) == (float(fitted.min()), float(fitted.max())) and scale[0] > -500
+
+
+def test_a_setting_no_detector_of_the_run_reads_is_named_once() -> None:
+    """`-S train.lr=...` on twfr-pca (no training loop) changes nothing: one line says so,
+    as does a device's override its own type ignores; what some device reads is not named."""
+    params = parse_params(
+        {
+            "train": {"model": "twfr-pca", "lr": 0.0005, "components": 4, "channels": [8]},
+            "devices": {"B-2": {"model": "convae", "neighbors": 3}, "C-3": {"lr": 0.01}},
+        }
+    )
+    lines = training.unread_settings(params, ["A-1", "B-2", "C-3"])
+    assert lines == [
+        "params.yaml: devices.B-2.neighbors = 3 changes nothing: no detector of this run reads"
+        f" it (convae reads train.{', train.'.join(training.detectors.READS['convae'])})",
+        "params.yaml: devices.C-3.lr = 0.01 changes nothing: no detector of this run reads it"
+        " (twfr-pca reads train.components)",
+    ]  # train.lr and train.channels: B-2's convae reads them
+    alone = training.unread_settings(params, ["A-1"])
+    assert [line.split(" = ")[0] for line in alone] == [
+        "params.yaml: train.lr",
+        "params.yaml: train.channels",
+    ]
+    assert training.unread_settings(parse_params({"train": {"components": 4}}), ["A-1"]) == []

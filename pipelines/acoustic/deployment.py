@@ -26,6 +26,7 @@ import numpy as np
 from pipelines import deploying, fleet
 from pipelines.acoustic import bundle, detectors, family
 from pipelines.acoustic.extraction import load_device
+from pipelines.acoustic.views import device_folders
 from pipelines.params import Params, as_dict
 from registry.api import Registry
 
@@ -145,4 +146,5 @@ class Stage(deploying.Reporting):
         a = self.paths
         jobs = plan(a["models"], a["evaluation"] / "devices", a["features"], a["root"], p)
         self.keep_backups = p.deploy.keep_backups
+        self.in_data = device_folders(a["root"])
         return self.deploy(a["out"], jobs, build, p.fleet.workers, p.deploy.family)

@@ -391,3 +391,30 @@ METHODS: dict[str, Method] = {
 # other's on common normal windows, and a day's clip is novel against 1, not against a
 # handful of evaluation windows.
 SELF_SCALED = (*METHODS, "dense-ae-mahalanobis")
+
+# The `train` keys each type reads: a key another type reads changes nothing for this one,
+# which the train stage says (training.unread_settings). Every type reads EVERY_TYPE's.
+EVERY_TYPE = ("model", "init_from", "novelty_factor", "torch_threads")
+LOOP = (  # the training loop's (training.engine_config)
+    "seed",
+    "epochs",
+    "min_epochs",
+    "patience",
+    "min_delta",
+    "batch_size",
+    "lr",
+    "grad_clip",
+    "device",
+    "min_gpu_mem_mb",
+    "finetune_epochs",
+    "finetune_lr",
+)
+READS: dict[str, tuple[str, ...]] = {
+    "convae": (*LOOP, "channels", "latent_channels"),
+    "dense-ae": (*LOOP, "stack_frames", "dense_units"),
+    "dense-ae-mahalanobis": (*LOOP, "stack_frames", "dense_units"),
+    "twfr-pca": ("components",),
+    "twfr-gmm": ("twfr_r",),
+    "twfr-knn": ("twfr_r", "neighbors"),
+    "frame-gmm": ("mixtures",),
+}

@@ -41,6 +41,7 @@ from registry.naming import model_name
 from registry.store import locate
 
 log = logging.getLogger(__name__)
+PLOTTED = ("loss", "lr")  # the curves dvc.yaml declares a plot of
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,38 @@ def plan(features_dir: Path, params: Params) -> list[fleet.Job]:
         )
         for device in names
     ]
+
+
+def unread_settings(params: Params, devices: list[str]) -> list[str]:
+    """A line per `train` setting that changes nothing in this run: a value other than the
+    default that no device's model type reads (`dvc exp run -S train.lr=...` on twfr-pca),
+    or a device's override that its own type does not read."""
+    types = sorted({params.train_for(d).model for d in devices} or {params.train.model})
+    default = as_dict(TrainParams())
+    lines = [
+        _unread(f"train.{key}", value, types)
+        for key, value in as_dict(params.train).items()
+        if value != default[key] and not any(_reads(t, key) for t in types)
+    ]
+    for device in devices:
+        model_type = params.train_for(device).model
+        lines += [
+            _unread(f"devices.{device}.{key}", value, [model_type])
+            for key, value in params.devices.get(device, {}).items()
+            if not _reads(model_type, key)
+        ]
+    return lines
+
+
+def _reads(model_type: str, key: str) -> bool:
+    return key in detectors.EVERY_TYPE or key in detectors.READS[model_type]
+
+
+def _unread(key: str, value: object, types: list[str]) -> str:
+    reads = "; ".join(f"{t} reads train.{', train.'.join(detectors.READS[t])}" for t in types)
+    return (
+        f"params.yaml: {key} = {value} changes nothing: no detector of this run reads it ({reads})"
+    )
 
 
 def _check_shape(params: Params, device: str) -> None:
@@ -306,7 +339,9 @@ def log_curves(models_dir: Path, live_dir: Path) -> None:
     `{device}/val/loss` in `live_dir`, the learning rate `{device}/lr` in `live_dir/lr`."""
     devices = fleet.complete_devices(models_dir)
     engine.log_curves(
-        {d: fleet.read_json(models_dir / d / "history.json") for d in devices}, live_dir
+        {d: fleet.read_json(models_dir / d / "history.json") for d in devices},
+        live_dir,
+        PLOTTED,
     )
 
 
@@ -321,8 +356,9 @@ class Stage:
 
     def work(self, p: Params) -> dict[str, fleet.Outcome]:
         out = self.paths["out"]
-        outcomes = fleet.run_stage(
-            out, plan(self.paths["features"], p), build, p.fleet.workers, "train"
-        )
+        jobs = plan(self.paths["features"], p)
+        for line in unread_settings(p, [job.device for job in jobs]):
+            log.warning("%s", line)
+        outcomes = fleet.run_stage(out, jobs, build, p.fleet.workers, "train")
         log_curves(out, self.paths["live"])
         return outcomes

@@ -85,7 +85,7 @@ def status(folder: Path) -> Sources:
     return Sources(
         p.deploy.family,
         "device",
-        _data_devices(folder / p.data.root),
+        device_folders(folder / p.data.root),
         evaluated,
         folder / "deploy" / "models",
         folder / "reports",
@@ -101,7 +101,8 @@ def _devices(plots: Path) -> dict[str, dict[str, Any]]:
         raise MissingOutputs(f"{plots / figures.DEVICES}: cannot read it ({exc})") from exc
 
 
-def _data_devices(root: Path) -> frozenset[str]:
+def device_folders(root: Path) -> frozenset[str]:
+    """The devices `root` (data.root) holds now: its folders named as devices."""
     if not root.is_dir():
         return frozenset()
     return frozenset(p.name for p in root.iterdir() if p.is_dir() and is_device_code(p.name))

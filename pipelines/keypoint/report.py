@@ -23,7 +23,7 @@ from pipelines import fleet
 from pipelines import report as shared
 from pipelines.errors import DataError
 from pipelines.keypoint.card import FAMILY, METRICS, TITLES
-from pipelines.report import ScopeRecord, Series
+from pipelines.report import Run, ScopeRecord, Series
 from registry.api import Registry
 
 LR = "#6a1b9a"
@@ -56,10 +56,10 @@ class Report(shared.FamilyPage):
     NOUN = "site"
 
     def page(
-        self, models: Path, evaluation: Path, deploy_report: Path, registry: Registry
+        self, models: Path, evaluation: Path, deploy_report: Path, registry: Registry, run: Run
     ) -> tuple[str, dict[str, dict[str, Any]]]:
         record = gather(models, evaluation, deploy_report, registry)
-        return render(record), {s.name: {"examples": len(s.examples)} for s in record.sites}
+        return render(record, run), {s.name: {"examples": len(s.examples)} for s in record.sites}
 
 
 def gather(
@@ -103,11 +103,11 @@ def _trained(model: Path) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ the page
 
 
-def render(record: KeypointRecord) -> str:
+def render(record: KeypointRecord, run: Run) -> str:
     """The whole page, as one string."""
     summary = f"{len(record.sites)} sites. Gate policy: {shared.bounds_line(record.policy)}"
     sections = [_summary_section(record), *(_site_section(s) for s in record.sites)]
-    return shared.page(f"Report: the {FAMILY} family", summary, sections)
+    return shared.page(f"Report: the {FAMILY} family", summary, sections, run)
 
 
 def _summary_section(record: KeypointRecord) -> str:

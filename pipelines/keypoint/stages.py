@@ -48,6 +48,7 @@ EXAMPLES = "examples"  # a few held-out captchas drawn on, for the report
 SHOWN = 4
 SITES = Path(card.FIGURES).name  # the evaluate stage's per-site figures, in its folder
 PARTS = ("train", "val", "test")
+PLOTTED = ("loss", "lr", "mae_px", "hit_le_5px")  # the curves keypoint/dvc.yaml declares
 CODE = fleet.code_digest(
     data, row_split, networks, objectives, metrics, training, engine, parents, sys.modules[__name__]
 )
@@ -129,7 +130,9 @@ class Train:
         out = self.paths["out"]
         outcomes = fleet.run_stage(out, jobs, train_site, 1, "train")
         done = fleet.complete_devices(out)
-        engine.log_curves({s: fleet.read_json(out / s / HISTORY) for s in done}, self.paths["live"])
+        engine.log_curves(
+            {s: fleet.read_json(out / s / HISTORY) for s in done}, self.paths["live"], PLOTTED
+        )
         return outcomes
 
 

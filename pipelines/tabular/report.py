@@ -22,7 +22,7 @@ from typing import Any
 from pipelines import fleet
 from pipelines import report as shared
 from pipelines.errors import DataError
-from pipelines.report import Chart, ScopeRecord, Series
+from pipelines.report import Chart, Run, ScopeRecord, Series
 from pipelines.tabular.card import FAMILY
 from registry.api import Registry
 
@@ -59,10 +59,10 @@ class Report(shared.FamilyPage):
     NOUN = "task"
 
     def page(
-        self, models: Path, evaluation: Path, deploy_report: Path, registry: Registry
+        self, models: Path, evaluation: Path, deploy_report: Path, registry: Registry, run: Run
     ) -> tuple[str, dict[str, dict[str, Any]]]:
         record = gather(models, evaluation, deploy_report, registry)
-        return render(record), {t.name: _shown(t) for t in record.tasks}
+        return render(record, run), {t.name: _shown(t) for t in record.tasks}
 
 
 def _shown(t: TaskRecord) -> dict[str, Any]:
@@ -120,11 +120,11 @@ def _predictions(path: Path) -> list[tuple[float, float]]:
 # ------------------------------------------------------------------------------ the page
 
 
-def render(record: TabularRecord) -> str:
+def render(record: TabularRecord, run: Run) -> str:
     """The whole page, as one string."""
     summary = f"{len(record.tasks)} tasks. Gate policy: {shared.bounds_line(record.policy)}"
     sections = [_summary_section(record), *(_task_section(t) for t in record.tasks)]
-    return shared.page(f"Report: the {FAMILY} family", summary, sections)
+    return shared.page(f"Report: the {FAMILY} family", summary, sections, run)
 
 
 COLUMNS = ("Task", "Model", "R²", "RMSE", "MAE", "MAPE", "Mean's RMSE", "Mean's R²")
