@@ -98,7 +98,8 @@ def _scope(
     if status.bundle != status.production:
         status.flags.append("bundle differs from production")
     if metas and scope not in src.scopes:
-        status.flags.append("not in data.root")
+        leave = f" (`registry retire {holder['name']}` takes it out)" if holder else ""
+        status.flags.append(f"not in data.root{leave}")
     return status
 
 

@@ -265,7 +265,9 @@ def test_a_device_gone_from_data_root_is_named_so_until_it_is_retired(
     assert deployed["not_in_data"] == ["B-2"] and not deployed["all_refused"]
     assert json.loads((repo / "eval" / "metrics.json").read_text())["devices"] == 1
     assert shipped(repo, "B-2") == f"{name}:v1"
-    assert "not in data.root" in status(repo)["B-2"]["flags"]
+    assert (
+        f"not in data.root (`registry retire {name}` takes it out)" in status(repo)["B-2"]["flags"]
+    )
     run(repo, "registry", "retire", name, "--reason", "B-2 left the plant")
     console = run(repo, "dvc", "repro", "--force", "--single-item", "deploy").stderr
     assert json.loads((repo / "reports" / "deploy.json").read_text())["not_in_data"] == []

@@ -60,7 +60,10 @@ def test_every_disagreement_is_flagged(tmp_path: Path) -> None:
     assert found["FAN-7"].bundle is None and found["FAN-7"].candidate == "convae:v1"
     assert found["NEW-4"].flags == ["no production version"]
     assert found["OLD-1"].bundle == "damaged"
-    assert found["OLD-1"].flags == ["bundle differs from production", "not in data.root"]
+    assert found["OLD-1"].flags == [
+        "bundle differs from production",
+        "not in data.root (`registry retire toy_OLD-1_convae` takes it out)",
+    ]
     # --json's rows, in the family's words
     assert status.records()[1] == {
         "device": "LT-2",
