@@ -17,6 +17,11 @@ class DataError(PipelineError):
     """The data root as a whole cannot be used (missing, or an invalid device folder)."""
 
 
+class ClusterError(PipelineError):
+    """The Dask cluster a stage was given cannot take its work (no scheduler, no workers, a
+    worker that cannot see the data): said before any work starts."""
+
+
 class IntegrityError(PipelineError, ValueError):
     """A file whose bytes do not match the sha256 recorded for it: it is never loaded."""
 

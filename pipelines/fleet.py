@@ -7,10 +7,14 @@ fingerprint is unchanged is skipped, so adding or changing one device rebuilds o
 
 A device is built in `{out}/.partial/{device}/`, which survives a crash or a kill (a training
 run resumes from the checkpoints it left there), and is swapped into place only when complete.
+The devices are built by a pool of local processes (`fleet.workers`), or by the workers of a
+Dask cluster (`fleet.executor: dask`, pipelines/cluster.py); either way the stage's own process
+plans, prunes and reports.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -23,17 +27,20 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
 from pipelines.errors import DeviceSkipped, PipelineError
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from pipelines.cluster import Cluster
+
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"  # a stage's and its workers' lines
 
 STAMP = ".fingerprint"
 PARTIAL = ".partial"
+ATTEMPT = ".attempt"  # in a partial folder: how many times its build was started
 
 
 def fingerprint(*parts: Any) -> str:
@@ -83,6 +90,7 @@ class Job:
     device: str
     fingerprint: str
     inputs: Any = None
+    cores: int = 1  # threads it may use: its share of the machine it runs on (the executor's)
 
 
 @dataclass
@@ -92,6 +100,8 @@ class Outcome:
     seconds: float = 0.0
     error: str = ""
     summary: dict[str, Any] = field(default_factory=dict)
+    attempts: int = 1  # more: a build before this one was killed (or its worker died)
+    trace: str = ""  # a failure that is a bug: its traceback, where it ran (in the report)
 
 
 BuildFn = Callable[[Job, Path], dict[str, Any]]
@@ -103,12 +113,14 @@ def run_stage(
     build: BuildFn,
     workers: int,
     desc: str,
+    cluster: Cluster | None = None,
 ) -> dict[str, Outcome]:
     """Build every job whose fingerprint changed, in parallel; one failure stops no other.
 
     `build(job, work_dir)` writes the device's files into `work_dir` and returns a small
     JSON-ready summary. Devices no longer in `jobs` are removed from `out`, and so is the
     old output of a device that failed: `out` only holds what matches the current inputs.
+    On `workers` local processes, or on `cluster`'s workers when there is one.
     """
     out.mkdir(parents=True, exist_ok=True)
     jobs = list(jobs)
@@ -119,7 +131,7 @@ def run_stage(
         if read_stamp(out / job.device) == job.fingerprint
     }
     todo = [job for job in jobs if job.device not in outcomes]
-    for job, result in _map(todo, build, out, workers, desc):
+    for job, result in _map(todo, build, out, workers, desc, cluster):
         outcomes[job.device] = result
         if result.status in ("failed", "skipped"):  # what is there came from other inputs
             shutil.rmtree(out / job.device, ignore_errors=True)
@@ -127,21 +139,28 @@ def run_stage(
 
 
 def _map(
-    todo: list[Job], build: BuildFn, out: Path, workers: int, desc: str
+    todo: list[Job], build: BuildFn, out: Path, workers: int, desc: str, cluster: Cluster | None
 ) -> Iterable[tuple[Job, Outcome]]:
     bar = tqdm(total=len(todo), desc=desc, unit="device", disable=not todo)
+    if cluster is not None:
+        from pipelines import cluster as dask  # only a run on a cluster imports distributed
+
+        yield from dask.build_all(cluster, todo, build, out, desc, bar)
+        bar.close()
+        return
     workers = min(resolve_workers(workers), len(todo))
+    todo = [dataclasses.replace(job, cores=share_of_cores(workers)) for job in todo]
     if workers <= 1:
         for job in todo:
             bar.set_postfix_str(job.device)
-            yield job, _build_one(job, build, out)
+            yield job, build_one(job, build, out)
             bar.update()
     else:
         # spawn, not fork: a forked child inherits the parent's thread pools (torch, BLAS).
         with ProcessPoolExecutor(
-            workers, mp_context=get_context("spawn"), initializer=_share_cores, initargs=(workers,)
+            workers, mp_context=get_context("spawn"), initializer=worker_logging
         ) as pool:
-            futures = {pool.submit(_build_one, job, build, out): job for job in todo}
+            futures = {pool.submit(build_one, job, build, out): job for job in todo}
             for future in as_completed(futures):
                 bar.set_postfix_str(futures[future].device)
                 yield futures[future], future.result()
@@ -153,29 +172,24 @@ def resolve_workers(workers: int) -> int:
     return workers or os.cpu_count() or 1
 
 
-_workers_sharing = 1  # worker processes sharing this machine's cores; set in each worker
+def share_of_cores(workers: int) -> int:
+    """Threads one job may use: this machine's cores, shared among its `workers`."""
+    return max(1, (os.cpu_count() or 1) // workers)
 
 
-def _share_cores(workers: int) -> None:
-    """A worker's setup: its share of the cores, and its log lines (a device's training
-    progress) on stderr as the stage's own."""
-    global _workers_sharing
-    _workers_sharing = workers
+def worker_logging() -> None:
+    """A worker's log lines (a device's training progress) on stderr, as the stage's own."""
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
 
 
-def job_cores() -> int:
-    """Threads one device job may use: this machine's cores, shared among the workers."""
-    return max(1, (os.cpu_count() or 1) // _workers_sharing)
-
-
-def _build_one(job: Job, build: BuildFn, out: Path) -> Outcome:
+def build_one(job: Job, build: BuildFn, out: Path) -> Outcome:
     started = time.perf_counter()
     work = out / PARTIAL / job.device
     if read_stamp(work) != job.fingerprint:  # leftovers of other inputs are no use
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         (work / STAMP).write_text(job.fingerprint + "\n")
+    attempts = _started(work)
     try:
         summary = build(job, work)
     except DeviceSkipped as exc:
@@ -184,11 +198,25 @@ def _build_one(job: Job, build: BuildFn, out: Path) -> Outcome:
         return Outcome(job.device, "failed", time.perf_counter() - started, str(exc))
     except Exception as exc:  # one device's bug must not stop the fleet; keep the trace
         detail = "".join(traceback.format_exception_only(exc)).strip()
-        log.debug("device %s:\n%s", job.device, traceback.format_exc())
-        return Outcome(job.device, "failed", time.perf_counter() - started, detail)
+        trace = "".join(traceback.format_exception(exc))
+        return Outcome(job.device, "failed", time.perf_counter() - started, detail, trace=trace)
+    (work / ATTEMPT).unlink()
     write_json(work / "summary.json", summary)
     replace_dir(work, out / job.device)
-    return Outcome(job.device, "built", time.perf_counter() - started, summary=summary)
+    seconds = time.perf_counter() - started
+    return Outcome(job.device, "built", seconds, summary=summary, attempts=attempts)
+
+
+def _started(work: Path) -> int:
+    """Count one more start of the build in `work`: a count left there is a build that was
+    killed before it finished (a resumed training, a task rerun on another worker)."""
+    marker = work / ATTEMPT
+    try:
+        attempts = int(marker.read_text()) + 1
+    except (OSError, ValueError):
+        attempts = 1
+    marker.write_text(f"{attempts}\n")
+    return attempts
 
 
 def complete_devices(out: Path) -> dict[str, str]:
@@ -232,6 +260,8 @@ def stage_report(outcomes: Mapping[str, Outcome]) -> dict[str, Any]:
                 "status": o.status,
                 "seconds": round(o.seconds, 3),
                 **({"error": o.error} if o.error else {}),
+                **({"traceback": o.trace} if o.trace else {}),
+                **({"attempts": o.attempts} if o.attempts > 1 else {}),
                 **o.summary,
             }
             for device, o in outcomes.items()
@@ -240,4 +270,5 @@ def stage_report(outcomes: Mapping[str, Outcome]) -> dict[str, Any]:
         "unchanged": sorted(d for d, o in outcomes.items() if o.status == "unchanged"),
         "skipped": sorted(d for d, o in outcomes.items() if o.status == "skipped"),
         "failed": sorted(d for d, o in outcomes.items() if o.status == "failed"),
+        "retried": sorted(d for d, o in outcomes.items() if o.attempts > 1),
     }

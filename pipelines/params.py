@@ -181,6 +181,11 @@ class DeployParams:
 class FleetParams:
     # Worker processes of train, evaluate and deploy; 0 means one per core.
     workers: int = bounded(0, ge=0)
+    # local: those processes; dask: the workers of the Dask scheduler at `scheduler` (or
+    # $DASK_SCHEDULER_ADDRESS, which wins), on a filesystem every machine mounts alike
+    executor: Literal["local", "dask"] = "local"
+    scheduler: str = ""
+    scopes_per_task: int = bounded(0, ge=0)  # devices per Dask task; 0: 4 tasks per worker
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import families, fleet
-from pipelines.errors import DataError, ParamError
+from pipelines.errors import ClusterError, DataError, ParamError
 from registry.errors import RegistryError
 
 log = logging.getLogger("stage")
@@ -82,7 +82,7 @@ def run(
     except (ParamError, DataError) as exc:
         log.error("%s: %s", name, exc)
         return 2
-    except RegistryError as exc:  # the store as a whole refused (locked, damaged)
+    except (RegistryError, ClusterError) as exc:  # the store or the cluster as a whole
         log.error("%s: %s", name, exc)
         return 1
     report = fleet.stage_report(outcomes)
@@ -98,6 +98,12 @@ def run(
         log.log(levels.get(status, logging.INFO), "%s: %s", name, line)
     if report.get("error"):
         log.error("%s: %s", name, report["error"])
+    if report["retried"]:
+        log.warning(
+            "%s: built again after a build was killed or its worker died: %s",
+            name,
+            ", ".join(report["retried"]),
+        )
     built, failed = len(report["built"]), len(report["failed"])
     counts = (built, len(report["unchanged"]), len(report["skipped"]), failed)
     log.info("%s: %d built, %d unchanged, %d skipped, %d failed", name, *counts)

@@ -49,7 +49,11 @@ class Days:
 
 @pytest.fixture(scope="module")
 def days(tmp_path_factory: pytest.TempPathFactory) -> Days:
-    root = tmp_path_factory.mktemp("finetuning")
+    return build_days(tmp_path_factory.mktemp("finetuning"))
+
+
+def build_days(root: Path) -> Days:
+    """Day 1 trained and registered as v1 in root/model_store, day 2 fine-tuned from it."""
     with pytest.MonkeyPatch.context() as env:
         env.setenv("MODEL_STORE", str(root / "model_store"))
         Registry(root / "model_store").init()  # a store named on purpose exists before a run

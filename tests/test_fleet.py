@@ -17,7 +17,6 @@ from pipelines.fleet import (
     Outcome,
     complete_devices,
     fingerprint,
-    job_cores,
     read_stamp,
     replace_dir,
     run_stage,
@@ -229,7 +228,7 @@ def test_two_workers_give_the_same_results_as_one(tmp_path: Path) -> None:
 
 
 def report_cores(job: Job, work: Path) -> dict[str, Any]:
-    return {"cores": job_cores()}
+    return {"cores": job.cores}
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -245,21 +244,29 @@ def test_stage_report_shape() -> None:
         "A-1": Outcome("A-1", "built", 1.23456, summary={"windows": 10}),
         "B-2": Outcome("B-2", "unchanged", summary={"windows": 7}),
         "C-3": Outcome("C-3", "failed", 0.5, error="device C-3: no usable clips"),
-        "D-4": Outcome("D-4", "built", 2.0),
+        "D-4": Outcome("D-4", "built", 2.0, attempts=2),
         "E-5": Outcome("E-5", "skipped", 0.1, error="no clips recorded on 20261102"),
+        "F-6": Outcome("F-6", "failed", 0.2, error="KeyError: 'x'", trace="Traceback ..."),
     }
     assert stage_report(outcomes) == {
         "devices": {
             "A-1": {"status": "built", "seconds": 1.235, "windows": 10},
             "B-2": {"status": "unchanged", "seconds": 0.0, "windows": 7},
             "C-3": {"status": "failed", "seconds": 0.5, "error": "device C-3: no usable clips"},
-            "D-4": {"status": "built", "seconds": 2.0},
+            "D-4": {"status": "built", "seconds": 2.0, "attempts": 2},
             "E-5": {"status": "skipped", "seconds": 0.1, "error": "no clips recorded on 20261102"},
+            "F-6": {
+                "status": "failed",
+                "seconds": 0.2,
+                "error": "KeyError: 'x'",
+                "traceback": "Traceback ...",
+            },
         },
         "built": ["A-1", "D-4"],
         "unchanged": ["B-2"],
         "skipped": ["E-5"],
-        "failed": ["C-3"],
+        "failed": ["C-3", "F-6"],
+        "retried": ["D-4"],
     }
 
 

@@ -35,7 +35,7 @@ import soxr
 from pipelines.errors import ClipError, DataError
 from pipelines.params import DAY_PATTERN
 from registry.errors import InvalidNameError
-from registry.naming import check_device_code
+from registry.naming import check_device_code, is_device_code
 
 _DATE = re.compile(r"\d{8}")
 # Source frames decoded at a time: 22 s of 48 kHz audio, 8 MB as float32 stereo; a one-minute
@@ -89,6 +89,13 @@ class Found:
     devices: dict[str, DeviceSources]
     skipped: tuple[Skipped, ...] = ()
     day: str | None = None  # the date folder read, None for all of them
+
+
+def device_folders(root: Path) -> frozenset[str]:
+    """The devices `root` (data.root) holds now: its folders named as devices."""
+    if not root.is_dir():
+        return frozenset()
+    return frozenset(p.name for p in root.iterdir() if p.is_dir() and is_device_code(p.name))
 
 
 def resolve_day(day: str, today: date) -> str | None:

@@ -24,9 +24,8 @@ from typing import Any
 import numpy as np
 
 from pipelines import deploying, fleet
-from pipelines.acoustic import bundle, detectors, family
+from pipelines.acoustic import bundle, data, detectors, family
 from pipelines.acoustic.extraction import load_device
-from pipelines.acoustic.views import device_folders
 from pipelines.params import Params, as_dict
 from registry.api import Registry
 
@@ -146,5 +145,5 @@ class Stage(deploying.Reporting):
         a = self.paths
         jobs = plan(a["models"], a["evaluation"] / "devices", a["features"], a["root"], p)
         self.keep_backups = p.deploy.keep_backups
-        self.in_data = device_folders(a["root"])
+        self.in_data = data.device_folders(a["root"])
         return self.deploy(a["out"], jobs, build, p.fleet.workers, p.deploy.family)

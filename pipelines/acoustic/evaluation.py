@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipelines import fleet, scoring
+from pipelines import cluster, fleet, scoring
 from pipelines.acoustic import detectors, features, figures
 from pipelines.acoustic.extraction import load_device
 from pipelines.params import Params, as_dict
@@ -112,7 +112,8 @@ class Stage:
     def work(self, p: Params) -> dict[str, fleet.Outcome]:
         jobs = plan(self.paths["features"], self.paths["models"], p)
         devices = self.paths["out"] / "devices"
-        outcomes = fleet.run_stage(devices, jobs, build, p.fleet.workers, "evaluate")
+        on = cluster.of(p.fleet, [self.paths["features"], self.paths["models"]])
+        outcomes = fleet.run_stage(devices, jobs, build, p.fleet.workers, "evaluate", on)
         figures.write_fleet_outputs(
             devices, self.paths["out"] / "metrics.json", self.paths["out"] / "plots"
         )

@@ -16,6 +16,7 @@ skipped file with its reason).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import zlib
 from collections.abc import Mapping
@@ -28,7 +29,7 @@ from typing import Any
 import librosa
 import numpy as np
 
-from pipelines import fleet
+from pipelines import cluster, fleet
 from pipelines.acoustic import data, features
 from pipelines.errors import ClipError, DeviceError, DeviceSkipped
 from pipelines.params import Params, SplitParams, as_dict
@@ -82,7 +83,7 @@ def plan(root: Path, params: Params, found: data.Found | None = None) -> list[fl
     settings = [as_dict(params.data), day, as_dict(params.features), as_dict(params.quality)]
     settings += [as_dict(params.split), code, librosa.__version__]
     files = [path for sources in found.devices.values() for path in sources.all_files]
-    with ThreadPoolExecutor(fleet.job_cores()) as pool:  # hashlib releases the GIL
+    with ThreadPoolExecutor(os.cpu_count()) as pool:  # hashlib releases the GIL
         digest_of = dict(zip(files, pool.map(_digest, files), strict=True))
     jobs = []
     for device, sources in found.devices.items():
@@ -122,7 +123,7 @@ def build(job: fleet.Job, work: Path) -> dict[str, Any]:
         "anomaly": src.test_anomaly,
     }
     files = [(path, role) for role, paths in roles.items() for path in paths]
-    clips, unusable = read_clips(files, inp, fleet.job_cores())
+    clips, unusable = read_clips(files, inp, job.cores)
     skipped = [_skip_entry(s, inp.root) for s in src.skipped] + unusable
     recorded = [c for c in clips if c.role == "recorded"]
     keep = features.quality_keep(np.array([c.rms for c in recorded]), p.quality)
@@ -294,9 +295,11 @@ class Stage:
             logging.getLogger("stage").warning("extract: skipped %s: %s", path, reason)
         self.not_devices.extend(found.skipped)
         # One device at a time in this process, its clips on threads over every core: the
-        # work releases the GIL, and worker processes would each pay ~1.5 s of imports.
+        # work releases the GIL, and worker processes would each pay ~1.5 s of imports. On
+        # a cluster, on its workers.
         jobs = plan(self.paths["root"], p, found)
-        return fleet.run_stage(self.paths["out"], jobs, build, 1, "extract")
+        on = cluster.of(p.fleet, [self.paths["root"]])
+        return fleet.run_stage(self.paths["out"], jobs, build, 1, "extract", on)
 
     def extra(self, _: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
         folders = [{"folder": f.name, "reason": why} for f, why in self.not_devices]

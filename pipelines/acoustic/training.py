@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipelines import engine, fleet, parents
+from pipelines import cluster, engine, fleet, parents
 from pipelines.acoustic import data, detectors, family, features, model
 from pipelines.acoustic.extraction import load_device
 from pipelines.errors import DeviceError, DeviceSkipped, ParamError
@@ -45,14 +45,6 @@ PLOTTED = ("loss", "lr")  # the curves dvc.yaml declares a plot of
 
 
 @dataclass(frozen=True)
-class TrainInput:
-    features: Path
-    params: Params
-    start: parents.Start | None  # None: not to be trained in this run
-    store: Path | None
-
-
-@dataclass(frozen=True)
 class Parent:
     """What a fine-tuning takes from its parent version."""
 
@@ -60,6 +52,15 @@ class Parent:
     architecture: dict[str, Any]
     state: dict[str, torch.Tensor]  # its fitted detector
     reference: float  # its normal score: on its own evaluation windows, or 1 (SELF_SCALED)
+
+
+@dataclass(frozen=True)
+class TrainInput:
+    features: Path
+    params: Params
+    start: parents.Start | None  # None: not to be trained in this run
+    store: Path | None
+    parent: Parent | None = None  # its parent, read by the stage's process (on a cluster)
 
 
 def plan(features_dir: Path, params: Params) -> list[fleet.Job]:
@@ -155,7 +156,9 @@ def build(job: fleet.Job, work: Path) -> dict[str, Any]:
     torch.set_num_threads(p.torch_threads)
     windows, _, index = load_device(inp.features)
     validation = np.asarray(index["validation"], dtype=bool)
-    parent = _parent(job.device, inp.store, inp.start.parent) if inp.start.parent else None
+    parent = inp.parent or (
+        _parent(job.device, inp.store, inp.start.parent) if inp.start.parent else None
+    )
     # on the training part only; a fine-tuning keeps its parent's
     scale = parent.scale if parent else features.fit_scale(windows, ~validation)
     x = features.apply_scale(windows, scale, out=windows)
@@ -313,6 +316,16 @@ def engine_config(p: TrainParams, finetuning: bool) -> engine.EngineConfig:
     )
 
 
+def with_parent(job: fleet.Job) -> fleet.Job:
+    """A fine-tuning's job with its parent read here, for a worker that must not open the
+    model store (it stays on the stage's machine: pipelines/cluster.py)."""
+    inp: TrainInput = job.inputs
+    if inp.start is None or not inp.start.parent:
+        return job
+    parent = _parent(job.device, inp.store, inp.start.parent)
+    return dataclasses.replace(job, inputs=dataclasses.replace(inp, parent=parent, store=None))
+
+
 def _parent(device: str, store: Path | None, ref: str) -> Parent:
     try:
         version = Registry(store).version(ref)
@@ -359,6 +372,7 @@ class Stage:
         jobs = plan(self.paths["features"], p)
         for line in unread_settings(p, [job.device for job in jobs]):
             log.warning("%s", line)
-        outcomes = fleet.run_stage(out, jobs, build, p.fleet.workers, "train")
+        on = cluster.of(p.fleet, [self.paths["features"]], prepare=with_parent)
+        outcomes = fleet.run_stage(out, jobs, build, p.fleet.workers, "train", on)
         log_curves(out, self.paths["live"])
         return outcomes

@@ -7,11 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipelines.acoustic import card, figures
+from pipelines.acoustic import card, data, figures
 from pipelines.params import load_params
 from pipelines.status import Sources
 from pipelines.tables import Column, FamilyTable, MissingOutputs, build, read_record, required
-from registry.naming import is_device_code
 
 COLUMNS = (
     Column("device", "device"),
@@ -85,7 +84,7 @@ def status(folder: Path) -> Sources:
     return Sources(
         p.deploy.family,
         "device",
-        device_folders(folder / p.data.root),
+        data.device_folders(folder / p.data.root),
         evaluated,
         folder / "deploy" / "models",
         folder / "reports",
@@ -99,10 +98,3 @@ def _devices(plots: Path) -> dict[str, dict[str, Any]]:
         return figures.read_devices(plots)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise MissingOutputs(f"{plots / figures.DEVICES}: cannot read it ({exc})") from exc
-
-
-def device_folders(root: Path) -> frozenset[str]:
-    """The devices `root` (data.root) holds now: its folders named as devices."""
-    if not root.is_dir():
-        return frozenset()
-    return frozenset(p.name for p in root.iterdir() if p.is_dir() and is_device_code(p.name))
