@@ -426,6 +426,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if tmp is not None and not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
     show = next(r for r in cli if r["command"] == "show NAME@production")
+    cached = next(r for r in cli if r["command"] == "show NAME@production, bytecode cached")
     get = next(r for r in api if r["call"].startswith("Registry(store).get(NAME@"))
     return {
         "store": str(store),
@@ -440,6 +441,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "cli_show_under_0.5_s": show["ours_s"]["max"] < 0.5,
             "cli_show_median_s": show["ours_s"]["median"],
             "cli_show_max_s": show["ours_s"]["max"],
+            "cli_show_median_under_0.15_s": show["ours_s"]["median"] <= 0.15,
+            "cli_show_cached_median_s": cached["ours_s"]["median"],
             "api_get_under_10_ms": get["ours_ms"]["median"] < 10,
             "api_get_median_ms": get["ours_ms"]["median"],
             "api_get_max_ms": get["ours_ms"]["max"],
@@ -504,6 +507,11 @@ def print_table(r: dict[str, Any]) -> None:
     print(
         f"\ntargets: `registry show NAME@production` < 0.5 s cold: median {t['cli_show_median_s']}"
         f" s, max {t['cli_show_max_s']} s: {'met' if t['cli_show_under_0.5_s'] else 'NOT met'}"
+    )
+    print(
+        f"         the same <= 0.15 s (median, issue 21): {t['cli_show_median_s']} s: "
+        f"{'met' if t['cli_show_median_under_0.15_s'] else 'NOT met'}; bytecode cached "
+        f"{t['cli_show_cached_median_s']} s"
     )
     print(
         f"         Registry(store).get(NAME@production) < 10 ms: median "

@@ -26,11 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
-
-from registry.errors import ExportError, IntegrityError, LockTimeoutError
+from registry.errors import ExportError, IntegrityError
 from registry.naming import check_device_code
-from registry.store import fsync_dir
+from registry.store import acquire, fsync_dir
 
 OWN = ".bundles"
 MARKER = ".written-by-registry-export"
@@ -42,13 +40,7 @@ PARTIAL = ".partial"
 def locked(to: Path, timeout: float = 30.0) -> Iterator[Path]:
     """Hold the deploy folder's export lock; yields the exporter's own folder."""
     own = _own_folder(to)
-    lock = FileLock(own / ".lock", timeout=timeout)
-    try:
-        lock.acquire()
-    except Timeout as exc:
-        raise LockTimeoutError(
-            f"{to}: another export holds the lock (waited {timeout:g} s); nothing was changed"
-        ) from exc
+    lock = acquire(own / ".lock", timeout, f"{to}: another export holds the lock")
     try:
         yield own
     finally:

@@ -19,12 +19,13 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-from filelock import FileLock, Timeout
+from typing import TYPE_CHECKING, Any
 
 from registry.errors import CorruptStoreError, LockTimeoutError
 from registry.families import CHECKPOINTS, Artifact
+
+if TYPE_CHECKING:
+    from filelock import FileLock
 
 DEFAULT_STORE = "model_store"
 
@@ -137,15 +138,21 @@ class Store:
     def _acquire(self) -> FileLock:
         self.check_regular()
         self.root.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(self.lock_file, timeout=self.lock_timeout)
-        try:
-            lock.acquire()
-        except Timeout as exc:
-            raise LockTimeoutError(
-                f"{self.root}: the store is locked by another process "
-                f"(waited {self.lock_timeout:g} s); nothing was changed"
-            ) from exc
-        return lock
+        busy = f"{self.root}: the store is locked by another process"
+        return acquire(self.lock_file, self.lock_timeout, busy)
+
+
+def acquire(path: Path, timeout: float, busy: str) -> FileLock:
+    """Take the file lock at `path`; LockTimeoutError (`busy`, how long it waited) if it stays
+    taken past `timeout`."""
+    from filelock import FileLock, Timeout  # here: read-only commands start without it
+
+    lock = FileLock(path, timeout=timeout)
+    try:
+        lock.acquire()
+    except Timeout as exc:
+        raise LockTimeoutError(f"{busy} (waited {timeout:g} s); nothing was changed") from exc
+    return lock
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

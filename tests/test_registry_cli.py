@@ -274,6 +274,21 @@ def test_show_refs(two_models: Path) -> None:
     assert shown["version"] == 2 and shown["aliases"] == ["production"]
 
 
+def test_read_commands_load_neither_the_lock_nor_a_models_library(two_models: Path) -> None:
+    """`show` and `list` read the index: they pay for neither filelock nor torch at start-up."""
+    reads = [["show", f"{NAME}@production"], ["list", "--alias", "production"]]
+    code = (
+        "import sys; from typer.testing import CliRunner; from registry.cli import app; "
+        f"codes = [CliRunner().invoke(app, [*c, '--store', {str(two_models)!r}]).exit_code "
+        f"for c in {reads!r}]; "
+        "print(codes, sorted({'filelock', 'torch'} & set(sys.modules)))"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=HANG_S
+    )
+    assert shown.stdout.strip() == "[0, 0] []"
+
+
 def test_show_is_a_model_card_with_short_lines(store: Path, tmp_path: Path) -> None:
     """Identity and aliases first, then lineage, metrics, params (those that differ from the
     parent when there is one), the family's settings and the files with short digests."""
