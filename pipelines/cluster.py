@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from pipelines import fleet
-from pipelines.errors import ClusterError, PipelineError
+from pipelines.errors import ClusterError
 from pipelines.fleet import BuildFn, Job, Outcome, build_one, read_stamp, share_of_cores
 
 if TYPE_CHECKING:
@@ -44,8 +44,7 @@ class Cluster:
     per_task: int  # devices per task; 0: TASKS_PER_WORKER tasks per worker
     shared: tuple[Path, ...]  # what every worker must see: the stage's inputs, its folder
     # what the stage's process adds to a job before it goes to a worker: what no worker may
-    # read itself (a fine-tuning's parent, from the model store); its PipelineError fails
-    # that device
+    # read itself (a fine-tuning's parent, from the model store); its error fails that device
     prepare: Callable[[Job], Job] | None = None
 
 
@@ -74,7 +73,7 @@ def of(
 
 
 def build_all(
-    cluster: Cluster, todo: list[Job], build: BuildFn, out: Path, desc: str, bar: tqdm
+    cluster: Cluster, todo: list[Job], build: BuildFn, out: Path, swap: bool, bar: tqdm
 ) -> Iterator[tuple[Job, Outcome]]:
     """Each job built on the cluster, as each batch comes back. Ctrl-C cancels them all."""
     from distributed import as_completed
@@ -95,7 +94,7 @@ def build_all(
             batch, failed = _prepared(next(pending, []), cluster.prepare)
             if batch:
                 future = client.submit(
-                    _build_batch, batch, build, out, Path.cwd(), sharing, pure=False
+                    _build_batch, batch, build, out, swap, Path.cwd(), sharing, pure=False
                 )
                 in_flight[future] = batch
                 done.add(future)
@@ -123,8 +122,8 @@ def _prepared(
     for job in batch:
         try:
             ready.append(prepare(job))
-        except PipelineError as exc:
-            failed.append((job, Outcome(job.device, "failed", error=str(exc))))
+        except Exception as exc:  # one device's parent stops no other
+            failed.append((job, fleet.failure(job, 0.0, exc)))
     return ready, failed
 
 
@@ -197,7 +196,7 @@ def _batches(todo: list[Job], size: int) -> list[list[Job]]:
 
 
 def _build_batch(
-    jobs: list[Job], build: BuildFn, out: Path, cwd: Path, sharing: dict[str, int]
+    jobs: list[Job], build: BuildFn, out: Path, swap: bool, cwd: Path, sharing: dict[str, int]
 ) -> list[tuple[Job, Outcome]]:
     """On a worker: each job built as the local pool builds it, from the stage's folder
     (its jobs' paths are relative to it), with this host's share of the cores."""
@@ -208,16 +207,16 @@ def _build_batch(
     before = Path.cwd()
     os.chdir(cwd)
     try:
-        return [(job, _built(replace(job, cores=cores), build, out)) for job in jobs]
+        return [(job, _built(replace(job, cores=cores), build, out, swap)) for job in jobs]
     finally:
         os.chdir(before)
 
 
-def _built(job: Job, build: BuildFn, out: Path) -> Outcome:
+def _built(job: Job, build: BuildFn, out: Path, swap: bool) -> Outcome:
     """A job's outcome; one an earlier run of this task finished (its worker died later in
     the task) is not built again."""
     if read_stamp(out / job.device) == job.fingerprint:
         return Outcome(
             job.device, "built", summary=fleet.read_json(out / job.device / "summary.json")
         )
-    return build_one(job, build, out)
+    return build_one(job, build, out, swap)

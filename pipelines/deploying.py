@@ -98,12 +98,11 @@ class Reporting:
     in_data: frozenset[str] | None = None
 
     def deploy(
-        self, out: Path, jobs: list[fleet.Job], build: fleet.BuildFn, workers: int, family: str
+        self, out: Path, built: dict[str, fleet.Outcome], family: str
     ) -> dict[str, fleet.Outcome]:
-        """Each job's candidate built into out/candidates (its registration, the gate's
-        verdict); then, in a plain run, out/models made to hold the family's production
-        bundles, and out/metrics.json the verdicts counted."""
-        built = fleet.run_stage(out / "candidates", jobs, build, workers, "deploy")
+        """After each candidate is built into out/candidates (its registration, the gate's
+        verdict): in a plain run, out/models made to hold the family's production bundles,
+        and out/metrics.json the verdicts counted."""
         self.production.update(production(family, out / "models", self.keep_backups))
         fleet.write_json(out / "metrics.json", decision_counts(built))
         return built

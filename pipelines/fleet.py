@@ -105,6 +105,9 @@ class Outcome:
 
 
 BuildFn = Callable[[Job, Path], dict[str, Any]]
+# What the stage's own process does with a device its worker built, before it is swapped into
+# place: (job, its built folder, its build's summary) -> the summary to keep.
+CommitFn = Callable[[Job, Path, dict[str, Any]], dict[str, Any]]
 
 
 def run_stage(
@@ -114,13 +117,16 @@ def run_stage(
     workers: int,
     desc: str,
     cluster: Cluster | None = None,
+    commit: CommitFn | None = None,
 ) -> dict[str, Outcome]:
     """Build every job whose fingerprint changed, in parallel; one failure stops no other.
 
     `build(job, work_dir)` writes the device's files into `work_dir` and returns a small
     JSON-ready summary. Devices no longer in `jobs` are removed from `out`, and so is the
     old output of a device that failed: `out` only holds what matches the current inputs.
-    On `workers` local processes, or on `cluster`'s workers when there is one.
+    On `workers` local processes, or on `cluster`'s workers when there is one. With
+    `commit`, each device built is committed by this process (the one writer of the model
+    store) before it is swapped into place; one it cannot commit fails.
     """
     out.mkdir(parents=True, exist_ok=True)
     jobs = list(jobs)
@@ -131,21 +137,41 @@ def run_stage(
         if read_stamp(out / job.device) == job.fingerprint
     }
     todo = [job for job in jobs if job.device not in outcomes]
-    for job, result in _map(todo, build, out, workers, desc, cluster):
+    for job, built in _map(todo, build, out, workers, desc, cluster, commit is None):
+        result = _committed(job, built, commit, out) if commit else built
         outcomes[job.device] = result
         if result.status in ("failed", "skipped"):  # what is there came from other inputs
             shutil.rmtree(out / job.device, ignore_errors=True)
     return {job.device: outcomes[job.device] for job in jobs}
 
 
+def _committed(job: Job, built: Outcome, commit: CommitFn, out: Path) -> Outcome:
+    if built.status != "built":
+        return built
+    work = out / PARTIAL / job.device
+    try:
+        summary = commit(job, work, built.summary)
+    except Exception as exc:  # as in build_one: one device's trouble stops no other
+        return dataclasses.replace(failure(job, built.seconds, exc), attempts=built.attempts)
+    write_json(work / "summary.json", summary)
+    replace_dir(work, out / job.device)
+    return dataclasses.replace(built, summary=summary)
+
+
 def _map(
-    todo: list[Job], build: BuildFn, out: Path, workers: int, desc: str, cluster: Cluster | None
+    todo: list[Job],
+    build: BuildFn,
+    out: Path,
+    workers: int,
+    desc: str,
+    cluster: Cluster | None,
+    swap: bool,
 ) -> Iterable[tuple[Job, Outcome]]:
     bar = tqdm(total=len(todo), desc=desc, unit="device", disable=not todo)
     if cluster is not None:
         from pipelines import cluster as dask  # only a run on a cluster imports distributed
 
-        yield from dask.build_all(cluster, todo, build, out, desc, bar)
+        yield from dask.build_all(cluster, todo, build, out, swap, bar)
         bar.close()
         return
     workers = min(resolve_workers(workers), len(todo))
@@ -153,14 +179,14 @@ def _map(
     if workers <= 1:
         for job in todo:
             bar.set_postfix_str(job.device)
-            yield job, build_one(job, build, out)
+            yield job, build_one(job, build, out, swap)
             bar.update()
     else:
         # spawn, not fork: a forked child inherits the parent's thread pools (torch, BLAS).
         with ProcessPoolExecutor(
             workers, mp_context=get_context("spawn"), initializer=worker_logging
         ) as pool:
-            futures = {pool.submit(build_one, job, build, out): job for job in todo}
+            futures = {pool.submit(build_one, job, build, out, swap): job for job in todo}
             for future in as_completed(futures):
                 bar.set_postfix_str(futures[future].device)
                 yield futures[future], future.result()
@@ -182,7 +208,9 @@ def worker_logging() -> None:
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
 
 
-def build_one(job: Job, build: BuildFn, out: Path) -> Outcome:
+def build_one(job: Job, build: BuildFn, out: Path, swap: bool = True) -> Outcome:
+    """`job` built in its partial folder, swapped into place when whole (unless not `swap`:
+    the stage's process commits it first)."""
     started = time.perf_counter()
     work = out / PARTIAL / job.device
     if read_stamp(work) != job.fingerprint:  # leftovers of other inputs are no use
@@ -194,17 +222,25 @@ def build_one(job: Job, build: BuildFn, out: Path) -> Outcome:
         summary = build(job, work)
     except DeviceSkipped as exc:
         return Outcome(job.device, "skipped", time.perf_counter() - started, exc.reason)
-    except PipelineError as exc:
-        return Outcome(job.device, "failed", time.perf_counter() - started, str(exc))
-    except Exception as exc:  # one device's bug must not stop the fleet; keep the trace
-        detail = "".join(traceback.format_exception_only(exc)).strip()
-        trace = "".join(traceback.format_exception(exc))
-        return Outcome(job.device, "failed", time.perf_counter() - started, detail, trace=trace)
+    except Exception as exc:  # one device's bug must not stop the fleet
+        return failure(job, time.perf_counter() - started, exc)
     (work / ATTEMPT).unlink()
     write_json(work / "summary.json", summary)
-    replace_dir(work, out / job.device)
+    if swap:
+        replace_dir(work, out / job.device)
     seconds = time.perf_counter() - started
     return Outcome(job.device, "built", seconds, summary=summary, attempts=attempts)
+
+
+def failure(job: Job, seconds: float, exc: Exception) -> Outcome:
+    """A device failed by `exc`: the pipeline's own errors say it in their line; any other
+    is a bug, its traceback kept for the report."""
+    if isinstance(exc, PipelineError):
+        return Outcome(job.device, "failed", seconds, str(exc))
+    detail = "".join(traceback.format_exception_only(exc)).strip()
+    return Outcome(
+        job.device, "failed", seconds, detail, trace="".join(traceback.format_exception(exc))
+    )
 
 
 def _started(work: Path) -> int:

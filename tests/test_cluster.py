@@ -41,8 +41,13 @@ def scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The address of a scheduler with two single-threaded workers, each its own process."""
     folder = tmp_path_factory.mktemp("dask")
     file = folder / "scheduler.json"
-    started = [_start(folder, "scheduler", "--scheduler-file", str(file), "--host", "127.0.0.1")]
-    wait_for(file.is_file, "scheduler file")
+    # port 0: a free one (8786 may be another test worker's scheduler)
+    scheduler = _start(
+        folder, "scheduler", "--scheduler-file", str(file), "--host", "127.0.0.1", "--port", "0"
+    )
+    started = [scheduler]
+    wait_for(lambda: file.is_file() or scheduler.poll() is not None, "scheduler file")
+    assert scheduler.poll() is None, (folder / "scheduler-0.log").read_text()
     address = json.loads(file.read_text())["address"]
     for name in ("w1", "w2"):
         started.append(_start(folder, "worker", address, "--nthreads", "1", "--name", name))
@@ -157,10 +162,12 @@ def test_a_worker_killed_mid_build_has_its_devices_built_again_elsewhere(
     )
     runner.start()
     started = out / fleet.PARTIAL / "B-2" / "pid"
-    wait_for(started.is_file, "B-2 started")
-    os.kill(int(started.read_text()), signal.SIGKILL)
-    (tmp_path / "stage" / "release").write_text("")
-    runner.join(HANG_S)
+    try:
+        wait_for(lambda: started.is_file() or not runner.is_alive(), "B-2 started")
+        os.kill(int(started.read_text()), signal.SIGKILL)
+    finally:
+        (tmp_path / "stage" / "release").write_text("")
+        runner.join(HANG_S)
     assert (done["B-2"].status, done["B-2"].attempts) == ("built", 2)
     assert done["A-1"].attempts == 1
     assert fleet.stage_report(done)["retried"] == ["B-2"]

@@ -62,7 +62,7 @@ def build_days(root: Path) -> Days:
         jobs = deployment.plan(
             first.models, first.evaluation, first.features, first.data, first.params
         )
-        tiny_fleet.run(root / "day-1" / "registered", jobs, deployment.build)
+        tiny_fleet.run(root / "day-1" / "registered", jobs, deployment.build, deployment.commit)
         for device in PARENTS:
             add_novel_clip(first.data / device)
         p = parse_params(merge(FLEET, DAY_2))

@@ -36,9 +36,14 @@ def build(root: Path, overrides: dict[str, Any] = TINY) -> TinyFleet:
     return t
 
 
-def run(out: Path, jobs: list[fleet.Job], build_fn: fleet.BuildFn) -> dict[str, fleet.Outcome]:
+def run(
+    out: Path,
+    jobs: list[fleet.Job],
+    build_fn: fleet.BuildFn,
+    commit: fleet.CommitFn | None = None,
+) -> dict[str, fleet.Outcome]:
     """One stage's work into `out`; no device may fail."""
-    outcomes = fleet.run_stage(out, jobs, build_fn, 1, out.name)
+    outcomes = fleet.run_stage(out, jobs, build_fn, 1, out.name, commit=commit)
     failed = {device: o.error for device, o in outcomes.items() if o.status == "failed"}
     assert not failed, failed
     return outcomes

@@ -14,6 +14,7 @@ versions: a device whose run failed keeps its bundle while it has a production v
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 from collections.abc import Mapping
@@ -23,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines import deploying, fleet
+from pipelines import cluster, deploying, fleet
 from pipelines.acoustic import bundle, data, detectors, family
 from pipelines.acoustic.extraction import load_device
 from pipelines.params import Params, as_dict
@@ -62,8 +63,21 @@ def plan(
 
 
 def build(job: fleet.Job, work: Path) -> dict[str, Any]:
+    """A worker's part: the candidate bundle (checked against the evaluation) and the files
+    to register, in `work`; `commit` registers them."""
     inp: DeployInput = job.inputs
-    summary = bundle.build(fleet.Job(job.device, job.fingerprint, inp.candidate), work)
+    job = dataclasses.replace(job, inputs=inp.candidate)
+    summary = bundle.build(job, work)
+    _registration_folder(
+        inp.candidate, work, inp.features, inp.candidate.params.deploy.eval_windows
+    )
+    return summary
+
+
+def commit(job: fleet.Job, work: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    """The stage's part (the store's one writer): register the candidate `build` made, and
+    promote it or record what the gate would say."""
+    inp: DeployInput = job.inputs
     registry = Registry(inp.store)
     meta = _register(registry, job.device, inp, work)
     name, version = meta["name"], meta["version"]
@@ -77,7 +91,7 @@ def build(job: fleet.Job, work: Path) -> dict[str, Any]:
 def _register(registry: Registry, device: str, inp: DeployInput, work: Path) -> dict[str, Any]:
     candidate, p = inp.candidate, inp.candidate.params
     meta = registry.register(
-        _registration_folder(candidate, work, inp.features, p.deploy.eval_windows),
+        work / "registration",
         p.deploy.family,
         device,
         p.train.model,
@@ -100,6 +114,7 @@ def _registration_folder(
     candidate: bundle.DeployInput, work: Path, features_dir: Path, limit: int
 ) -> Path:
     folder = work / "registration"
+    shutil.rmtree(folder, ignore_errors=True)  # a killed build's
     folder.mkdir()
     trained = fleet.read_json(candidate.model / "summary.json")
     trained_loop = detectors.kind(trained["architecture"]) in detectors.TRAINED
@@ -144,6 +159,10 @@ class Stage(deploying.Reporting):
     def work(self, p: Params) -> dict[str, fleet.Outcome]:
         a = self.paths
         jobs = plan(a["models"], a["evaluation"] / "devices", a["features"], a["root"], p)
+        on = cluster.of(p.fleet, [a["models"], a["evaluation"], a["features"], a["root"]])
         self.keep_backups = p.deploy.keep_backups
         self.in_data = data.device_folders(a["root"])
-        return self.deploy(a["out"], jobs, build, p.fleet.workers, p.deploy.family)
+        built = fleet.run_stage(
+            a["out"] / "candidates", jobs, build, p.fleet.workers, "deploy", on, commit
+        )
+        return self.deploy(a["out"], built, p.deploy.family)

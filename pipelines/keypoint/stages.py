@@ -273,7 +273,8 @@ class Deploy(deploying.Reporting):
         jobs = _jobs(sites, settings, p, evaluated, **where)
         self.keep_backups = p.deploy.keep_backups
         # one writer: every registration and promotion from this process
-        return self.deploy(a["out"], jobs, deploy_site, 1, card.FAMILY)
+        built = fleet.run_stage(a["out"] / "candidates", jobs, deploy_site, 1, "deploy")
+        return self.deploy(a["out"], built, card.FAMILY)
 
 
 def deploy_site(job: fleet.Job, work: Path) -> dict[str, Any]:

@@ -242,7 +242,8 @@ class Deploy(deploying.Reporting):
         jobs = _jobs(tasks, settings, p, evaluated, **where)
         self.keep_backups = p.deploy.keep_backups
         # one writer: every registration and promotion from this process
-        return self.deploy(a["out"], jobs, deploy_task, 1, card.FAMILY)
+        built = fleet.run_stage(a["out"] / "candidates", jobs, deploy_task, 1, "deploy")
+        return self.deploy(a["out"], built, card.FAMILY)
 
 
 def deploy_task(job: fleet.Job, work: Path) -> dict[str, Any]:
