@@ -90,8 +90,7 @@ def _scope(
     latest = max(metas, key=lambda m: m["created"]) if metas else None
     if latest is not None and latest is not holder:
         status.candidate = _short(f"{latest['name']}:v{latest['version']}")
-        result = registry.check(latest["name"], latest["version"])
-        status.gate = "would pass" if result.passed else "refuses: " + "; ".join(result.texts())
+        status.gate = _verdict(registry, latest["name"], latest["version"])
     status.bundle = _bundle(src.deploy, scope)
     if holder is None:
         status.flags.append("no production version")
@@ -101,6 +100,27 @@ def _scope(
         leave = f" (`registry retire {holder['name']}` takes it out)" if holder else ""
         status.flags.append(f"not in data.root{leave}")
     return status
+
+
+def _verdict(registry: Registry, name: str, version: int) -> str:
+    """The gate's verdict on promoting a candidate: the one recorded when it was last judged
+    (the deploy stage judges each candidate it registers), which needs none of the family's
+    models loaded; else, for a version registered by hand, judged now."""
+    judged = [
+        e
+        for e in registry.history(name)
+        if e["type"] in (events.CHECKED, events.REFUSED) and e["to_version"] == version
+    ]
+    if judged:
+        gate, day = judged[-1]["gate"], judged[-1]["time"][:10]
+        now = f"judged {day}; `registry check {name} {version}` judges it now"
+        return f"{_said(gate['passed'], gate['reasons'])} ({now})"
+    result = registry.check(name, version)
+    return _said(result.passed, result.texts())
+
+
+def _said(passed: bool, reasons: list[str]) -> str:
+    return "would pass" if passed else "refuses: " + "; ".join(reasons)
 
 
 def _keyed(row: dict[str, Any], noun: str, headline: str) -> dict[str, Any]:

@@ -289,6 +289,21 @@ def test_read_commands_load_neither_the_lock_nor_a_models_library(two_models: Pa
     assert shown.stdout.strip() == "[0, 0] []"
 
 
+def test_every_familys_declared_policy_is_read_without_torch() -> None:
+    """`registry list` reads each listed family's declared POLICY (its gated metrics): the
+    family modules import torch only where a model is loaded."""
+    modules = [f"pipelines.{f}.family" for f in ("acoustic", "tabular", "keypoint")]
+    code = (
+        "import importlib, sys; "
+        f"policies = [importlib.import_module(m).POLICY for m in {modules!r}]; "
+        "print(len(policies), 'torch' in sys.modules)"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=HANG_S
+    )
+    assert shown.stdout.strip() == "3 False"
+
+
 def test_show_is_a_model_card_with_short_lines(store: Path, tmp_path: Path) -> None:
     """Identity and aliases first, then lineage, metrics, params (those that differ from the
     parent when there is one), the family's settings and the files with short digests."""

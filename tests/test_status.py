@@ -76,3 +76,28 @@ def test_every_disagreement_is_flagged(tmp_path: Path) -> None:
         "last_run": None,
         "flags": ["bundle differs from production"],
     }
+
+
+def test_a_candidate_judged_by_its_run_shows_that_verdict_without_judging_again(
+    tmp_path: Path,
+) -> None:
+    """The deploy stage records the gate's verdict on each candidate; status shows it (no
+    model of the family is loaded for it) and names the command that judges it now."""
+    registry = new_registry(tmp_path / "store", families=TOY)
+    name = f"{FAMILY}_LT-2_{MODEL_TYPE}"
+    _register(registry, tmp_path, "LT-2", "v1", 0.1)
+    registry.promote(name, 1)
+    _register(registry, tmp_path, "LT-2", "v2", 0.9)
+    checked = registry.record_check(name, 2, "exp-1")
+    registry.set_policy(floors={"auc": 0.99}, reason="stricter since")  # now it would refuse
+    (tmp_path / "data" / "LT-2").mkdir(parents=True)
+    write_params(tmp_path, {"data": {"root": "data"}, "deploy": {"family": FAMILY}})
+
+    row = fleet_status(registry, views.status(tmp_path), "auc").rows[0]
+
+    said = "would pass" if checked["gate"]["passed"] else "refuses: "
+    assert row.gate.startswith(said)
+    assert row.gate.endswith(
+        f"(judged {checked['time'][:10]}; `registry check {name} 2` judges it now)"
+    )
+    assert not registry.check(name, 2).passed  # what `registry check` says now

@@ -9,16 +9,20 @@ settings the deploy stage recorded (sample rate, features, architecture).
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from pipelines.acoustic import bundle as layout
-from pipelines.acoustic import detectors, features
 from registry.errors import IncomparableError
 from registry.families import Version
 from registry.loading import state_dict
+
+# torch comes with the detectors, imported by the functions that load a model: the registry
+# reads this module's POLICY and ARTIFACTS for commands that load none (`registry list`).
+if TYPE_CHECKING:
+    import torch
+
+    from pipelines.acoustic import detectors
 
 # What a version holds: artifact kind -> its file in the folder the deploy stage registers.
 ARTIFACTS = {
@@ -41,6 +45,8 @@ def bundle(version: Version) -> tuple[dict[str, str], dict[str, Any]]:
     """The seed's inference layout (bundle file -> artifact kind) and the manifest's settings.
     The detector is built from its recorded architecture first: nothing ships that would
     not load."""
+    from pipelines.acoustic import bundle as layout
+
     device = version.meta["scope"]
     detector(version)
     files = {
@@ -59,6 +65,8 @@ def compare(candidate: Version, holder: Version) -> tuple[float, float]:
     whose scores are in multiples of its own normal, each divided by its score on the holder's
     evaluation windows. Two types of detector score on different scales: IncomparableError
     (the gate compares metrics)."""
+    from pipelines.acoustic import detectors
+
     kinds = [detectors.kind(architecture(v)) for v in (candidate, holder)]
     if kinds[0] != kinds[1]:
         raise IncomparableError(f"a {kinds[0]} and a {kinds[1]} score on different scales")
@@ -82,6 +90,8 @@ def own_error(version: Version, fitted: detectors.Detector | None = None) -> flo
 def _score(
     version: Version, windows: np.ndarray, fitted: detectors.Detector | None = None
 ) -> float:
+    from pipelines.acoustic import features
+
     scaled = features.apply_scale(windows, scale(version))
     return float((fitted or detector(version)).scores(scaled).mean())
 
@@ -103,6 +113,8 @@ def state(version: Version) -> dict[str, torch.Tensor]:
 
 def detector(version: Version) -> detectors.Detector:
     """The version's detector, its state loaded safely into its recorded architecture."""
+    from pipelines.acoustic import detectors
+
     return detectors.build(architecture(version), state(version))
 
 

@@ -11,16 +11,17 @@ production holder.
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipelines import versions
-from pipelines.keypoint.metrics import keypoint_metrics
-from pipelines.keypoint.training import TrainedSite, predict_site
-from pipelines.split import Split
 from registry.errors import IncomparableError
 from registry.families import Version
+
+# torch comes with training and versions, imported by the functions that load a model: the
+# registry reads this module's POLICY and ARTIFACTS for commands that load none.
+if TYPE_CHECKING:
+    from pipelines.keypoint.training import TrainedSite
 
 ARTIFACTS = {
     "model": "model.pth",
@@ -34,14 +35,13 @@ POLICY = {"floors": {"hit_le_5px": 95.0}, "ceilings": {"mae_px": 3.0}}
 INFERENCE = ("architecture", "height", "width")
 LAYOUT = {"model.pth": "model"}  # the bundle: file -> artifact kind (bundle.py reads it back)
 
-# A registered version keeps its network, not its training's split; prediction never reads it.
-_NO_ROWS = Split(*(np.empty(0, dtype=np.int64) for _ in range(3)))
-
 
 def bundle(version: Version) -> tuple[dict[str, str], dict[str, Any]]:
     """The inference layout (bundle file -> artifact kind) and the manifest's settings. The
     network locates the points of one blank captcha first, from its safely loaded weights:
     nothing ships that would not load or not predict."""
+    from pipelines.keypoint.training import predict_site
+
     site = trained(version)
     try:
         out = predict_site(site, np.zeros((1, 4, site.height, site.width), dtype=np.uint8))
@@ -78,19 +78,27 @@ def compare(candidate: Version, holder: Version) -> tuple[float, float]:
             f"{candidate.ref}: eval_images {images.shape} and eval_coords {coords.shape} are "
             "not its captchas and their points"
         )
+    from pipelines.keypoint.metrics import keypoint_metrics
+    from pipelines.keypoint.training import predict_site
+
     c, h = (keypoint_metrics(predict_site(s, images), coords)["mae_px"] for s in sites)
     return c, h
 
 
 def trained(version: Version) -> TrainedSite:
-    """The version as a trained site (without its split, which is not stored)."""
+    """The version as a trained site (without its split, which is not stored: prediction
+    never reads it)."""
+    from pipelines import versions
+    from pipelines.keypoint.training import TrainedSite
+    from pipelines.split import Split
+
     inference = version.inference(INFERENCE, "register it with them")
     return TrainedSite(
         inference["architecture"],
         versions.tensors(version),
         int(inference["height"]),
         int(inference["width"]),
-        _NO_ROWS,
+        Split(*(np.empty(0, dtype=np.int64) for _ in range(3))),
     )
 
 

@@ -13,15 +13,17 @@ from __future__ import annotations
 import functools
 import io
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipelines import versions
-from pipelines.split import Split
-from pipelines.tabular.training import TrainedTask, predict_task
 from registry.errors import IncomparableError
 from registry.families import Version
+
+# torch comes with training and versions, imported by the functions that load a model: the
+# registry reads this module's POLICY and ARTIFACTS for commands that load none.
+if TYPE_CHECKING:
+    from pipelines.tabular.training import TrainedTask
 
 ARTIFACTS = {"model": "model.pth", "eval_x": "eval_x.npy", "eval_y": "eval_y.npy"}
 CHECKPOINTS: tuple[str, ...] = ()  # ridge and gbr fit at once; an mlp's resume point stays local
@@ -33,9 +35,6 @@ INFERENCE = ("architecture", "features", "target")
 LAYOUT = {"model.pth": "model"}  # the bundle: file -> artifact kind (bundle.py reads it back)
 
 Predictor = Callable[[np.ndarray], np.ndarray]
-
-# A registered version keeps its model, not its training's split; prediction never reads it.
-_NO_ROWS = Split(*(np.empty(0, dtype=np.int64) for _ in range(3)))
 
 
 def bundle(version: Version) -> tuple[dict[str, str], dict[str, Any]]:
@@ -85,13 +84,21 @@ def compare(candidate: Version, holder: Version) -> tuple[float, float]:
 def predictor(version: Version) -> Predictor:
     """X (rows x the version's features, in their units) -> its predictions in the target's
     units, as training.predict_task makes them. The weights are read and loaded once, here."""
+    from pipelines.tabular.training import predict_task
+
     return functools.partial(predict_task, trained(version))
 
 
 def trained(version: Version) -> TrainedTask:
-    """The version as a trained task (without its split, which is not stored)."""
+    """The version as a trained task (without its split, which is not stored: prediction
+    never reads it)."""
+    from pipelines import versions
+    from pipelines.split import Split
+    from pipelines.tabular.training import TrainedTask
+
+    no_rows = Split(*(np.empty(0, dtype=np.int64) for _ in range(3)))
     return TrainedTask(
-        _inference(version)["architecture"], versions.tensors(version), _NO_ROWS, None, 0
+        _inference(version)["architecture"], versions.tensors(version), no_rows, None, 0
     )
 
 
