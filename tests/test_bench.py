@@ -36,6 +36,7 @@ pytestmark = pytest.mark.e2e
             "mlp - ridge R2:",
         ),
         ("keypoint", ["accuracy", "--count", "40", "--epochs", "1"], "seed_002_targets_met"),
+        ("cluster", ["--devices", "3", "--tasks", "20"], '"outputs_equal": true'),
     ],
 )
 def test_a_benchmark_runs_on_a_small_input(bench: str, args: list[str], says: str) -> None:
