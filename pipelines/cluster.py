@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -185,10 +186,7 @@ def _missing(paths: list[str]) -> list[str]:
 
 def _sharing(hosts: dict[str, str]) -> dict[str, int]:
     """Host -> how many workers share its cores."""
-    counts: dict[str, int] = {}
-    for host in hosts.values():
-        counts[host] = counts.get(host, 0) + 1
-    return counts
+    return dict(Counter(hosts.values()))
 
 
 def _batches(todo: list[Job], size: int) -> list[list[Job]]:

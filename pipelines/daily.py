@@ -217,12 +217,7 @@ def _rule(rule: DailyParams) -> str:
 
 def summary(reports: dict[str, dict[str, Any]]) -> list[str]:
     """One line per device: how its training started, then the deploy stage's line."""
-    deploy = reports["deploy"]
-    lines = dict(
-        decisions.describe(
-            deploy.get("devices", {}), deploy.get("production", {}), deploy.get("not_in_data", [])
-        )
-    )
+    lines = dict(decisions.describe(reports["deploy"]))
     return [
         f"{device}: {_start(reports, device)}{lines[device].removeprefix(f'{device}: ')}"
         for device in sorted(lines)

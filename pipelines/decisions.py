@@ -3,19 +3,18 @@ the stage's console, `fleet daily` and the fleet report (which need no torch to 
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from registry.events import previous_holder
 
 
-def describe(
-    devices: dict[str, dict[str, Any]],
-    production: dict[str, dict[str, Any]],
-    not_in_data: Collection[str] = (),
-) -> list[tuple[str, str]]:
-    """One console line per device: what this run did, and what runs there now. A device
-    with a production version and no folder in data.root is said to be so."""
+def describe(report: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """One console line per device of a deploy stage's `report`: what this run did, and what
+    runs there now. A device with a production version and no folder in data.root is said
+    to be so."""
+    devices, production = report.get("devices", {}), report.get("production", {})
+    not_in_data = report.get("not_in_data", [])
     return [
         (device, f"{device}: {_said(device, devices, production, not_in_data)}")
         for device in sorted(set(devices) | set(production))
@@ -29,8 +28,8 @@ def _said(
     not_in_data: Collection[str],
 ) -> str:
     shipped = production.get(device)
-    if device in not_in_data:
-        return gone(production[device])
+    if shipped and device in not_in_data:
+        return gone(shipped)
     if shipped and shipped["status"] == "removed" and device not in devices:
         return f"no production version: {shipped['model']}'s bundle left the deploy folder"
     return _line(devices.get(device), shipped)

@@ -108,9 +108,7 @@ class Reporting:
         return built
 
     def describe(self, report: dict[str, Any]) -> list[tuple[str, str]]:
-        return decisions.describe(
-            report["devices"], report["production"], report.get("not_in_data", [])
-        )
+        return decisions.describe(report)
 
     def extra(self, report: dict[str, Any]) -> dict[str, Any]:
         refused = all_refused(report["devices"])

@@ -225,8 +225,8 @@ def build_one(job: Job, build: BuildFn, out: Path, swap: bool = True) -> Outcome
     except Exception as exc:  # one device's bug must not stop the fleet
         return failure(job, time.perf_counter() - started, exc)
     (work / ATTEMPT).unlink()
-    write_json(work / "summary.json", summary)
-    if swap:
+    if swap:  # else the stage's process commits it, and writes its summary then
+        write_json(work / "summary.json", summary)
         replace_dir(work, out / job.device)
     seconds = time.perf_counter() - started
     return Outcome(job.device, "built", seconds, summary=summary, attempts=attempts)

@@ -185,7 +185,7 @@ def deployed(deploy_report: Path, registry: Registry, family: str) -> Deployed:
     gone = report.get("not_in_data", [])
     return Deployed(
         report["devices"],
-        dict(decisions.describe(report["devices"], report["production"], gone)),
+        dict(decisions.describe(report)),
         {m["scope"]: m for m in registry.list(alias=PRODUCTION) if m["family"] == family},
         alias_events(registry.history(), family),
         report.get("error"),

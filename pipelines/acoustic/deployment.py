@@ -158,8 +158,9 @@ class Stage(deploying.Reporting):
 
     def work(self, p: Params) -> dict[str, fleet.Outcome]:
         a = self.paths
-        jobs = plan(a["models"], a["evaluation"] / "devices", a["features"], a["root"], p)
+        # the cluster first: planning may make the store, and nothing is written if it refuses
         on = cluster.of(p.fleet, [a["models"], a["evaluation"], a["features"], a["root"]])
+        jobs = plan(a["models"], a["evaluation"] / "devices", a["features"], a["root"], p)
         self.keep_backups = p.deploy.keep_backups
         self.in_data = data.device_folders(a["root"])
         built = fleet.run_stage(

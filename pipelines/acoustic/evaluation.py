@@ -110,9 +110,9 @@ class Stage:
         self.paths = paths
 
     def work(self, p: Params) -> dict[str, fleet.Outcome]:
+        on = cluster.of(p.fleet, [self.paths["features"], self.paths["models"]])
         jobs = plan(self.paths["features"], self.paths["models"], p)
         devices = self.paths["out"] / "devices"
-        on = cluster.of(p.fleet, [self.paths["features"], self.paths["models"]])
         outcomes = fleet.run_stage(devices, jobs, build, p.fleet.workers, "evaluate", on)
         figures.write_fleet_outputs(
             devices, self.paths["out"] / "metrics.json", self.paths["out"] / "plots"

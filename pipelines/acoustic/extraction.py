@@ -290,6 +290,7 @@ class Stage:
         self.not_devices: list[data.Skipped] = []
 
     def work(self, p: Params) -> dict[str, fleet.Outcome]:
+        on = cluster.of(p.fleet, [self.paths["root"]])  # before the plan hashes every clip
         found = discover(self.paths["root"], p)
         for path, reason in found.skipped:
             logging.getLogger("stage").warning("extract: skipped %s: %s", path, reason)
@@ -298,7 +299,6 @@ class Stage:
         # work releases the GIL, and worker processes would each pay ~1.5 s of imports. On
         # a cluster, on its workers.
         jobs = plan(self.paths["root"], p, found)
-        on = cluster.of(p.fleet, [self.paths["root"]])
         return fleet.run_stage(self.paths["out"], jobs, build, 1, "extract", on)
 
     def extra(self, _: dict[str, Any]) -> dict[str, list[dict[str, str]]]:

@@ -156,9 +156,7 @@ def build(job: fleet.Job, work: Path) -> dict[str, Any]:
     torch.set_num_threads(p.torch_threads)
     windows, _, index = load_device(inp.features)
     validation = np.asarray(index["validation"], dtype=bool)
-    parent = inp.parent or (
-        _parent(job.device, inp.store, inp.start.parent) if inp.start.parent else None
-    )
+    parent = inp.parent or with_parent(job).inputs.parent  # read by the stage, or here
     # on the training part only; a fine-tuning keeps its parent's
     scale = parent.scale if parent else features.fit_scale(windows, ~validation)
     x = features.apply_scale(windows, scale, out=windows)
@@ -369,10 +367,10 @@ class Stage:
 
     def work(self, p: Params) -> dict[str, fleet.Outcome]:
         out = self.paths["out"]
+        on = cluster.of(p.fleet, [self.paths["features"]], prepare=with_parent)
         jobs = plan(self.paths["features"], p)
         for line in unread_settings(p, [job.device for job in jobs]):
             log.warning("%s", line)
-        on = cluster.of(p.fleet, [self.paths["features"]], prepare=with_parent)
         outcomes = fleet.run_stage(out, jobs, build, p.fleet.workers, "train", on)
         log_curves(out, self.paths["live"])
         return outcomes
