@@ -94,6 +94,15 @@ def run(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
     return result
 
 
+def fresh_python(code: str) -> str:
+    """What `code` prints in a new interpreter, stripped: what a command imports at start-up
+    shows there, whatever this test process has imported already."""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=HANG_S
+    )
+    return done.stdout.strip()
+
+
 def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in extra.items():

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +16,7 @@ from pipelines.acoustic import figures
 from pipelines.cli import app
 from registry.api import Registry
 from tests import tiny_fleet
-from tests.patience import HANG_S
+from tests.pipeline_repo import fresh_python
 from tests.registry_helpers import make_artifacts, new_registry, snapshot
 
 runner = CliRunner()
@@ -226,7 +224,4 @@ def test_the_table_reads_its_record_without_the_models_libraries(metrics: Path) 
         f"done = CliRunner().invoke(app, ['table', '--evaluation', {str(metrics.parent)!r}]); "
         "print(done.exit_code, sorted({'torch', 'sklearn'} & set(sys.modules)))"
     )
-    shown = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=HANG_S
-    )
-    assert shown.stdout.strip() == "0 []"
+    assert fresh_python(code) == "0 []"

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +16,7 @@ from pipelines.acoustic import figures, views
 from pipelines.cli import app
 from registry.api import Registry
 from tests import tiny_fleet
-from tests.patience import HANG_S
-from tests.pipeline_repo import PROJECT, TINY, merge, write_params
+from tests.pipeline_repo import PROJECT, TINY, fresh_python, merge, write_params
 from tests.test_readme import table
 from tests.test_tabular_stages import FAST, pipeline
 from tests.test_tabular_stages import write_params as write_tabular_params
@@ -162,10 +159,7 @@ def test_the_tables_read_no_models_library(project: Path) -> None:
         "for c in ('table', 'status')]; "
         "print(codes, sorted({'torch', 'sklearn'} & set(sys.modules)))"
     )
-    shown = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=HANG_S
-    )
-    assert shown.stdout.strip() == "[0, 0] []"
+    assert fresh_python(code) == "[0, 0] []"
 
 
 def test_the_acoustic_table_flags_only_a_test_set_too_small_to_mean_much(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from registry.api import Registry
 from registry.cli import app
 from registry.errors import RegistryError
 from tests.patience import HANG_S
-from tests.pipeline_repo import readme_commands
+from tests.pipeline_repo import fresh_python, readme_commands
 from tests.registry_helpers import (
     ARCHITECTURE,
     FAMILY,
@@ -283,10 +283,7 @@ def test_read_commands_load_neither_the_lock_nor_a_models_library(two_models: Pa
         f"for c in {reads!r}]; "
         "print(codes, sorted({'filelock', 'torch'} & set(sys.modules)))"
     )
-    shown = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=HANG_S
-    )
-    assert shown.stdout.strip() == "[0, 0] []"
+    assert fresh_python(code) == "[0, 0] []"
 
 
 def test_every_familys_declared_policy_is_read_without_torch() -> None:
@@ -298,10 +295,7 @@ def test_every_familys_declared_policy_is_read_without_torch() -> None:
         f"policies = [importlib.import_module(m).POLICY for m in {modules!r}]; "
         "print(len(policies), 'torch' in sys.modules)"
     )
-    shown = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=HANG_S
-    )
-    assert shown.stdout.strip() == "3 False"
+    assert fresh_python(code) == "3 False"
 
 
 def test_show_is_a_model_card_with_short_lines(store: Path, tmp_path: Path) -> None:
